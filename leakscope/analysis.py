@@ -1,0 +1,370 @@
+"""Loop series to a Verdict: the ratchet rule, the kind, the rate and the projection.
+
+The decision rule
+-----------------
+A leak is memory whose *floor* keeps rising. For each measured loop we look
+at the kept bytes of the traced window, and at its floor: the smallest value
+seen from that loop to the end of the run (a suffix minimum). A sawtooth
+buffer, a ring buffer or a list cleared every few loops returns to the same
+floor again and again; a cache that fills and plateaus stops raising it; a
+leak raises it loop after loop.
+
+1. Multi-scale floors. Growth hidden under a periodic buffer (a leak plus a
+   list cleared every 5 loops) rises only from one cycle to the next, so the
+   floor is also read on block minima of sizes 1, 2, 3, ... 8, 10, ... loops,
+   as long as at least ``MIN_BLOCKS`` blocks remain.
+2. Significance. At each scale we count the steps where the floor rose and
+   take the one-sided sign-test p-value against "no growth" (a rise no more
+   likely than not: for independent noise a floor rises at step k with
+   probability 1/(k+1) <= 1/2, so the test is conservative). The p-value is
+   multiplied by the number of scales tried (Bonferroni). A leak needs
+   ``p <= ALPHA`` (0.05, the 0.95 Scalene reports at).
+3. Persistence. Growth must still be happening at the end of the run: in the
+   last half of the steps, at least ``TAIL_RISE_FRACTION`` of them rise.
+   Warm-up growth and a cache that has filled fail this, however long the run.
+4. Size. The floor's Theil-Sen slope must be positive.
+
+Against CPython's refleak hunter (5 warm-ups, then a leak only if each of 4
+deltas is >= 1: p = 1/16 for coin-flip noise, and blind to a leak under a
+sawtooth), one object per loop is called after 6 measured loops at p < 0.05,
+and periodic buffers are told apart. Against Scalene's Laplace score
+((rises + 1) / (steps + 2) >= 0.95 needs 18 straight rises), the sign test
+reaches the same confidence after 5.
+
+The kind
+--------
+- ``reachable``: the traced floor rises and a full collection after the run
+  frees less than ``CYCLIC_SHARE`` of the growth.
+- ``cyclic-garbage``: a collection frees most of the growth *and* the normal
+  gc was disabled during the run (seed 000's worker). With gc enabled the
+  same garbage is freed by the collector's own schedule, so it is no leak.
+- ``native``: the traced floor is flat but memory outside the Python heap
+  (glibc's in-use bytes beyond Python's own large blocks, or RSS where glibc
+  is absent) passes the same rule with at least ``NATIVE_MIN_RATE`` a loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from leakscope.runfile import Loop, Run, Site, Verdict
+from leakscope.units import format_bytes, format_count, short_unit
+
+ALPHA = 0.05
+MIN_LOOPS = 5
+MIN_BLOCKS = 5
+SCALES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 96, 128)
+TAIL_RISE_FRACTION = 0.75
+MIN_TAIL_STEPS = 3
+# Share of the window's growth that one gc.collect() must free to call it cyclic.
+CYCLIC_SHARE = 0.5
+# Native counters see malloc noise from the interpreter itself (a few hundred
+# bytes of free-list churn); below this rate a rising floor is not a leak.
+NATIVE_MIN_RATE = 64.0
+# RSS moves in pages; where it is the only native counter, demand a page's worth.
+RSS_MIN_RATE = 512.0
+# Theil-Sen is O(n^2); longer series are thinned to this many points.
+SLOPE_POINTS = 400
+SERIES_POINTS = 200
+SITE_LIMIT = 25
+
+
+@dataclass
+class Evidence:
+    """What the ratchet rule saw in one series."""
+
+    leak: bool
+    p_value: float
+    scale: int
+    rises: int
+    steps: int
+    tail_rises: int
+    tail_steps: int
+    slope: float
+
+    @property
+    def confidence(self) -> float:
+        if self.leak:
+            return round(1.0 - self.p_value, 4)
+        if self.tail_steps == 0:
+            return 0.0
+        # Laplace's rule of succession on the tail: the chance the next step rises.
+        return round(1.0 - (self.tail_rises + 1) / (self.tail_steps + 2), 4)
+
+
+def suffix_minima(values: Sequence[float]) -> list[float]:
+    out = list(values)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i + 1] < out[i]:
+            out[i] = out[i + 1]
+    return out
+
+
+def block_minima(values: Sequence[float], size: int) -> list[float]:
+    """Minima of consecutive blocks, aligned to the end so the latest loops count."""
+    start = len(values) % size
+    return [min(values[i:i + size]) for i in range(start, len(values), size)]
+
+
+def sign_test(rises: int, steps: int) -> float:
+    """P(at least ``rises`` of ``steps`` fair coin flips come up heads)."""
+    if steps == 0:
+        return 1.0
+    tail = sum(math.comb(steps, k) for k in range(rises, steps + 1))
+    return tail / 2**steps
+
+
+def theil_sen(values: Sequence[float]) -> float:
+    """Median of pairwise slopes: a rate that outliers cannot drag."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    if n > SLOPE_POINTS:
+        step = n / SLOPE_POINTS
+        idx = [int(i * step) for i in range(SLOPE_POINTS)] + [n - 1]
+    else:
+        idx = list(range(n))
+    slopes = sorted(
+        (values[j] - values[i]) / (j - i)
+        for a, i in enumerate(idx) for j in idx[a + 1:] if j != i
+    )
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
+def ratchet(values: Sequence[float]) -> Evidence:
+    """Apply the decision rule of this module to one series."""
+    n = len(values)
+    slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
+    if n < MIN_LOOPS:
+        return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+    scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
+    best: Evidence | None = None
+    fallback: Evidence | None = None
+    for scale in scales:
+        floor = suffix_minima(block_minima(values, scale))
+        rising = [b > a for a, b in zip(floor, floor[1:])]
+        steps = len(rising)
+        tail_steps = max(MIN_TAIL_STEPS, steps // 2)
+        tail = rising[-tail_steps:]
+        p_value = min(1.0, sign_test(sum(rising), steps) * len(scales))
+        evidence = Evidence(
+            leak=False, p_value=p_value, scale=scale, rises=sum(rising), steps=steps,
+            tail_rises=sum(tail), tail_steps=len(tail), slope=slope,
+        )
+        persistent = evidence.tail_rises >= TAIL_RISE_FRACTION * evidence.tail_steps
+        if persistent and p_value <= ALPHA and slope > 0:
+            evidence.leak = True
+            if best is None or p_value < best.p_value:
+                best = evidence
+        elif fallback is None or scale == 1:
+            fallback = evidence
+    return best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+
+
+def thin(values: Sequence[float], points: int = SERIES_POINTS) -> list[float]:
+    if len(values) <= points:
+        return list(values)
+    step = len(values) / points
+    return [values[int(i * step)] for i in range(points - 1)] + [values[-1]]
+
+
+# ----------------------------------------------------------------- the verdict
+
+
+def _series(loops: Sequence[Loop], name: str) -> list[float] | None:
+    values = [getattr(loop, name) for loop in loops]
+    if not values or any(v is None for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _native_series(loops: Sequence[Loop]) -> tuple[list[float] | None, float]:
+    native = _series(loops, "native_bytes")
+    if native is not None:
+        return native, NATIVE_MIN_RATE
+    rss = _series(loops, "rss_bytes")
+    if rss is None:
+        return None, RSS_MIN_RATE
+    overhead = [float(getattr(loop, "tracemalloc_bytes", 0) or 0) for loop in loops]
+    return [r - o for r, o in zip(rss, overhead)], RSS_MIN_RATE
+
+
+def _cyclic_share(run: Run, growth: float) -> float:
+    final = run.observations.get("gc_final")
+    if not final or growth <= 0:
+        return 0.0
+    freed = final.get("bytes_before", 0) - final.get("bytes_after", 0)
+    return max(0.0, freed / growth)
+
+
+def decide(run: Run) -> Verdict:
+    """The verdict of a run, from its measured loops and final observations."""
+    loops = run.measured
+    traced = _series(loops, "traced_bytes") or []
+    blocks = _series(loops, "traced_blocks") or []
+    partial = bool(run.observations.get("interrupted"))
+    if len(traced) < MIN_LOOPS:
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=0.0, partial=partial,
+            summary=f"Too few measured loops to decide ({len(traced)}; at least {MIN_LOOPS}).",
+            evidence={"measured_loops": len(traced)},
+        )
+    evidence = ratchet(traced)
+    block_rate = theil_sen(suffix_minima(blocks)) if blocks else 0.0
+    growth = suffix_minima(traced)[-1] - suffix_minima(traced)[0]
+    facts = {
+        "measured_loops": len(traced),
+        "p_value": evidence.p_value, "scale": evidence.scale,
+        "floor_rises": evidence.rises, "steps": evidence.steps,
+        "tail_rises": evidence.tail_rises, "tail_steps": evidence.tail_steps,
+        "gc_enabled": run.observations.get("gc_enabled", True),
+    }
+    unit = run.unit
+    if evidence.leak:
+        share = _cyclic_share(run, growth)
+        facts["freed_by_collect"] = round(share, 3)
+        if share >= CYCLIC_SHARE and run.observations.get("gc_enabled", True):
+            return Verdict(
+                leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+                confidence=evidence.confidence, partial=partial, evidence=facts,
+                summary=(
+                    f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} of cyclic garbage built up, "
+                    "but the garbage collector is enabled and frees it on its own schedule."
+                ),
+            )
+        kind = "cyclic-garbage" if share >= CYCLIC_SHARE else "reachable"
+        return Verdict(
+            leak=True, kind=kind, bytes_per_iteration=round(evidence.slope, 1),
+            blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
+            partial=partial, evidence=facts, summary="",
+        )
+    native, minimum = _native_series(loops)
+    if native is not None:
+        native_evidence = ratchet(native)
+        facts["native_p_value"] = native_evidence.p_value
+        facts["native_rate"] = round(native_evidence.slope, 1)
+        if native_evidence.leak and native_evidence.slope >= minimum:
+            return Verdict(
+                leak=True, kind="native", bytes_per_iteration=round(native_evidence.slope, 1),
+                blocks_per_iteration=0.0, confidence=native_evidence.confidence,
+                partial=partial, evidence=facts, summary="",
+            )
+    return Verdict(
+        leak=False, kind="none", bytes_per_iteration=round(max(evidence.slope, 0.0), 1),
+        blocks_per_iteration=round(max(block_rate, 0.0), 2), confidence=evidence.confidence,
+        partial=partial, evidence=facts, summary="",
+    )
+
+
+def project(verdict: Verdict, run: Run, memory_limit: int) -> Verdict:
+    """After how many more iterations the process reaches ``memory_limit`` of RSS."""
+    verdict = replace(verdict, memory_limit_bytes=memory_limit)
+    unit = run.unit
+    if not verdict.leak or verdict.bytes_per_iteration <= 0:
+        verdict.projection = (
+            f"No growth to project: RSS stays under the {format_bytes(memory_limit)} limit "
+            "at this rate."
+        )
+        return verdict
+    last = run.loops[-1] if run.loops else None
+    rss = (last.rss_bytes or 0) - (getattr(last, "tracemalloc_bytes", 0) or 0) if last else 0
+    remaining = memory_limit - rss
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
+    if remaining <= 0:
+        verdict.iterations_to_limit = 0
+        verdict.projection = f"RSS is already above the {format_bytes(memory_limit)} limit."
+        return verdict
+    count = math.ceil(remaining / verdict.bytes_per_iteration)
+    verdict.iterations_to_limit = count
+    verdict.projection = (
+        f"At {rate}, RSS ({format_bytes(rss)} now) reaches the "
+        f"{format_bytes(memory_limit)} limit after ~{count:,} more {unit}s: recycle the "
+        f"worker sooner (max_requests / max_tasks_per_child < {count:,})."
+    )
+    return verdict
+
+
+# ---------------------------------------------------------------------- sites
+
+
+def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
+    """Rate and rank allocation sites; keep the ones that grow, most growth first."""
+    ranked = []
+    for site in sites:
+        series = site.series
+        if len(series) >= 2:
+            floor = suffix_minima(series)
+            site.bytes_per_iteration = round(theil_sen(floor), 1)
+            quarter = max(1, len(floor) // 4)
+            still_rising = floor[-1] > floor[-quarter - 1] if len(floor) > quarter else False
+            site.growing = leak and site.bytes_per_iteration > 0 and (
+                still_rising or ratchet(series).leak
+            )
+        site.series = [int(v) for v in thin(series)]
+        ranked.append(site)
+    ranked.sort(key=lambda s: (s.growing, s.bytes_per_iteration, s.kept_bytes), reverse=True)
+    return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
+
+
+def describe(verdict: Verdict, run: Run) -> str:
+    """The one sentence a person reads first."""
+    unit = run.unit
+    prefix = ""
+    if verdict.partial:
+        prefix = f"Partial run (interrupted after {len(run.measured)} measured {unit}s): "
+    if verdict.summary and not verdict.leak:
+        return prefix + verdict.summary
+    if not verdict.leak:
+        return prefix + (
+            f"No leak: memory kept per {unit} does not keep growing "
+            f"(confidence {verdict.confidence:.2f})."
+        )
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
+    holder = next((h for h in run.holders if h.growing), None)
+    site = next((s for s in run.sites if s.growing), None)
+    where = ""
+    if site is not None and site.user_frame is not None:
+        uf = site.user_frame
+        where = f"; open {uf.file}:{uf.line} ({uf.function}) first"
+    if holder is not None:
+        items = format_count(holder.items_per_iteration)
+        noun = "callable" if holder.role == "callback-list" else "item"
+        made = f"; {noun}s made at {', '.join(holder.callables_defined_at or holder.items_made_at)}" \
+            if (holder.callables_defined_at or holder.items_made_at) else ""
+        added = f", added at {holder.grown_at}" if holder.grown_at else ""
+        return prefix + (
+            f"Leak ({verdict.kind}, {rate}, confidence {verdict.confidence:.2f}): "
+            f"{holder.path} ({holder.type}) gains {items} {noun}"
+            f"{'' if items == '1' else 's'} per {unit}{made}{added}."
+        )
+    kinds = {
+        "reachable": "still reachable",
+        "cyclic-garbage": "unreachable cycles that only gc.collect() frees (gc is disabled)",
+        "native": "outside the Python heap (C extension or ctypes memory)",
+    }
+    blocks = (
+        f", {format_count(verdict.blocks_per_iteration)} blocks"
+        if verdict.blocks_per_iteration else ""
+    )
+    return prefix + (
+        f"Leak ({verdict.kind}): {rate}{blocks} kept per {unit}, "
+        f"{kinds.get(verdict.kind, verdict.kind)}, confidence {verdict.confidence:.2f}{where}."
+    )
+
+
+def analyse(run: Run) -> Run:
+    """Decide the verdict, rank sites and holders, write the summary and projection."""
+    verdict = decide(run)
+    run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
+    if not verdict.leak:
+        for holder in run.holders:
+            holder.growing = False
+    run.holders.sort(key=lambda h: (h.growing, h.items_per_iteration), reverse=True)
+    verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
+    verdict.summary = describe(verdict, run)
+    run.verdict = verdict
+    return run

@@ -1,0 +1,243 @@
+"""Runs warm-up and measured loops, owns tracemalloc, hands each loop to an observer.
+
+The collector is driven by ``end_loop()``: the harness calls it after every
+``iteration()``, and a worker with its own loop reaches it through
+``leakscope.tick()``. It never prints; the observer decides what a loop
+becomes (a live line, a progress tick, a message to the parent process).
+
+Why tracemalloc starts only after warm-up: a snapshot costs time in
+proportion to the traces it holds. Started late, tracemalloc holds only what
+the measured window allocated and kept, so the per-loop cost does not grow
+with the heap the worker built before (1,000,000 objects cost nothing here).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+import tracemalloc
+from typing import Any, Protocol
+
+from leakscope import counters, hook, sites
+from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY, Settings
+
+try:  # The raw trace list; the public Snapshot wraps the same tuples.
+    from _tracemalloc import _get_traces
+except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
+    def _get_traces() -> list:
+        return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
+
+# Holder checkpoints, as fractions of the measured loops. Walking the heap
+# costs far more than a loop's diff, so it runs at these few points only.
+CHECKPOINTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Tracebacks are kept for this many of the biggest lines at the end of a run.
+TRACEBACK_LINES = 200
+
+
+class Observer(Protocol):
+    def on_measuring(self, warmup_loops: int) -> None: ...
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None: ...
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None: ...
+
+
+class HolderProbe(Protocol):
+    def observe(self) -> dict[str, Any]: ...
+
+
+class Collector:
+    """One measured run of a loop, fed by ``end_loop()`` after each iteration."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer,
+        holder_probe: HolderProbe | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.holder_probe = holder_probe
+        self.index = 0
+        self.measured = 0
+        self.warmup_loops = 0
+        self.measuring = False
+        self._is_own = sites.OwnFilter()
+        self._previous = sites.LineTotals()
+        self._blocks_history: list[int] = []
+        self._checkpoints = self._checkpoint_indices(settings.iterations)
+        self._gc_counter = counters.GcCounter()
+        self._tracemalloc_was_on = tracemalloc.is_tracing()
+        self._last_time = time.perf_counter()
+        self.harness_seconds = 0.0
+
+    @staticmethod
+    def _checkpoint_indices(iterations: int) -> set[int]:
+        return {round(f * iterations) for f in CHECKPOINTS}
+
+    # -------------------------------------------------------------- driving
+
+    def begin(self) -> None:
+        """Called once before the first loop."""
+        self._gc_counter.__enter__()
+        hook.install(self)
+        if self._warmup_target() == 0:
+            self._start_measuring()
+        self._last_time = time.perf_counter()
+
+    def end_loop(self) -> bool:
+        """Record the loop that just ended; False once enough loops are measured."""
+        started = time.perf_counter()
+        seconds = started - self._last_time
+        index = self.index
+        self.index += 1
+        if not self.measuring:
+            self._record_warmup(index, seconds)
+            if self._warmup_finished():
+                self._start_measuring()
+            more = True
+        else:
+            self._record_measured(index, seconds)
+            more = self.measured < self.settings.iterations
+        self._last_time = time.perf_counter()
+        self.harness_seconds += self._last_time - started
+        return more
+
+    def finish(self) -> dict[str, Any]:
+        """Stop tracing and gather what only the live process knows."""
+        hook.install(None)
+        self._gc_counter.__exit__()
+        final: dict[str, Any] = {
+            "gc_enabled": gc.isenabled(),
+            "gc_collections": self._gc_counter.collections,
+            "warmup_loops": self.warmup_loops,
+            "measured_loops": self.measured,
+            "harness_seconds": self.harness_seconds,
+            "malloc_counter": counters.has_malloc_counter(),
+        }
+        if self.measuring and tracemalloc.is_tracing():
+            traces = _get_traces()
+            tracebacks = sites.dominant_tracebacks(traces, self._is_own, TRACEBACK_LINES)
+            del traces
+            final["tracebacks"] = [
+                [list(key), [list(frame) for frame in frames]]
+                for key, frames in tracebacks.items()
+            ]
+            final["gc_final"] = self._measure_final_collect(set(tracebacks))
+            if not self._tracemalloc_was_on:
+                tracemalloc.stop()
+        return final
+
+    # ------------------------------------------------------------- internals
+
+    def _warmup_target(self) -> int | None:
+        warmup = self.settings.warmup
+        return None if warmup == "auto" else int(warmup)
+
+    def _warmup_finished(self) -> bool:
+        target = self._warmup_target()
+        if target is not None:
+            return self.index >= target
+        return self._auto_warmup_settled()
+
+    def _auto_warmup_settled(self) -> bool:
+        """Warm-up has settled when per-loop block growth has stopped changing.
+
+        A steady rate, zero or not, is what the measured window must see: a
+        leak grows steadily from the start, while warm-up growth (imports,
+        first-call caches) dies away.
+        """
+        if self.index >= AUTO_WARMUP_MAX:
+            return True
+        history = self._blocks_history
+        if self.index < AUTO_WARMUP_MIN or len(history) < AUTO_WARMUP_STEADY + 1:
+            return False
+        recent = history[-(AUTO_WARMUP_STEADY + 1):]
+        deltas = [b - a for a, b in zip(recent, recent[1:])]
+        spread = max(deltas) - min(deltas)
+        return spread <= max(2, 0.1 * abs(sorted(deltas)[len(deltas) // 2]))
+
+    def _record_warmup(self, index: int, seconds: float) -> None:
+        blocks = sys.getallocatedblocks()
+        self._blocks_history.append(blocks)
+        loop = {
+            "index": index,
+            "warmup": True,
+            "rss_bytes": counters.rss_bytes(),
+            "allocated_blocks": blocks,
+            "native_bytes": counters.malloc_in_use(),
+            "gc_collections": self._gc_counter.collections,
+            "seconds": seconds,
+        }
+        self.observer.on_loop(loop, [])
+
+    def _start_measuring(self) -> None:
+        self.warmup_loops = self.index
+        self.measuring = True
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(self.settings.frames)
+        else:
+            tracemalloc.clear_traces()
+        self._previous = sites.aggregate(_get_traces(), self._is_own)
+        self.observer.on_measuring(self.warmup_loops)
+        if self.holder_probe is not None and 0 in self._checkpoints:
+            self._checkpoint()
+
+    def _record_measured(self, index: int, seconds: float) -> None:
+        totals = sites.aggregate(_get_traces(), self._is_own)
+        changes = sites.diff(self._previous, totals)
+        malloc = counters.malloc_in_use()
+        native = None
+        if malloc is not None:
+            # What the C allocator holds beyond Python's own large blocks and
+            # tracemalloc's bookkeeping: memory only a C extension can own.
+            native = malloc - totals.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+        loop = {
+            "index": index,
+            "warmup": False,
+            "traced_bytes": totals.total_bytes,
+            "traced_blocks": totals.total_blocks,
+            "net_bytes": totals.total_bytes - self._previous.total_bytes,
+            "rss_bytes": counters.rss_bytes(),
+            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
+            "native_bytes": native,
+            "allocated_blocks": sys.getallocatedblocks(),
+            "gc_collections": self._gc_counter.collections,
+            "seconds": seconds,
+        }
+        self._previous = totals
+        self.measured += 1
+        self.observer.on_loop(loop, changes)
+        if self.holder_probe is not None and self.measured in self._checkpoints:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Look at the live heap: container sizes and the gc object count."""
+        assert self.holder_probe is not None
+        observation = self.holder_probe.observe()
+        observation["gc_objects"] = len(gc.get_objects())
+        self.observer.on_checkpoint(self.index, observation)
+
+    def _measure_final_collect(self, lines: set[tuple[str, int]]) -> dict[str, Any]:
+        """Run one full collection after the last loop and see what it frees.
+
+        Growth that a collection frees was unreachable cycles (the kind
+        ``cyclic-garbage``); we do this once, after measuring, because a
+        collection before every snapshot would hide exactly that growth.
+        """
+        before = sites.aggregate(_get_traces(), self._is_own)
+        collected = gc.collect()
+        after = sites.aggregate(_get_traces(), self._is_own)
+        freed_by_line = []
+        for key in lines:
+            was = before.by_line.get(key, [0, 0])
+            now = after.by_line.get(key, [0, 0])
+            if was[0] != now[0]:
+                freed_by_line.append([key[0], key[1], was[0] - now[0], was[1] - now[1]])
+        return {
+            "objects_collected": collected,
+            "bytes_before": before.total_bytes,
+            "bytes_after": after.total_bytes,
+            "blocks_before": before.total_blocks,
+            "blocks_after": after.total_blocks,
+            "freed_by_line": freed_by_line,
+        }

@@ -1,0 +1,43 @@
+"""The LeakscopeError family: every error the CLI can print, with its exit code.
+
+Exit codes are fixed by the contract: 2 bad usage or unreadable input,
+3 the worker itself failed.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_LEAK = 1
+EXIT_USAGE = 2
+EXIT_WORKER = 3
+EXIT_INTERRUPTED = 130
+
+
+class LeakscopeError(Exception):
+    """An error with a one-line message and the exit code that goes with it."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # Multi-line text (a worker's traceback) shown before the one line.
+        self.detail = detail
+
+
+class UsageError(LeakscopeError):
+    """Bad command-line usage or configuration."""
+
+
+class TargetError(LeakscopeError):
+    """The worker cannot be found, read, compiled or does not follow the contract."""
+
+
+class RunFileError(LeakscopeError):
+    """A run file that is missing, corrupt or not a leakscope run."""
+
+
+class WorkerError(LeakscopeError):
+    """The worker raised, exited or hung: a failed run, not a verdict."""
+
+    exit_code = EXIT_WORKER

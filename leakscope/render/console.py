@@ -1,0 +1,167 @@
+"""Terminal output with rich: the live per-loop lines, the progress bar, the summary."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from leakscope.runfile import LineDelta, Loop, Run
+from leakscope.units import format_bytes, format_count, short_unit
+
+# Lines shown per loop in the live view (the rest are summed up in one line).
+LIVE_LINES = 8
+
+
+def _blocks(count: int) -> str:
+    return f"{count:+,} block{'s' if abs(count) != 1 else ''}"
+
+
+class LiveLoopPrinter:
+    """One block per measured loop, as Swoole Tracker prints its leak analysis."""
+
+    def __init__(self, console: Console, unit: str = "loop") -> None:
+        self.console = console
+        self.unit = unit
+        self.warmup_announced = False
+
+    def on_measuring(self, warmup_loops: int) -> None:
+        self.console.print(
+            f"[dim]warm-up: {warmup_loops} untraced loop{'s' if warmup_loops != 1 else ''}; "
+            "tracing from here[/dim]"
+        )
+
+    def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
+        if loop.warmup:
+            return
+        net = loop.net_bytes or 0
+        style = "red" if net > 0 else ("green" if net < 0 else "dim")
+        kept = "kept" if net >= 0 else "freed"
+        self.console.print(
+            f"[bold]{self.unit} {loop.index}[/bold]: [{style}]{format_bytes(net, signed=True)} "
+            f"{kept}[/{style}] [dim]({format_bytes(loop.traced_bytes or 0)} in "
+            f"{loop.traced_blocks or 0:,} blocks since warm-up)[/dim]"
+        )
+        grew = [c for c in changes if c.count_diff > 0 or (c.count_diff == 0 and c.size_diff > 0)]
+        freed = [c for c in changes if c not in grew]
+        for change in grew[:LIVE_LINES]:
+            self.console.print(
+                f"    {escape(change.file)}:{change.line} => "
+                f"[red]{format_bytes(change.size_diff, signed=True)}[/red] "
+                f"[dim]{_blocks(change.count_diff)}[/dim]",
+                highlight=False,
+            )
+        for change in freed[: max(0, LIVE_LINES - len(grew[:LIVE_LINES]))]:
+            self.console.print(
+                f"    [green]freed[/green] {escape(change.file)}:{change.line} => "
+                f"[green]{format_bytes(change.size_diff, signed=True)}[/green] "
+                f"[dim]{_blocks(change.count_diff)}[/dim]",
+                highlight=False,
+            )
+        hidden = len(changes) - min(len(changes), LIVE_LINES)
+        if hidden > 0:
+            self.console.print(f"    [dim]... {hidden} more lines changed[/dim]")
+
+
+class ProgressObserver:
+    """--quiet: one progress bar instead of the per-loop lines."""
+
+    def __init__(self, console: Console, iterations: int) -> None:
+        self.iterations = iterations
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[kept]}"), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self.task = self.progress.add_task("warming up", total=None, kept="")
+
+    def __enter__(self) -> ProgressObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_measuring(self, warmup_loops: int) -> None:
+        self.progress.update(self.task, description="tracing", total=self.iterations, completed=0)
+
+    def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
+        if loop.warmup:
+            return
+        kept = format_bytes(loop.traced_bytes or 0)
+        self.progress.update(self.task, advance=1, kept=f"{kept} kept")
+
+
+# -------------------------------------------------------------------- summary
+
+_KIND_STYLE = {"none": "green", "reachable": "red", "cyclic-garbage": "yellow", "native": "magenta"}
+
+
+def summary(run: Run, max_sites: int = 8) -> Group:
+    """Verdict first, then the holders and top sites, then the projection."""
+    verdict = run.verdict
+    assert verdict is not None
+    short = short_unit(run.unit)
+    parts: list = []
+    style = _KIND_STYLE.get(verdict.kind, "red") if verdict.leak else "green"
+    title = "LEAK" if verdict.leak else "NO LEAK"
+    if verdict.partial:
+        title += " (partial)"
+    head = Text.assemble((title, f"bold {style}"), "  ", verdict.summary)
+    facts = (
+        f"kind {verdict.kind} · {format_bytes(verdict.bytes_per_iteration)}/{short} · "
+        f"{format_count(verdict.blocks_per_iteration)} blocks/{short} · "
+        f"confidence {verdict.confidence:.2f} · {len(run.measured)} measured + "
+        f"{len(run.loops) - len(run.measured)} warm-up {run.unit}s · mode {run.mode}"
+    )
+    parts.append(Panel(Group(head, Text(facts, style="dim")), border_style=style, expand=True))
+    growing_holders = [h for h in run.holders if h.growing]
+    if growing_holders:
+        table = Table(title="Growing containers", title_justify="left", expand=True, box=None,
+                      pad_edge=False)
+        table.add_column("path", overflow="fold")
+        table.add_column("type")
+        table.add_column("role")
+        table.add_column(f"items/{short}", justify="right")
+        table.add_column("items", justify="right")
+        table.add_column("made at / added at", overflow="fold")
+        for holder in growing_holders[:5]:
+            made = ", ".join(holder.callables_defined_at or holder.items_made_at) or "-"
+            table.add_row(
+                escape(holder.path), holder.type, holder.role,
+                format_count(holder.items_per_iteration),
+                f"{holder.items_first:,} → {holder.items_last:,}",
+                escape(f"{made} / {holder.grown_at or '-'}"),
+            )
+        parts.append(table)
+    shown = [s for s in run.sites if s.growing][:max_sites]
+    if not shown and not verdict.leak:
+        shown = [s for s in run.sites if s.bytes_per_iteration > 0][:3]
+    if shown:
+        table = Table(
+            title="Growing allocation sites" if verdict.leak else "Largest kept sites",
+            title_justify="left", expand=True, box=None, pad_edge=False,
+        )
+        table.add_column("site", overflow="fold", ratio=3)
+        table.add_column(f"B/{short}", justify="right", no_wrap=True)
+        table.add_column("kept", justify="right", no_wrap=True)
+        table.add_column("open first", overflow="fold", ratio=2)
+        for site in shown:
+            user = site.user_frame
+            same = user is not None and (user.file, user.line) == (site.file, site.line)
+            table.add_row(
+                escape(f"{site.file}:{site.line} {site.function}"),
+                format_bytes(site.bytes_per_iteration), format_bytes(site.kept_bytes),
+                "(this line)" if same else (escape(f"{user.file}:{user.line}") if user else "-"),
+            )
+        parts.append(table)
+    if verdict.projection:
+        parts.append(Text(verdict.projection, style="bold" if verdict.leak else "dim"))
+    return Group(*parts)
+
+
+def print_summary(console: Console, run: Run) -> None:
+    console.print(summary(run))

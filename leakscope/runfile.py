@@ -1,0 +1,246 @@
+"""The run file: Run/Loop/Site/Holder/Verdict, its schema check and atomic save.
+
+The JSON written here *is* the run file of CONTRACT.md (schema
+``leakscope.run/1``); there is no second writer. Fields may be added, never
+renamed. ``load`` checks ``schema`` before anything else, so a foreign or
+corrupt file gets one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from leakscope.errors import RunFileError
+
+SCHEMA = "leakscope.run/1"
+
+
+@dataclass
+class Frame:
+    file: str
+    line: int
+    function: str = ""
+
+
+@dataclass
+class LineDelta:
+    """What one file:line kept (or freed) in one loop: Swoole Tracker's line."""
+
+    file: str
+    line: int
+    size_diff: int
+    count_diff: int
+
+
+@dataclass
+class Loop:
+    index: int
+    warmup: bool
+    traced_bytes: int | None = None
+    traced_blocks: int | None = None
+    rss_bytes: int | None = None
+    # Counting gc objects walks the whole heap, so it is read at checkpoints only.
+    gc_objects: int | None = None
+    net_bytes: int | None = None
+    top: list[LineDelta] = field(default_factory=list)
+    native_bytes: int | None = None
+    allocated_blocks: int | None = None
+    gc_collections: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Verdict:
+    leak: bool
+    kind: str  # "reachable" | "cyclic-garbage" | "native" | "none"
+    bytes_per_iteration: float
+    blocks_per_iteration: float
+    confidence: float
+    summary: str
+    partial: bool = False
+    iterations_to_limit: int | None = None
+    memory_limit_bytes: int | None = None
+    projection: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Site:
+    file: str
+    line: int
+    function: str
+    traceback: list[Frame]
+    user_frame: Frame | None
+    bytes_per_iteration: float
+    blocks_per_iteration: float
+    growing: bool
+    kept_bytes: int = 0
+    kept_blocks: int = 0
+    # Kept bytes over the measured loops, thinned to at most SERIES_POINTS points.
+    series: list[int] = field(default_factory=list)
+    holder: str | None = None
+
+
+@dataclass
+class Holder:
+    path: str
+    type: str
+    role: str  # "registry" | "callback-list"
+    items_first: int
+    items_last: int
+    items_per_iteration: float
+    item_types: dict[str, int] = field(default_factory=dict)
+    callables_defined_at: list[str] = field(default_factory=list)
+    grown_at: str | None = None
+    items_made_at: list[str] = field(default_factory=list)
+    items_series: list[int] = field(default_factory=list)
+    bound: int | None = None
+    growing: bool = True
+
+
+@dataclass
+class Run:
+    target: str
+    python: str
+    started_at: str
+    settings: dict[str, Any]
+    loops: list[Loop] = field(default_factory=list)
+    verdict: Verdict | None = None
+    sites: list[Site] = field(default_factory=list)
+    holders: list[Holder] = field(default_factory=list)
+    schema: str = SCHEMA
+    leakscope_version: str = ""
+    finished_at: str | None = None
+    mode: str = "full"
+    unit: str = "iteration"
+    platform: str = ""
+    # Raw facts the analysis reads (final gc.collect(), gc state, bounded caches).
+    observations: dict[str, Any] = field(default_factory=dict)
+    bounded: list[dict[str, Any]] = field(default_factory=list)
+    process: dict[str, Any] | None = None
+    processes: list[Run] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[Loop]:
+        return [loop for loop in self.loops if not loop.warmup]
+
+
+def to_dict(run: Run) -> dict[str, Any]:
+    data = asdict(run)
+    # Keep the contract's order at the top of the file for people who read it.
+    ordered = {key: data.pop(key) for key in ("schema", "target", "python", "started_at")}
+    ordered.update(data)
+    if not run.processes:
+        ordered.pop("processes")
+    if run.process is None:
+        ordered.pop("process")
+    return ordered
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Construct a dataclass from a dict, ignoring fields added by newer writers."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def _frame(data: dict[str, Any] | None) -> Frame | None:
+    return None if data is None else _build(Frame, data)
+
+
+def from_dict(data: dict[str, Any]) -> Run:
+    loops = [
+        _build(Loop, {**loop, "top": [_build(LineDelta, t) for t in loop.get("top", [])]})
+        for loop in data.get("loops", [])
+    ]
+    sites = [
+        _build(
+            Site,
+            {
+                **site,
+                "traceback": [_build(Frame, f) for f in site.get("traceback", [])],
+                "user_frame": _frame(site.get("user_frame")),
+            },
+        )
+        for site in data.get("sites", [])
+    ]
+    holders = [_build(Holder, h) for h in data.get("holders", [])]
+    verdict = _build(Verdict, data["verdict"]) if data.get("verdict") else None
+    processes = [from_dict(p) for p in data.get("processes", [])]
+    rest = {
+        key: value
+        for key, value in data.items()
+        if key not in {"loops", "sites", "holders", "verdict", "processes"}
+    }
+    return _build(
+        Run,
+        {**rest, "loops": loops, "sites": sites, "holders": holders, "verdict": verdict,
+         "processes": processes},
+    )
+
+
+def save(run: Run, path: str | os.PathLike[str]) -> Path:
+    """Write the run atomically: a reader never sees a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(to_dict(run), out, separators=(",", ":"))
+            out.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+_REQUIRED = {"target": str, "python": str, "started_at": str, "settings": dict, "loops": list}
+
+
+def validate(data: Any, source: str = "run file") -> None:
+    """Reject anything that is not a leakscope.run/1 object, with the reason."""
+    if not isinstance(data, dict):
+        raise RunFileError(f"{source}: not a leakscope run file (top level is not an object)")
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        found = "no schema field" if schema is None else f"schema {schema!r}"
+        raise RunFileError(f"{source}: not a leakscope run file ({found}; expected {SCHEMA!r})")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(data.get(key), kind):
+            raise RunFileError(f"{source}: corrupt run file: {key!r} missing or not a {kind.__name__}")
+    for i, loop in enumerate(data["loops"]):
+        if not isinstance(loop, dict) or not isinstance(loop.get("index"), int):
+            raise RunFileError(f"{source}: corrupt run file: loops[{i}] has no integer index")
+    verdict = data.get("verdict")
+    if verdict is not None and (
+        not isinstance(verdict, dict) or not isinstance(verdict.get("leak"), bool)
+    ):
+        raise RunFileError(f"{source}: corrupt run file: verdict has no boolean 'leak'")
+
+
+def load(path: str | os.PathLike[str]) -> Run:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFileError(f"{source}: no such run file") from None
+    except IsADirectoryError:
+        raise RunFileError(f"{source}: is a directory, not a run file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{source}: cannot read run file: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunFileError(
+            f"{source}: corrupt run file: not JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    validate(data, source)
+    try:
+        return from_dict(data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise RunFileError(f"{source}: corrupt run file: {exc}") from None

@@ -1,0 +1,42 @@
+"""Settings of one run, shared by the CLI, the config file and the traced child."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_ITERATIONS = 50
+# Five untraced loops, as CPython's refleak hunter does: enough for imports,
+# lazy singletons and first-call caches, short enough to stay cheap.
+DEFAULT_WARMUP = 5
+DEFAULT_FRAMES = 10
+DEFAULT_MEMORY_LIMIT = 512 * 1024 * 1024
+# A loop that makes no progress for this long is a hang (or a script that
+# never calls tick()).
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_TOP = 10
+# --warmup auto: stop warming once per-loop block growth has been steady
+# for this many loops, but never warm more than AUTO_WARMUP_MAX loops.
+AUTO_WARMUP_MIN = 3
+AUTO_WARMUP_STEADY = 4
+AUTO_WARMUP_MAX = 100
+
+
+@dataclass
+class Settings:
+    iterations: int = DEFAULT_ITERATIONS
+    warmup: int | str = DEFAULT_WARMUP  # a count, or "auto"
+    frames: int = DEFAULT_FRAMES
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
+    timeout: float = DEFAULT_TIMEOUT
+    top: int = DEFAULT_TOP
+    holders: bool = True
+    args: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**known)

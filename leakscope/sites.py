@@ -1,0 +1,220 @@
+"""Raw tracemalloc traces to per-line totals and diffs, and lines to named sites.
+
+The collector calls ``aggregate`` once per loop on the raw trace list. It is
+one pass over the traces of the measured window only (tracemalloc starts
+after warm-up), so its cost follows what the window kept, not the heap.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import sysconfig
+import tracemalloc
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import leakscope
+
+LineKey = tuple[str, int]
+# Allocations above this size go to the C allocator (pymalloc's small-object
+# threshold); they show in malloc's counters as well as in tracemalloc's.
+SMALL_REQUEST_THRESHOLD = 512
+
+_LEAKSCOPE_DIR = os.path.dirname(os.path.abspath(leakscope.__file__)) + os.sep
+_TRACEMALLOC_FILE = tracemalloc.__file__
+
+
+@dataclass
+class LineTotals:
+    """What every file:line holds in the traced window at one moment."""
+
+    by_line: dict[LineKey, list[int]] = field(default_factory=dict)  # [bytes, blocks]
+    total_bytes: int = 0
+    total_blocks: int = 0
+    # Bytes in allocations that came from the C allocator, so that native
+    # growth can be told from Python growth in malloc's own counter.
+    malloc_bytes: int = 0
+
+
+class OwnFilter:
+    """Decides whether a trace is leakscope's own allocation.
+
+    Our series, messages and tracemalloc's snapshot tuples are allocated
+    either directly in leakscope (or tracemalloc.py) or in the standard
+    library called by leakscope (json, selectors). Walking from the innermost
+    frame, library frames are skipped and the first other frame decides: a
+    leakscope frame means ours, anything else is the worker's, so a worker's
+    own ``json.dumps`` still counts.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, int] = {}
+
+    def _classify(self, filename: str) -> int:
+        kind = self._files.get(filename)
+        if kind is None:
+            if filename == _TRACEMALLOC_FILE or filename.startswith(_LEAKSCOPE_DIR):
+                kind = _OWN
+            elif is_user_file(filename):
+                kind = _USER
+            else:
+                kind = _LIBRARY
+            self._files[filename] = kind
+        return kind
+
+    def __call__(self, frames: tuple) -> bool:
+        for filename, _ in frames:
+            kind = self._classify(filename)
+            if kind != _LIBRARY:
+                return kind == _OWN
+        return False
+
+
+_OWN, _USER, _LIBRARY = 0, 1, 2
+
+
+def aggregate(traces: Iterable[tuple], is_own: OwnFilter) -> LineTotals:
+    """Sum raw traces ``(domain, size, traceback, nframe)`` by innermost line."""
+    totals = LineTotals()
+    by_line = totals.by_line
+    total_bytes = total_blocks = malloc_bytes = 0
+    for domain, size, frames, _ in traces:
+        if not frames or is_own(frames):
+            continue
+        key = frames[0]
+        entry = by_line.get(key)
+        if entry is None:
+            by_line[key] = [size, 1]
+        else:
+            entry[0] += size
+            entry[1] += 1
+        total_bytes += size
+        total_blocks += 1
+        if size > SMALL_REQUEST_THRESHOLD or domain != 0:
+            malloc_bytes += size
+    totals.total_bytes = total_bytes
+    totals.total_blocks = total_blocks
+    totals.malloc_bytes = malloc_bytes
+    return totals
+
+
+def diff(before: LineTotals, after: LineTotals) -> list[tuple[str, int, int, int]]:
+    """Lines whose kept memory changed: ``(file, line, size_diff, count_diff)``."""
+    changes = []
+    old = before.by_line
+    for key, (size, count) in after.by_line.items():
+        prev = old.get(key)
+        if prev is None:
+            changes.append((key[0], key[1], size, count))
+        elif prev[0] != size or prev[1] != count:
+            changes.append((key[0], key[1], size - prev[0], count - prev[1]))
+    new = after.by_line
+    for key, (size, count) in old.items():
+        if key not in new:
+            changes.append((key[0], key[1], -size, -count))
+    return changes
+
+
+def dominant_tracebacks(
+    traces: Iterable[tuple], is_own: OwnFilter, limit: int
+) -> dict[LineKey, list[LineKey]]:
+    """For the ``limit`` biggest lines, the traceback that kept most bytes there.
+
+    Frames are innermost first, as in the run file.
+    """
+    per_stack: dict[tuple, int] = {}
+    per_line: dict[LineKey, int] = {}
+    for _domain, size, frames, _ in traces:
+        if not frames or is_own(frames):
+            continue
+        per_stack[frames] = per_stack.get(frames, 0) + size
+        per_line[frames[0]] = per_line.get(frames[0], 0) + size
+    wanted = set(sorted(per_line, key=per_line.__getitem__, reverse=True)[:limit])
+    best: dict[LineKey, tuple[int, tuple]] = {}
+    for frames, size in per_stack.items():
+        key = frames[0]
+        if key in wanted and (key not in best or size > best[key][0]):
+            best[key] = (size, frames)
+    return {key: [tuple(f) for f in frames] for key, (_, frames) in best.items()}
+
+
+# ---------------------------------------------------------------- naming sites
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths.get(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(os.path.dirname(os.__file__))
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    roots.update(os.path.join(p, "lib") for p in prefixes)
+    return tuple(sorted(os.path.abspath(r) + os.sep for r in roots if r))
+
+
+_ROOTS = _library_roots()
+
+
+def is_user_file(filename: str) -> bool:
+    """True for the user's own code: not stdlib, site-packages, leakscope or <frozen>."""
+    if not filename or filename.startswith("<"):
+        return False
+    if "site-packages" in filename or "dist-packages" in filename:
+        return False
+    path = os.path.abspath(filename)
+    if path.startswith(_LEAKSCOPE_DIR):
+        return False
+    return not path.startswith(_ROOTS)
+
+
+@lru_cache(maxsize=512)
+def _function_spans(filename: str) -> tuple[tuple[int, int, str], ...]:
+    """(first line, last line, qualified name) of every def in a file."""
+    try:
+        with open(filename, "rb") as source:
+            tree = ast.parse(source.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    spans: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                if not isinstance(child, ast.ClassDef):
+                    spans.append((first, child.end_lineno or child.lineno, name))
+                visit(child, name + ".")
+            elif isinstance(child, ast.Lambda):
+                spans.append((child.lineno, child.end_lineno or child.lineno, f"{prefix}<lambda>"))
+                visit(child, prefix)
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return tuple(spans)
+
+
+def function_at(filename: str, line: int) -> str:
+    """The innermost function around ``line``, read from the source with ast.
+
+    tracemalloc frames carry no function names; the source does.
+    """
+    best = "<module>"
+    best_width = None
+    for first, last, name in _function_spans(filename):
+        if first <= line <= last and (best_width is None or last - first < best_width):
+            best, best_width = name, last - first
+    return best
+
+
+def display_path(filename: str, base: str | None = None) -> str:
+    """A path relative to the working directory when it lies under it."""
+    if filename.startswith("<"):
+        return filename
+    base = base or os.getcwd()
+    path = os.path.abspath(filename)
+    if path.startswith(base.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, base)
+    return filename

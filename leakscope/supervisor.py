@@ -1,0 +1,331 @@
+"""The leakscope side of a trace: starts the traced child, gathers its loops into a Run.
+
+The child (``leakscope.harness``) streams one message per loop; this module
+turns them into ``Loop`` records and per-line series as they arrive, tells
+the live observer, and turns every way a worker can fail (raise, exit, hang,
+die, never tick) into a typed error. On Ctrl-C it asks the child to stop,
+keeps everything that already arrived and returns a run marked interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import leakscope
+from leakscope import sites as sitemod
+from leakscope.errors import TargetError, WorkerError
+from leakscope.harness import CONFIG_ENV
+from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
+from leakscope.settings import Settings
+from leakscope.target import TargetSpec
+
+# After Ctrl-C, how long the child gets to send what it gathered.
+INTERRUPT_GRACE = 10.0
+# After the final message, how long the child gets to exit on its own.
+EXIT_GRACE = 5.0
+
+
+class LiveObserver(Protocol):
+    def on_measuring(self, warmup_loops: int) -> None: ...
+    def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None: ...
+
+
+class NullObserver:
+    def on_measuring(self, warmup_loops: int) -> None:
+        pass
+
+    def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
+        pass
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class RunBuilder:
+    """Accumulates the child's messages into a Run."""
+
+    def __init__(self, run: Run, top: int, cwd: str) -> None:
+        self.run = run
+        self.top = top
+        self.cwd = cwd
+        self.measured = 0
+        # file:line -> change points (measured index, kept bytes, kept blocks)
+        self.points: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+        self.current: dict[tuple[str, int], tuple[int, int]] = {}
+        self.checkpoints: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.outcome: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+
+    def display(self, filename: str) -> str:
+        return sitemod.display_path(filename, self.cwd)
+
+    def add_loop(self, data: dict[str, Any], raw_changes: list[list]) -> tuple[Loop, list[LineDelta]]:
+        loop = Loop(**{k: v for k, v in data.items() if k in Loop.__dataclass_fields__})
+        extra = {k: v for k, v in data.items() if k not in Loop.__dataclass_fields__}
+        for key, value in extra.items():  # figures newer than the dataclass
+            setattr(loop, key, value)
+        changes = []
+        if not loop.warmup:
+            for filename, line, size_diff, count_diff in raw_changes:
+                key = (filename, line)
+                size, count = self.current.get(key, (0, 0))
+                size, count = size + size_diff, count + count_diff
+                self.current[key] = (size, count)
+                self.points.setdefault(key, []).append((self.measured, size, count))
+                changes.append(LineDelta(self.display(filename), line, size_diff, count_diff))
+            changes.sort(key=lambda c: (abs(c.size_diff), c.count_diff), reverse=True)
+            loop.top = changes[: self.top]
+            self.measured += 1
+        self.run.loops.append(loop)
+        return loop, changes
+
+    def add_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        observation["loops_done"] = loops_done
+        observation["measured_done"] = self.measured
+        self.checkpoints.append(observation)
+        if self.run.loops and loops_done > 0:
+            self.run.loops[min(loops_done, len(self.run.loops)) - 1].gc_objects = observation.get(
+                "gc_objects"
+            )
+
+    def series(self, key: tuple[str, int]) -> list[int]:
+        values = [0] * self.measured
+        points = self.points.get(key, [])
+        for (index, size, _), nxt in zip(points, points[1:] + [(self.measured, 0, 0)]):
+            for i in range(index, nxt[0]):
+                values[i] = size
+        return values
+
+    def build_sites(self) -> list[Site]:
+        tracebacks = {
+            (key[0], key[1]): [tuple(f) for f in frames]
+            for key, frames in (self.final or {}).get("tracebacks", [])
+        }
+        result = []
+        for key in self.points:
+            size, count = self.current.get(key, (0, 0))
+            frames = tracebacks.get(key) or [key]
+            traceback = [
+                Frame(self.display(f), int(n), sitemod.function_at(f, int(n))) for f, n in frames
+            ]
+            user = next(
+                (fr for fr, (f, _) in zip(traceback, frames) if sitemod.is_user_file(f)), None
+            )
+            series = self.series(key)
+            result.append(
+                Site(
+                    file=traceback[0].file, line=key[1], function=traceback[0].function,
+                    traceback=traceback, user_frame=user, bytes_per_iteration=0.0,
+                    blocks_per_iteration=self._block_rate(key), growing=False,
+                    kept_bytes=size, kept_blocks=count, series=series,
+                )
+            )
+        return result
+
+    def _block_rate(self, key: tuple[str, int]) -> float:
+        points = self.points.get(key, [])
+        if self.measured < 2 or not points:
+            return 0.0
+        return round(points[-1][2] / self.measured, 2)
+
+
+def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict()}
+    env[CONFIG_ENV] = json.dumps(config)
+    package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_parent not in paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths + [package_parent])
+    return env
+
+
+def trace(
+    spec: TargetSpec,
+    settings: Settings,
+    observer: LiveObserver | None = None,
+    *,
+    on_interrupt: Callable[[], None] | None = None,
+) -> Run:
+    """Trace the worker in a child process and return the run (not yet analysed)."""
+    observer = observer or NullObserver()
+    cwd = os.getcwd()
+    run = Run(
+        target=spec.text, python=platform.python_version(), started_at=now_iso(),
+        settings=settings.to_dict(), leakscope_version=leakscope.__version__,
+        platform=f"{platform.system()} {platform.machine()}",
+    )
+    run.settings.pop("args", None)
+    run.settings["worker_args"] = list(settings.args)
+    run.observations["cwd"] = cwd
+    run.observations["target_kind"] = spec.kind
+    builder = RunBuilder(run, settings.top, cwd)
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leakscope.harness"],
+            pass_fds=(write_fd,), env=_child_env(write_fd, spec, settings),
+        )
+    finally:
+        os.close(write_fd)
+    interrupted = False
+    timed_out = False
+    try:
+        try:
+            _pump(read_fd, builder, observer, settings.timeout)
+        except KeyboardInterrupt:
+            interrupted = True
+            if on_interrupt is not None:
+                on_interrupt()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                _pump(read_fd, builder, observer, INTERRUPT_GRACE)
+            except (KeyboardInterrupt, TimeoutError):
+                pass
+        except TimeoutError:
+            timed_out = True
+    finally:
+        os.close(read_fd)
+        _reap(proc, quick=timed_out or interrupted)
+    run.finished_at = now_iso()
+    if interrupted:
+        run.observations["interrupted"] = True
+        return _finish(run, builder)
+    _raise_for_failure(spec, settings, builder, proc, timed_out)
+    return _finish(run, builder)
+
+
+def _pump(fd: int, builder: RunBuilder, observer: LiveObserver, timeout: float) -> None:
+    """Read messages until the child closes the pipe; TimeoutError if it stalls."""
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    buffer = b""
+    try:
+        while True:
+            if not selector.select(timeout):
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                _dispatch(json.loads(line), builder, observer)
+    finally:
+        selector.close()
+
+
+def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserver) -> None:
+    kind = message["t"]
+    if kind == "loop":
+        loop, changes = builder.add_loop(message["loop"], message["changes"])
+        observer.on_loop(loop, changes)
+    elif kind == "measuring":
+        builder.run.settings["warmup_used"] = message["warmup_loops"]
+        observer.on_measuring(message["warmup_loops"])
+    elif kind == "checkpoint":
+        builder.add_checkpoint(message["loops_done"], message["observation"])
+    elif kind == "final":
+        builder.final = message["final"]
+        builder.outcome = message["outcome"]
+    elif kind == "error":
+        builder.error = message
+
+
+def _reap(proc: subprocess.Popen, quick: bool) -> None:
+    try:
+        proc.wait(timeout=0.5 if quick else EXIT_GRACE)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.terminate()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _raise_for_failure(
+    spec: TargetSpec, settings: Settings, builder: RunBuilder,
+    proc: subprocess.Popen, timed_out: bool,
+) -> None:
+    loops = len(builder.run.loops)
+    name = spec.path or spec.label
+    if builder.error is not None:
+        error = builder.error
+        cls = TargetError if error["code"] == 2 else WorkerError
+        raise cls(error["message"], detail=error.get("traceback"))
+    if timed_out:
+        if loops == 0 and spec.kind == "script":
+            raise TargetError(
+                f"{name}: no leakscope.tick() call within {settings.timeout:g}s: "
+                "does the worker's loop call leakscope.tick()?"
+            )
+        raise WorkerError(
+            f"{name}: worker hung: no loop finished within {settings.timeout:g}s "
+            f"(stuck in loop {loops}); raise --timeout if a loop is that slow"
+        )
+    outcome = builder.outcome
+    if outcome is None:
+        code = proc.returncode
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code} (os._exit?)"
+        raise WorkerError(f"{name}: worker process {how} in loop {loops} before finishing")
+    status = outcome["status"]
+    if status == "raised":
+        raise WorkerError(
+            f"{name}: worker raised {outcome['error']} (in loop {outcome['loop']})",
+            detail=outcome["traceback"],
+        )
+    if status == "exited":
+        text = outcome.get("message") or f"sys.exit({outcome['code']})"
+        raise WorkerError(
+            f"{name}: worker called {text} in loop {outcome['loop']}; "
+            "a worker must return from each loop, not exit"
+        )
+    if status == "script-ended":
+        if loops == 0:
+            raise TargetError(f"{name}: ran to the end without calling leakscope.tick()")
+        builder.run.observations["script_ended_early"] = True
+
+
+def _finish(run: Run, builder: RunBuilder) -> Run:
+    final = builder.final or {}
+    for key in ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter"):
+        if key in final:
+            run.observations[key] = final[key]
+    if "gc_final" in final:
+        gc_final = final["gc_final"]
+        gc_final["freed_by_line"] = [
+            [builder.display(f), n, b, c] for f, n, b, c in gc_final.get("freed_by_line", [])
+        ]
+        run.observations["gc_final"] = gc_final
+    run.sites = builder.build_sites()
+    if builder.checkpoints:
+        from leakscope.holders import build_holders
+
+        holders, bounded = build_holders(builder.checkpoints, builder.display)
+        run.holders = holders
+        run.bounded = bounded
+    run.observations["elapsed_seconds"] = round(
+        sum(loop.seconds or 0 for loop in run.loops), 4
+    )
+    time.sleep(0)
+    return run
