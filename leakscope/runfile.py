@@ -49,6 +49,7 @@ class Loop:
     net_bytes: int | None = None
     top: list[LineDelta] = field(default_factory=list)
     native_bytes: int | None = None
+    tracemalloc_bytes: int | None = None
     allocated_blocks: int | None = None
     gc_collections: int | None = None
     seconds: float | None = None

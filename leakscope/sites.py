@@ -37,6 +37,8 @@ class LineTotals:
     # Bytes in allocations that came from the C allocator, so that native
     # growth can be told from Python growth in malloc's own counter.
     malloc_bytes: int = 0
+    # Every live trace, leakscope's own included: tracemalloc pays for each.
+    all_blocks: int = 0
 
 
 class OwnFilter:
@@ -80,8 +82,12 @@ def aggregate(traces: Iterable[tuple], is_own: OwnFilter) -> LineTotals:
     """Sum raw traces ``(domain, size, traceback, nframe)`` by innermost line."""
     totals = LineTotals()
     by_line = totals.by_line
-    total_bytes = total_blocks = malloc_bytes = 0
+    total_bytes = total_blocks = malloc_bytes = all_blocks = 0
     for domain, size, frames, _ in traces:
+        all_blocks += 1
+        # Large blocks sit in malloc whoever owns them, leakscope included.
+        if size > SMALL_REQUEST_THRESHOLD or domain != 0:
+            malloc_bytes += size
         if not frames or is_own(frames):
             continue
         key = frames[0]
@@ -93,8 +99,7 @@ def aggregate(traces: Iterable[tuple], is_own: OwnFilter) -> LineTotals:
             entry[1] += 1
         total_bytes += size
         total_blocks += 1
-        if size > SMALL_REQUEST_THRESHOLD or domain != 0:
-            malloc_bytes += size
+    totals.all_blocks = all_blocks
     totals.total_bytes = total_bytes
     totals.total_blocks = total_blocks
     totals.malloc_bytes = malloc_bytes

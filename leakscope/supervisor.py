@@ -16,13 +16,13 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import leakscope
+from leakscope import counters
 from leakscope import sites as sitemod
 from leakscope.errors import TargetError, WorkerError
 from leakscope.harness import CONFIG_ENV
@@ -146,6 +146,7 @@ def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict()}
     env[CONFIG_ENV] = json.dumps(config)
+    env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
     package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_parent not in paths:
@@ -327,5 +328,4 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
     run.observations["elapsed_seconds"] = round(
         sum(loop.seconds or 0 for loop in run.loops), 4
     )
-    time.sleep(0)
     return run

@@ -1,7 +1,10 @@
 """A class-level list appended to on every request (seed 004's ``Test::$array[] = ...``).
 
-Expected: leak=yes kind=reachable line=scenarios/static_array.py:20
-holder=static_array.Test.array role=registry
+Laravel-S's docs warn that appending forever to a static property overflows
+memory; this is the Python version of that controller.
+
+Expected: leak=yes kind=reachable line=scenarios/static_array.py:26
+Holder: static_array.Test.array role=registry
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ class Test:
 
 
 def handle(param: str) -> None:
-    Test.array.append(param)  # the leak: never cleared
+    Test.array.append(param)  # the leak: nothing ever clears Test.array
 
 
 def iteration() -> None:
-    handle(f"request-{next(_ids)}")
+    handle(f"request-{next(_ids)}-payload")
