@@ -346,10 +346,8 @@ def describe(verdict: Verdict, run: Run) -> str:
         "cyclic-garbage": "unreachable cycles that only gc.collect() frees (gc is disabled)",
         "native": "outside the Python heap (C extension or ctypes memory)",
     }
-    blocks = (
-        f", {format_count(verdict.blocks_per_iteration)} blocks"
-        if verdict.blocks_per_iteration else ""
-    )
+    count = format_count(verdict.blocks_per_iteration)
+    blocks = f", {count} block{'' if count == '1' else 's'}" if verdict.blocks_per_iteration else ""
     return prefix + (
         f"Leak ({verdict.kind}): {rate}{blocks} kept per {unit}, "
         f"{kinds.get(verdict.kind, verdict.kind)}, confidence {verdict.confidence:.2f}{where}."

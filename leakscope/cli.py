@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -21,9 +22,9 @@ from leakscope.settings import (
 from leakscope.units import parse_size
 
 try:  # typer >= 0.16 vendors click; older ones depend on it.
-    from typer._click import exceptions as click_exceptions
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as click_exceptions
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 DEFAULT_RUN_FILE = ".leakscope/last-run.json"
 
@@ -34,7 +35,7 @@ app = typer.Typer(
     help="Find what a long-running Python worker keeps from every loop.",
 )
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Interrupted(Exception):
@@ -123,6 +124,8 @@ def report(run_path: Path = typer.Argument(..., metavar="RUN.json")) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typed errors become one line and their exit code, never a traceback."""
+    # Piped into `head`, exit quietly as other Unix tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="leakscope", standalone_mode=False)
@@ -135,12 +138,17 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("leakscope: interrupted; the loops gathered so far were saved",
                           markup=False)
         sys.exit(EXIT_INTERRUPTED)
-    except click_exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click_exceptions.ClickException as exc:
-        err_console.print(f"leakscope: error: {exc.format_message()}", markup=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()
         sys.exit(EXIT_USAGE)
-    except (KeyboardInterrupt, click_exceptions.Abort):
+    except ClickException as exc:
+        err_console.print(
+            f"leakscope: error: {exc.format_message()} (see leakscope --help)", markup=False
+        )
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("leakscope: interrupted", markup=False)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0)

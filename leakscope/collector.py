@@ -70,6 +70,8 @@ class Collector:
         self._last_time = time.perf_counter()
         self.harness_seconds = 0.0
         self._trace_overhead = 0.0
+        self._gc_enabled = gc.isenabled()
+        self._end: dict[str, Any] | None = None
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -99,35 +101,47 @@ class Collector:
         else:
             self._record_measured(index, seconds)
             more = self.measured < self.settings.iterations
+            if not more:
+                # Observe now, while the worker's frames and a tick script's
+                # globals are still alive: StopTracing is about to unwind them.
+                self._observe_end()
         self._last_time = time.perf_counter()
         self.harness_seconds += self._last_time - started
         return more
 
     def finish(self) -> dict[str, Any]:
-        """Stop tracing and gather what only the live process knows."""
+        """Stop tracing and hand over what only the live process knows."""
         hook.install(None)
         self._gc_counter.__exit__()
+        if self._end is None:  # interrupted, or a tick script that ended early
+            self._observe_end()
         final: dict[str, Any] = {
-            "gc_enabled": gc.isenabled(),
+            "gc_enabled": self._gc_enabled,
             "gc_collections": self._gc_counter.collections,
             "warmup_loops": self.warmup_loops,
             "measured_loops": self.measured,
             "harness_seconds": self.harness_seconds,
             "trace_overhead_bytes": round(self._trace_overhead, 1),
             "malloc_counter": counters.has_malloc_counter(),
+            **(self._end or {}),
         }
-        if self.measuring and tracemalloc.is_tracing():
-            traces = _get_traces()
-            tracebacks = sites.dominant_tracebacks(traces, self._is_own, TRACEBACK_LINES)
-            del traces
-            final["tracebacks"] = [
-                [list(key), [list(frame) for frame in frames]]
-                for key, frames in tracebacks.items()
-            ]
-            final["gc_final"] = self._measure_final_collect(set(tracebacks))
-            if not self._tracemalloc_was_on:
-                tracemalloc.stop()
+        if self.measuring and tracemalloc.is_tracing() and not self._tracemalloc_was_on:
+            tracemalloc.stop()
         return final
+
+    def _observe_end(self) -> None:
+        """Dominant tracebacks of the biggest lines, then one full collection."""
+        self._gc_enabled = gc.isenabled()
+        self._end = {}
+        if not (self.measuring and tracemalloc.is_tracing()):
+            return
+        traces = _get_traces()
+        tracebacks = sites.dominant_tracebacks(traces, self._is_own, TRACEBACK_LINES)
+        del traces
+        self._end["tracebacks"] = [
+            [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
+        ]
+        self._end["gc_final"] = self._measure_final_collect(set(tracebacks))
 
     # ------------------------------------------------------------- internals
 

@@ -1,0 +1,51 @@
+"""Every scenario, through the real CLI with its default settings, gets the verdict,
+kind and user line its docstring promises."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT, SCENARIOS, expected, load_json, run_cli
+
+CASES = sorted(p for p in SCENARIOS.glob("*.py") if "Expected:" in p.read_text())
+
+
+def _args(scenario):
+    args = ["trace", str(scenario.relative_to(ROOT)), "--quiet"]
+    if scenario.name == "tick_consumer.py":
+        args += ["--", "orders"]
+    return args
+
+
+@pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
+def test_scenario_verdict(scenario, tmp_path):
+    want = expected(scenario)
+    out = tmp_path / "run.json"
+    args = _args(scenario)
+    args[3:3] = ["--json", str(out)]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    run = load_json(out)
+    verdict = run["verdict"]
+    assert verdict["leak"] is (want["leak"] == "yes"), verdict["summary"]
+    assert verdict["kind"] == want["kind"], verdict["summary"]
+    growing = [s for s in run["sites"] if s["growing"]]
+    if want["line"] == "-":
+        assert not growing, growing[:1]
+    else:
+        assert growing, verdict["summary"]
+        frame = growing[0]["user_frame"]
+        assert f"{frame['file']}:{frame['line']}" == want["line"], verdict["summary"]
+        assert want["line"] in verdict["summary"] or verdict["kind"] != "reachable" or run["holders"]
+    # The terminal shows the verdict first, then sites, then the projection.
+    text = proc.stdout
+    title = "NO LEAK" if want["leak"] == "no" else "LEAK "
+    assert title in text
+    assert text.index(title) < text.index(verdict["projection"][:30])
+    if growing:
+        assert text.index(title) < text.index("Growing allocation sites")
+
+
+def test_every_scenario_states_its_expectation():
+    for path in SCENARIOS.glob("*.py"):
+        assert "Expected:" in path.read_text(), f"{path.name} has no Expected: line"
