@@ -49,7 +49,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from leakscope.runfile import Loop, Run, Site, Verdict
+from leakscope.runfile import Holder, Loop, Run, Site, Verdict
 from leakscope.units import format_bytes, format_count, short_unit
 
 ALPHA = 0.05
@@ -237,6 +237,15 @@ def decide(run: Run) -> Verdict:
                 ),
             )
         kind = "cyclic-garbage" if share >= CYCLIC_SHARE else "reachable"
+        filling = _filling_bounds(run)
+        if kind == "reachable" and filling:
+            facts["bounded"] = [b["path"] for b in filling]
+            return Verdict(
+                leak=False, kind="none", bytes_per_iteration=round(evidence.slope, 1),
+                blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
+                partial=partial, evidence=facts,
+                summary=_bounded_summary(filling[0], evidence.slope, len(traced), run.unit),
+            )
         return Verdict(
             leak=True, kind=kind, bytes_per_iteration=round(evidence.slope, 1),
             blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
@@ -258,6 +267,35 @@ def decide(run: Run) -> Verdict:
         blocks_per_iteration=round(max(block_rate, 0.0), 2), confidence=evidence.confidence,
         partial=partial, evidence=facts, summary="",
     )
+
+
+def _filling_bounds(run: Run) -> list[dict]:
+    """Bounded containers still filling, when no unbounded holder grows.
+
+    A cache whose ceiling is known (an lru_cache's maxsize, a deque's maxlen)
+    grows like a leak until it is full; with nothing else growing, that
+    growth is the cache filling, however short the run.
+    """
+    if any(h.growing for h in run.holders):
+        return []
+    return [b for b in run.bounded if b.get("filling")]
+
+
+def _bounded_summary(bounded: dict, byte_rate: float, loops: int, unit: str) -> str:
+    series = bounded.get("items_series") or [0, 0]
+    per_loop = (series[-1] - series[0]) / max(1, loops)
+    text = (
+        f"No leak: the growth is {bounded['path']} ({bounded['type']}) filling toward its "
+        f"bound of {bounded['bound']:,} ({bounded['items']:,} now)"
+    )
+    if per_loop > 0:
+        remaining = math.ceil((bounded["bound"] - bounded["items"]) / per_loop)
+        ceiling = byte_rate / per_loop * bounded["bound"]
+        text += (
+            f"; it stops growing after ~{remaining:,} more {unit}s, "
+            f"at about {format_bytes(ceiling)}"
+        )
+    return text + "."
 
 
 def project(verdict: Verdict, run: Run, memory_limit: int) -> Verdict:
@@ -331,16 +369,8 @@ def describe(verdict: Verdict, run: Run) -> str:
         uf = site.user_frame
         where = f"; open {uf.file}:{uf.line} ({uf.function}) first"
     if holder is not None:
-        items = format_count(holder.items_per_iteration)
-        noun = "callable" if holder.role == "callback-list" else "item"
-        made = f"; {noun}s made at {', '.join(holder.callables_defined_at or holder.items_made_at)}" \
-            if (holder.callables_defined_at or holder.items_made_at) else ""
-        added = f", added at {holder.grown_at}" if holder.grown_at else ""
-        return prefix + (
-            f"Leak ({verdict.kind}, {rate}, confidence {verdict.confidence:.2f}): "
-            f"{holder.path} ({holder.type}) gains {items} {noun}"
-            f"{'' if items == '1' else 's'} per {unit}{made}{added}."
-        )
+        return prefix + f"Leak ({verdict.kind}, {rate}, confidence {verdict.confidence:.2f}): " + \
+            describe_holder(holder, unit) + "."
     kinds = {
         "reachable": "still reachable",
         "cyclic-garbage": "unreachable cycles that only gc.collect() frees (gc is disabled)",
@@ -354,6 +384,43 @@ def describe(verdict: Verdict, run: Run) -> str:
     )
 
 
+def _plural(noun: str, count: str) -> str:
+    if count == "1":
+        return noun
+    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def describe_holder(holder: Holder, unit: str = "iteration") -> str:
+    """``app.Console.bootstrappers (list) gains 1 closure per request; made at ..., added at ...``."""
+    count = format_count(holder.items_per_iteration)
+    text = (
+        f"{holder.path} ({holder.type}) gains {count} "
+        f"{_plural(holder.item_noun, count)} per {unit}"
+    )
+    made = holder.items_made_at or holder.callables_defined_at
+    where = []
+    if made:
+        where.append(f"made at {', '.join(made[:2])}")
+    defined = [d for d in holder.callables_defined_at if d not in made]
+    if defined:
+        where.append(f"defined at {', '.join(defined[:2])}")
+    if holder.grown_at:
+        verb = "appended" if holder.type in ("list", "collections.deque") else "added"
+        where.append(f"{verb} at {holder.grown_at}")
+    return text + ("; " + ", ".join(where) if where else "")
+
+
+def link_sites(sites: list[Site], holders: list[Holder]) -> None:
+    """Point each site at the holder whose items it made or whose storage it grew."""
+    for holder in holders:
+        lines = set(holder.items_made_at) | ({holder.grown_at} if holder.grown_at else set())
+        for site in sites:
+            user = site.user_frame
+            here = {f"{site.file}:{site.line}"} | ({f"{user.file}:{user.line}"} if user else set())
+            if site.holder is None and here & lines:
+                site.holder = holder.path
+
+
 def analyse(run: Run) -> Run:
     """Decide the verdict, rank sites and holders, write the summary and projection."""
     verdict = decide(run)
@@ -361,7 +428,8 @@ def analyse(run: Run) -> Run:
     if not verdict.leak:
         for holder in run.holders:
             holder.growing = False
-    run.holders.sort(key=lambda h: (h.growing, h.items_per_iteration), reverse=True)
+    run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking
+    link_sites(run.sites, [h for h in run.holders if h.growing])
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     verdict.summary = describe(verdict, run)
     run.verdict = verdict

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 
 from leakscope import runfile
-from leakscope.errors import EXIT_INTERRUPTED, EXIT_LEAK, EXIT_USAGE, LeakscopeError, UsageError
+from leakscope.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_LEAK,
+    EXIT_USAGE,
+    EXIT_WORKER,
+    LeakscopeError,
+    UsageError,
+)
+from leakscope.runfile import Run
 from leakscope.settings import (
     DEFAULT_FRAMES,
     DEFAULT_ITERATIONS,
@@ -21,12 +32,19 @@ from leakscope.settings import (
 )
 from leakscope.units import parse_size
 
+if TYPE_CHECKING:
+    from leakscope.budget import Decision
+    from leakscope.config import CheckSettings, Config
+    from leakscope.target import TargetSpec
+
 try:  # typer >= 0.16 vendors click; older ones depend on it.
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 DEFAULT_RUN_FILE = ".leakscope/last-run.json"
+# `check` with several targets writes one run file per target here.
+DEFAULT_CHECK_DIR = ".leakscope/check"
 
 app = typer.Typer(
     add_completion=False,
@@ -54,10 +72,54 @@ def _warmup(value: str) -> int | str:
     return count
 
 
+def _size(option: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc.message}") from None
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse an output path that cannot be written before a long run, not after it."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{option} {path}: cannot write there ({parent} is not a writable directory)"
+        )
+
+
+def _trace_and_save(
+    spec: TargetSpec, settings: Settings, json_path: Path, show: str
+) -> tuple[Run, Path]:
+    """Trace, analyse and save one worker: the path `trace` and `check TARGET` share.
+
+    The engine is called here and nowhere else in the CLI, so a cheaper mode
+    (`check --fast`) changes one place. ``show`` is what the terminal sees
+    while it runs: ``live`` per-loop lines, a ``progress`` bar, or ``none``.
+    """
+    from leakscope.analysis import analyse
+    from leakscope.render.console import LiveLoopPrinter, ProgressObserver
+    from leakscope.supervisor import trace as run_trace
+
+    if show == "progress":
+        with ProgressObserver(console, settings.iterations) as observer:
+            run = run_trace(spec, settings, observer)
+    elif show == "live":
+        run = run_trace(spec, settings, LiveLoopPrinter(console))
+    else:
+        run = run_trace(spec, settings)
+    analyse(run)
+    return run, runfile.save(run, json_path)
+
+
 @app.command()
 def trace(
     target: str = typer.Argument(..., help="worker.py, worker.py:func or package.module:func"),
-    worker_args: Optional[list[str]] = typer.Argument(  # noqa: UP007 - typer needs Optional
+    worker_args: Optional[list[str]] = typer.Argument(  # noqa: UP007, UP045 - typer needs Optional
         None, help="Arguments after -- become the worker's sys.argv[1:]"
     ),
     iterations: int = typer.Option(DEFAULT_ITERATIONS, "--iterations", "-n", min=1,
@@ -66,36 +128,36 @@ def trace(
                                help="Untraced loops first: a number, or 'auto'."),
     frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
                                help="Traceback depth kept per allocation."),
-    json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json", help="Where to write the run."),
-    html_path: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML report."),  # noqa: UP007
+    json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
+                                   help="Where to write the run."),
+    html_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--html", help="Also write an HTML report."
+    ),
     memory_limit: str = typer.Option("512MiB", "--memory-limit",
                                      help="RSS limit for the projection."),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout",
                                   help="Seconds a loop may take before the worker counts as hung."),
-    top: int = typer.Option(DEFAULT_TOP, "--top", help="Changed lines kept per loop."),
+    top: int = typer.Option(DEFAULT_TOP, "--top", min=0, help="Changed lines kept per loop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="A progress bar, not per-loop lines."),
     no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
     fail_on_leak: bool = typer.Option(False, "--fail-on-leak", help="Exit 1 when it leaks."),
 ) -> None:
     """Run the worker's loop under tracing, print per-loop diffs and the verdict."""
     from leakscope import target as targetmod
-    from leakscope.analysis import analyse
-    from leakscope.render.console import LiveLoopPrinter, ProgressObserver, print_summary
-    from leakscope.supervisor import trace as run_trace
+    from leakscope.render.console import print_summary
 
     spec = targetmod.parse(target)
+    if not timeout > 0:
+        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
+    _check_writable(json_path, "--json")
+    if html_path is not None:
+        _check_writable(html_path, "--html")
     settings = Settings(
         iterations=iterations, warmup=_warmup(warmup), frames=frames,
-        memory_limit=parse_size(memory_limit), timeout=timeout, top=top,
+        memory_limit=_size("--memory-limit", memory_limit), timeout=timeout, top=top,
         holders=not no_holders, args=list(worker_args or []),
     )
-    if quiet:
-        with ProgressObserver(console, iterations) as observer:
-            run = run_trace(spec, settings, observer)
-    else:
-        run = run_trace(spec, settings, LiveLoopPrinter(console))
-    analyse(run)
-    saved = runfile.save(run, json_path)
+    run, saved = _trace_and_save(spec, settings, json_path, "progress" if quiet else "live")
     console.print()
     print_summary(console, run)
     console.print(f"[dim]run file: {saved}[/dim]")
@@ -122,13 +184,279 @@ def report(run_path: Path = typer.Argument(..., metavar="RUN.json")) -> None:
     print_summary(console, run)
 
 
+@app.command()
+def html(
+    run_path: Path = typer.Argument(..., metavar="RUN.json"),
+    output: Optional[Path] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--output", "-o", help="Where to write it (default reports/<run name>.html)."
+    ),
+    open_page: bool = typer.Option(False, "--open", help="Open it in the web browser."),
+) -> None:
+    """Write a self-contained HTML report of a saved run (no network needed to view it)."""
+    from leakscope.render.html import write_html
+
+    run = runfile.load(run_path)
+    default = Path("reports") / f"{run_path.stem}.html"
+    written = write_html(run, output if output is not None else default)
+    console.print(str(written), markup=False)
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(written.resolve().as_uri())
+
+
+def _print_plain(text: str) -> None:
+    """Text as it is, one line per line: a CI log must not see rich's wrapping or markup."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_file_name(target: str, taken: set[str]) -> str:
+    """A run file name per target when `check` traces several: readable and unique."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_.") or "target"
+    name, n = f"{stem}.json", 2
+    while name in taken:
+        name, n = f"{stem}-{n}.json", n + 1
+    taken.add(name)
+    return name
+
+
+@app.command()
+def check(
+    target: Optional[str] = typer.Argument(  # noqa: UP007, UP045 - typer needs Optional
+        None, metavar="[TARGET|RUN.json]",
+        help="A worker to trace, or a saved run; default: the targets in [tool.leakscope].",
+    ),
+    worker_args: Optional[list[str]] = typer.Argument(  # noqa: UP007, UP045
+        None, help="Arguments after -- become the worker's sys.argv[1:]"
+    ),
+    max_growth: Optional[str] = typer.Option(  # noqa: UP007, UP045
+        None, "--max-growth",
+        help="Growth per iteration allowed before it fails: 0B (default), 512B, 4KiB, 1MiB.",
+    ),
+    iterations: Optional[int] = typer.Option(  # noqa: UP007, UP045
+        None, "--iterations", "-n", min=1, help=f"Measured loops (default {DEFAULT_ITERATIONS})."
+    ),
+    warmup: Optional[str] = typer.Option(  # noqa: UP007, UP045
+        None, "--warmup", "-w", help="Untraced loops first: a number (default 5), or 'auto'."
+    ),
+    frames: Optional[int] = typer.Option(  # noqa: UP007, UP045
+        None, "--frames", min=1, help="Traceback depth kept per allocation."
+    ),
+    timeout: Optional[float] = typer.Option(  # noqa: UP007, UP045
+        None, "--timeout", help="Seconds a loop may take before the worker counts as hung."
+    ),
+    memory_limit: Optional[str] = typer.Option(  # noqa: UP007, UP045
+        None, "--memory-limit", help="RSS limit for the projection (default 512MiB)."
+    ),
+    no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
+    junit_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045
+        None, "--junit", help="Also write JUnit XML: one testcase per target."
+    ),
+    json_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045
+        None, "--json",
+        help=f"A .json file for the run, or a directory for one run file per target "
+             f"(default {DEFAULT_RUN_FILE}, or {DEFAULT_CHECK_DIR}/ for several targets).",
+    ),
+) -> None:
+    """CI gate: trace TARGET (or read RUN.json); exit 1 if it leaks above --max-growth.
+
+    Prints one line for the CI log, then a short summary. Options not given
+    here come from [tool.leakscope] in the nearest pyproject.toml, so that
+    `leakscope check` alone checks every target listed there.
+    """
+    from leakscope import config as configmod
+    from leakscope.budget import parse_max_growth
+
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
+    cli = configmod.CheckSettings(
+        max_growth=None if max_growth is None else parse_max_growth(max_growth),
+        iterations=iterations, warmup=None if warmup is None else _warmup(warmup),
+        frames=frames, timeout=timeout,
+        memory_limit=None if memory_limit is None else parse_size(memory_limit),
+        holders=False if no_holders else None,
+    )
+    cfg = configmod.load()
+    if junit_path is not None:
+        _check_writable(junit_path, "--junit")
+    if target is not None and target.endswith(".json"):
+        given = [name for name, value in (
+            ("--iterations", iterations), ("--warmup", warmup), ("--frames", frames),
+            ("--timeout", timeout), ("--memory-limit", memory_limit), ("--json", json_path),
+            ("--no-holders", no_holders or None), ("worker arguments", worker_args or None),
+        ) if value is not None]
+        if given:
+            raise UsageError(f"{given[0]}: has no effect when checking a saved run ({target})")
+        decisions = [_check_saved(Path(target), cli, cfg)]
+    else:
+        decisions = _check_traced(target, list(worker_args or []), cli, cfg, json_path)
+    if junit_path is not None:
+        from leakscope.render.junit import write_junit
+
+        _print_plain(f"JUnit XML: {write_junit(decisions, junit_path)}")
+    if len(decisions) > 1:
+        failed = sum(1 for d in decisions if d.failed)
+        errors = sum(1 for d in decisions if d.run is None)
+        _print_plain(
+            f"leakscope: {len(decisions)} targets: {failed} above the budget, "
+            f"{errors} failed to run, {len(decisions) - failed - errors} passed"
+        )
+    if any(d.run is not None and d.run.observations.get("interrupted") for d in decisions):
+        raise Interrupted
+    if any(d.run is None for d in decisions):
+        raise typer.Exit(EXIT_WORKER)
+    if any(d.failed for d in decisions):
+        raise typer.Exit(EXIT_LEAK)
+
+
+def _run_paths(targets: list[str], json_path: Path | None) -> list[Path]:
+    """Where `check` saves each run: ``--json x.json`` is a file, anything else a directory.
+
+    Decided by the name rather than by the number of targets, so a CI step
+    with ``--json reports/leakscope`` works whether pyproject.toml lists one
+    target or ten.
+    """
+    if json_path is not None and json_path.suffix == ".json":
+        if len(targets) > 1:
+            raise UsageError(
+                f"--json {json_path}: {len(targets)} targets need a directory, not one file"
+            )
+        paths = [json_path]
+    elif json_path is None and len(targets) == 1:
+        paths = [Path(DEFAULT_RUN_FILE)]
+    else:
+        directory = json_path or Path(DEFAULT_CHECK_DIR)
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(f"--json {directory}: not a directory (name a .json file or a folder)")
+        taken: set[str] = set()
+        paths = [directory / _run_file_name(target, taken) for target in targets]
+    for path in paths:
+        _check_writable(path, "--json")
+    return paths
+
+
+def _budget(layered: CheckSettings) -> int:
+    from leakscope.budget import DEFAULT_MAX_GROWTH, parse_max_growth
+
+    if layered.max_growth is not None:
+        return layered.max_growth
+    return parse_max_growth(DEFAULT_MAX_GROWTH)
+
+
+def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
+    """`check RUN.json`: judge the verdict the run file holds; it is never recomputed."""
+    from leakscope.budget import judge
+    from leakscope.config import CheckSettings
+    from leakscope.render.text import ci_line, short_summary
+
+    run = runfile.load(path)
+    if run.verdict is None:
+        raise LeakscopeError(f"{path}: the run has no verdict (was it analysed?)")
+    entry = cfg.entry_for(run.target)
+    budget = _budget(cli.over(entry.settings if entry else CheckSettings()).over(cfg.settings))
+    decision = judge(run.target, run, budget)
+    _print_plain(ci_line(run, budget, decision.failed))
+    _print_plain(short_summary(run))
+    return decision
+
+
+def _check_traced(
+    target: str | None, worker_args: list[str], cli: CheckSettings, cfg: Config,
+    json_path: Path | None,
+) -> list[Decision]:
+    """`check TARGET` or `check` over the configured targets: trace each, judge each.
+
+    A worker that fails is reported and the next target still runs, so one
+    broken target does not hide the others' leaks; the exit code is then 3.
+    """
+    from leakscope import target as targetmod
+    from leakscope.budget import Decision, judge
+    from leakscope.config import TargetEntry
+    from leakscope.errors import WorkerError
+    from leakscope.render.text import ci_line, short_summary
+
+    if target is not None:
+        entry = cfg.entry_for(target) or TargetEntry(target=target)
+        entries = [TargetEntry(target, worker_args or entry.args, entry.settings)]
+    elif worker_args:
+        raise UsageError("worker arguments after -- need a TARGET")
+    elif cfg.targets:
+        entries = cfg.targets
+    else:
+        raise UsageError(
+            "check: name a TARGET or RUN.json, or list targets under [tool.leakscope] "
+            "in pyproject.toml"
+        )
+    # Pre-flight every target before tracing any: a typo in the last one
+    # should not wait for the others to run.
+    specs = [targetmod.parse(entry.target) for entry in entries]
+    several = len(entries) > 1
+    paths = _run_paths([entry.target for entry in entries], json_path)
+    decisions = []
+    for entry, spec, path in zip(entries, specs, paths, strict=True):
+        layered = cli.over(entry.settings).over(cfg.settings)
+        budget = _budget(layered)
+        settings = Settings(args=list(entry.args))
+        for name in ("iterations", "warmup", "frames", "timeout", "memory_limit", "holders"):
+            if getattr(layered, name) is not None:
+                setattr(settings, name, getattr(layered, name))
+        if several:
+            _print_plain(f"-- {entry.target}")
+        started = time.perf_counter()
+        try:
+            run, saved = _trace_and_save(
+                spec, settings, path, "progress" if console.is_terminal else "none"
+            )
+        except WorkerError as exc:
+            if exc.detail:
+                sys.stderr.write(exc.detail.rstrip("\n") + "\n")
+            err_console.print(f"leakscope: error: {exc.message}", markup=False)
+            decisions.append(Decision(entry.target, budget, error=exc.message,
+                                      seconds=time.perf_counter() - started))
+            continue
+        decision = judge(entry.target, run, budget)
+        decision.seconds = time.perf_counter() - started
+        decisions.append(decision)
+        _print_plain(ci_line(run, budget, decision.failed))
+        _print_plain(short_summary(run))
+        _print_plain(f"run file: {saved}")
+        if run.observations.get("interrupted"):
+            break
+    return decisions
+
+
+@app.command()
+def diff(
+    base_path: Path = typer.Argument(..., metavar="BASE.json"),
+    new_path: Path = typer.Argument(..., metavar="NEW.json"),
+    fail_on_new: bool = typer.Option(
+        False, "--fail-on-new", help="Exit 1 when NEW grows a site or container BASE did not."
+    ),
+) -> None:
+    """Compare two runs: the sites and containers that grow in NEW and not in BASE, and the rate."""
+    from leakscope.compare import compare
+    from leakscope.render.text import comparison_text
+
+    runs = []
+    for path in (base_path, new_path):
+        run = runfile.load(path)
+        if run.verdict is None:
+            raise LeakscopeError(f"{path}: the run has no verdict (was it analysed?)")
+        runs.append(run)
+    comparison = compare(*runs)
+    _print_plain(comparison_text(comparison))
+    if fail_on_new and comparison.has_new:
+        raise typer.Exit(EXIT_LEAK)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typed errors become one line and their exit code, never a traceback."""
     # Piped into `head`, exit quietly as other Unix tools do.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="leakscope", standalone_mode=False)
+        # Outside standalone mode click returns typer.Exit's code instead of raising it.
+        code = command.main(args=argv, prog_name="leakscope", standalone_mode=False)
     except LeakscopeError as exc:
         if exc.detail:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
@@ -151,4 +479,4 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("leakscope: interrupted", markup=False)
         sys.exit(EXIT_INTERRUPTED)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

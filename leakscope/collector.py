@@ -42,7 +42,10 @@ class Observer(Protocol):
 
 
 class HolderProbe(Protocol):
-    def observe(self) -> dict[str, Any]: ...
+    def observe(self, final: bool = False) -> dict[str, Any]: ...
+    def start_locating(self, caller: Any) -> bool: ...
+    def stop_locating(self) -> None: ...
+    def report(self) -> dict[str, Any]: ...
 
 
 class Collector:
@@ -72,6 +75,7 @@ class Collector:
         self._trace_overhead = 0.0
         self._gc_enabled = gc.isenabled()
         self._end: dict[str, Any] | None = None
+        self._locating = False
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -98,13 +102,27 @@ class Collector:
             if self._warmup_finished():
                 self._start_measuring()
             more = True
+        elif self._locating:
+            # The extra loop that found which line grows each holder is over.
+            self.index -= 1
+            self._locating = False
+            assert self.holder_probe is not None
+            self.holder_probe.stop_locating()
+            self._observe_end()
+            more = False
         else:
             self._record_measured(index, seconds)
             more = self.measured < self.settings.iterations
             if not more:
-                # Observe now, while the worker's frames and a tick script's
-                # globals are still alive: StopTracing is about to unwind them.
-                self._observe_end()
+                if self.holder_probe is not None and self.holder_probe.start_locating(
+                    sys._getframe(1)
+                ):
+                    self._locating = True
+                    more = True
+                else:
+                    # Observe now, while the worker's frames and a tick script's
+                    # globals are still alive: StopTracing is about to unwind them.
+                    self._observe_end()
         self._last_time = time.perf_counter()
         self.harness_seconds += self._last_time - started
         return more
@@ -113,6 +131,8 @@ class Collector:
         """Stop tracing and hand over what only the live process knows."""
         hook.install(None)
         self._gc_counter.__exit__()
+        if self.holder_probe is not None:
+            self.holder_probe.stop_locating()
         if self._end is None:  # interrupted, or a tick script that ended early
             self._observe_end()
         final: dict[str, Any] = {
@@ -125,6 +145,8 @@ class Collector:
             "malloc_counter": counters.has_malloc_counter(),
             **(self._end or {}),
         }
+        if self.holder_probe is not None:
+            final["holders"] = self.holder_probe.report()
         if self.measuring and tracemalloc.is_tracing() and not self._tracemalloc_was_on:
             tracemalloc.stop()
         return final
@@ -228,12 +250,12 @@ class Collector:
         self.measured += 1
         self.observer.on_loop(loop, changes)
         if self.holder_probe is not None and self.measured in self._checkpoints:
-            self._checkpoint()
+            self._checkpoint(final=self.measured == self.settings.iterations)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""
         assert self.holder_probe is not None
-        observation = self.holder_probe.observe()
+        observation = self.holder_probe.observe(final=final)
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
 

@@ -29,6 +29,10 @@ class UsageError(LeakscopeError):
     """Bad command-line usage or configuration."""
 
 
+class ConfigError(UsageError):
+    """A bad ``[tool.leakscope]`` entry in pyproject.toml; the message names key and value."""
+
+
 class TargetError(LeakscopeError):
     """The worker cannot be found, read, compiled or does not follow the contract."""
 

@@ -28,8 +28,11 @@ from leakscope.target import TargetSpec, Worker, load
 
 CONFIG_ENV = "LEAKSCOPE_HARNESS"
 _LEAKSCOPE_DIR = os.path.dirname(os.path.abspath(leakscope.__file__))
+# The machinery between the harness and the worker's first line: runpy for a
+# tick script, importlib for a worker imported by name.
 _HIDDEN_FILES = ("runpy.py", "<frozen runpy>", "<frozen importlib._bootstrap>",
-                 "<frozen importlib._bootstrap_external>")
+                 "<frozen importlib._bootstrap_external>",
+                 os.path.join("importlib", "__init__.py"))
 
 
 class Channel:
@@ -41,9 +44,14 @@ class Channel:
     def send(self, message: dict[str, Any]) -> None:
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except BrokenPipeError:
+            # The parent stopped listening (it timed out or was interrupted)
+            # and has already said why; a traceback here would only confuse.
+            os._exit(EXIT_WORKER)
 
 
 class ChannelObserver:
@@ -93,11 +101,22 @@ class _InterruptOnce:
             raise KeyboardInterrupt
 
 
+def exit_text(code: object) -> str:
+    """``sys.exit(...)`` as the worker wrote it, for the one-line error."""
+    return "sys.exit()" if code is None else f"sys.exit({code!r})"
+
+
 def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
-    """Drive the worker; returns how the loop ended."""
+    """Drive the worker; returns how the loop ended.
+
+    ``phase`` says where a failure happened (``setup``, ``loop``), so that
+    the parent's message points at the right function.
+    """
+    phase = "setup"
     try:
         if worker.setup is not None:
             worker.setup()
+        phase = "loop"
         collector.begin()
         if worker.run_script is not None:
             worker.run_script()
@@ -115,19 +134,22 @@ def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
         return {"status": "interrupted"}
     except SystemExit as exc:
         return {"status": "exited", "code": exc.code if isinstance(exc.code, int) else 1,
-                "message": None if isinstance(exc.code, int) else str(exc.code),
-                "loop": collector.index}
+                "message": exit_text(exc.code), "loop": collector.index, "phase": phase}
     except BaseException as exc:  # noqa: BLE001 - a worker may raise anything
         return {"status": "raised", "traceback": worker_traceback(exc),
-                "error": f"{type(exc).__name__}: {exc}", "loop": collector.index}
+                "error": f"{type(exc).__name__}: {exc}", "loop": collector.index,
+                "phase": phase}
 
 
 def main() -> int:
     config = json.loads(os.environ.pop(CONFIG_ENV))
     channel = Channel(int(config["fd"]))
     signal.signal(signal.SIGINT, _InterruptOnce())
+    # From here on the parent's --timeout applies (start-up is not the worker's).
+    channel.send({"t": "started"})
     spec = TargetSpec(**config["target"])
     settings = Settings.from_dict(config["settings"])
+    name = spec.path or spec.label
     try:
         worker = load(spec, settings.args)
     except TargetError as exc:
@@ -138,13 +160,16 @@ def main() -> int:
         return 130
     except SystemExit as exc:
         channel.send({"t": "error", "code": EXIT_WORKER,
-                      "message": f"worker called sys.exit({exc.code!r}) while being imported"})
+                      "message": f"{name}: worker called {exit_text(exc.code)} "
+                                 "while being imported"})
         return EXIT_WORKER
     except BaseException as exc:  # noqa: BLE001
         channel.send({"t": "error", "code": EXIT_WORKER,
-                      "message": f"worker raised {type(exc).__name__} while being imported: {exc}",
+                      "message": f"{name}: worker raised {type(exc).__name__}: {exc} "
+                                 "(while being imported)",
                       "traceback": worker_traceback(exc)})
         return EXIT_WORKER
+    channel.send({"t": "loaded"})
 
     probe = None
     if settings.holders:
@@ -162,8 +187,8 @@ def main() -> int:
             worker.teardown()
         except BaseException as exc:  # noqa: BLE001
             outcome = {"status": "raised", "traceback": worker_traceback(exc),
-                       "error": f"teardown() raised {type(exc).__name__}: {exc}",
-                       "loop": collector.index}
+                       "error": f"{type(exc).__name__}: {exc}",
+                       "loop": collector.index, "phase": "teardown"}
     channel.send({"t": "final", "outcome": outcome, "final": final})
     sys.stdout.flush()
     return 0

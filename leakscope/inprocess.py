@@ -37,6 +37,90 @@ class _BuilderObserver:
         self.builder.add_checkpoint(loops_done, observation)
 
 
+class InProcessTrace:
+    """One traced run in this process, driven by ``end_loop()`` or ``leakscope.tick()``.
+
+    ``trace_callable`` drives it with a callable; the pytest fixture's
+    ``loop()`` lets a test drive it from its own loop. Both end in
+    ``finish()``, which switches tracing off and the hook out before anything
+    else can fail, so a test never leaves tracemalloc running.
+    """
+
+    def __init__(self, settings: Settings, target: str = "<callable>") -> None:
+        self.settings = settings
+        self.run = Run(
+            target=target, python=platform.python_version(), started_at=now_iso(),
+            settings=settings.to_dict(), leakscope_version=leakscope.__version__,
+            platform=f"{platform.system()} {platform.machine()}",
+        )
+        self.run.settings.pop("args", None)
+        self.builder = RunBuilder(self.run, settings.top, os.getcwd())
+        probe = None
+        if settings.holders:
+            from leakscope.holders import HolderProbe
+
+            probe = HolderProbe()
+        self.collector = Collector(settings, _BuilderObserver(self.builder), probe)
+        self.finished = False
+
+    @property
+    def loops_done(self) -> int:
+        """Loops ended so far, warm-up included."""
+        return self.collector.index
+
+    @property
+    def loops_wanted(self) -> int | None:
+        """Warm-up plus measured loops, when the warm-up is a fixed count."""
+        warmup = self.settings.warmup
+        return None if warmup == "auto" else int(warmup) + self.settings.iterations
+
+    def begin(self) -> None:
+        """Install the tick hook; tracing starts after the warm-up loops."""
+        self.collector.begin()
+
+    def end_loop(self) -> bool:
+        """Record the loop that just ended; False once enough loops are measured."""
+        return self.collector.end_loop()
+
+    def finish(self) -> Run:
+        """Switch tracing off, then build and analyse the Run."""
+        if not self.finished:
+            self.finished = True
+            self.builder.final = self.collector.finish()
+            self.run.finished_at = now_iso()
+            self.run.observations["cwd"] = os.getcwd()
+            _finish(self.run, self.builder)
+            if not exact_malloc_counter():
+                _drop_inexact_native(self.run)
+            analyse(self.run)
+        return self.run
+
+
+def exact_malloc_counter() -> bool:
+    """Whether glibc's malloc counter is exact in this process (its tcache is off).
+
+    The CLI's traced child always starts with the tcache off; a process we
+    run inside (pytest) started as it was, and glibc reads the setting only
+    at start-up. With the tcache on, chunks parked in it count as in use and
+    a loop that only churns looks like a native leak of a few hundred bytes.
+    """
+    return "glibc.malloc.tcache_count=0" in os.environ.get("GLIBC_TUNABLES", "")
+
+
+def _drop_inexact_native(run: Run) -> None:
+    """Leave the malloc counter out of the verdict where it cannot be trusted.
+
+    The verdict then reads native growth from RSS, which moves in pages and
+    needs a page's worth per loop to count, as on platforms without glibc.
+    """
+    for loop in run.loops:
+        loop.native_bytes = None
+    run.observations["native_counter"] = (
+        "rss: glibc's tcache is on in this process; start it with "
+        "GLIBC_TUNABLES=glibc.malloc.tcache_count=0 for the exact malloc counter"
+    )
+
+
 def trace_callable(
     func: Callable[[], object], settings: Settings, target: str = "<callable>"
 ) -> Run:
@@ -44,29 +128,18 @@ def trace_callable(
 
     Exceptions from ``func`` propagate unchanged after tracing is switched off.
     """
-    run = Run(
-        target=target, python=platform.python_version(), started_at=now_iso(),
-        settings=settings.to_dict(), leakscope_version=leakscope.__version__,
-        platform=f"{platform.system()} {platform.machine()}",
-    )
-    run.settings.pop("args", None)
-    builder = RunBuilder(run, settings.top, os.getcwd())
-    probe = None
-    if settings.holders:
-        from leakscope.holders import HolderProbe
-
-        probe = HolderProbe()
-    collector = Collector(settings, _BuilderObserver(builder), probe)
-    collector.begin()
+    traced = InProcessTrace(settings, target)
+    traced.begin()
     try:
         while True:
             func()
-            if not collector.end_loop():
+            if not traced.end_loop():
                 break
     except StopTracing:
         pass
-    finally:
-        builder.final = collector.finish()
-    run.observations["cwd"] = os.getcwd()
-    _finish(run, builder)
-    return analyse(run)
+    except BaseException:
+        # Tracing off and the hook out, then the test's own error, unchanged.
+        traced.collector.finish()
+        traced.finished = True
+        raise
+    return traced.finish()

@@ -8,10 +8,13 @@ corrupt file gets one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,10 @@ class Holder:
     items_series: list[int] = field(default_factory=list)
     bound: int | None = None
     growing: bool = True
+    # Innermost first: the line that grew it, up to the user's line.
+    grown_at_stack: list[list[Any]] = field(default_factory=list)
+    keys_sample: list[str] = field(default_factory=list)
+    item_noun: str = "item"
 
 
 @dataclass
@@ -187,15 +194,22 @@ def from_dict(data: dict[str, Any]) -> Run:
 def save(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write the run atomically: a reader never sees a half-written file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise RunFileError(f"{target}: cannot write run file: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(to_dict(run), out, separators=(",", ":"))
             out.write("\n")
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, target is a directory, ...
+            raise RunFileError(
+                f"{target}: cannot write run file: {exc.strerror or exc}"
+            ) from None
         raise
     return target
 
@@ -213,7 +227,9 @@ def validate(data: Any, source: str = "run file") -> None:
         raise RunFileError(f"{source}: not a leakscope run file ({found}; expected {SCHEMA!r})")
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
-            raise RunFileError(f"{source}: corrupt run file: {key!r} missing or not a {kind.__name__}")
+            raise RunFileError(
+                f"{source}: corrupt run file: {key!r} missing or not a {kind.__name__}"
+            )
     for i, loop in enumerate(data["loops"]):
         if not isinstance(loop, dict) or not isinstance(loop.get("index"), int):
             raise RunFileError(f"{source}: corrupt run file: loops[{i}] has no integer index")
@@ -222,6 +238,86 @@ def validate(data: Any, source: str = "run file") -> None:
         not isinstance(verdict, dict) or not isinstance(verdict.get("leak"), bool)
     ):
         raise RunFileError(f"{source}: corrupt run file: verdict has no boolean 'leak'")
+    problem = _field_problem(Run, data, "run")
+    if problem is not None:
+        raise RunFileError(f"{source}: corrupt run file: {problem}")
+
+
+# ----------------------------------------------------- field-by-field types
+#
+# A run file that parses but holds a string where a number belongs would
+# otherwise reach a renderer and fail there with a traceback. Every field is
+# checked against its dataclass annotation once, on load, so the message can
+# name the field (``verdict.confidence is str, expected float``).
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_problem(cls: type, data: Any, where: str) -> str | None:
+    if not isinstance(data, dict):
+        return f"{where} is {_json_type(data)}, expected an object"
+    hints = _hints(cls)
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                return f"{where} has no {f.name!r}"
+            continue
+        problem = _value_problem(data[f.name], hints[f.name], f"{where}.{f.name}")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _value_problem(value: Any, kind: Any, where: str) -> str | None:
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        problems = [_value_problem(value, option, where) for option in options
+                    if option is not type(None)]
+        return None if None in problems else problems[0]
+    if origin is list:
+        if not isinstance(value, list):
+            return f"{where} is {_json_type(value)}, expected a list"
+        (item,) = typing.get_args(kind)
+        for i, element in enumerate(value):
+            problem = _value_problem(element, item, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if origin is dict or kind is dict:
+        return None if isinstance(value, dict) else (
+            f"{where} is {_json_type(value)}, expected an object"
+        )
+    if is_dataclass(kind):
+        return _field_problem(kind, value, where)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:  # 12.0 from another JSON writer is still 12
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if ok:
+        return None
+    if value is None:
+        return f"{where} is null, expected {kind.__name__}"
+    return f"{where} is {_json_type(value)}, expected {kind.__name__}"
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def load(path: str | os.PathLike[str]) -> Run:

@@ -32,6 +32,10 @@ from leakscope.target import TargetSpec
 
 # After Ctrl-C, how long the child gets to send what it gathered.
 INTERRUPT_GRACE = 10.0
+# Until the child says it has started, --timeout does not apply: starting an
+# interpreter and importing leakscope is not the worker's loop, and on a busy
+# machine it can take longer than a short --timeout.
+STARTUP_GRACE = 60.0
 # After the final message, how long the child gets to exit on its own.
 EXIT_GRACE = 5.0
 
@@ -68,11 +72,15 @@ class RunBuilder:
         self.final: dict[str, Any] | None = None
         self.outcome: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
+        # The worker was imported; until then a stall is a hang at import.
+        self.loaded = False
 
     def display(self, filename: str) -> str:
         return sitemod.display_path(filename, self.cwd)
 
-    def add_loop(self, data: dict[str, Any], raw_changes: list[list]) -> tuple[Loop, list[LineDelta]]:
+    def add_loop(
+        self, data: dict[str, Any], raw_changes: list[list]
+    ) -> tuple[Loop, list[LineDelta]]:
         loop = Loop(**{k: v for k, v in data.items() if k in Loop.__dataclass_fields__})
         extra = {k: v for k, v in data.items() if k not in Loop.__dataclass_fields__}
         for key, value in extra.items():  # figures newer than the dataclass
@@ -104,7 +112,7 @@ class RunBuilder:
     def series(self, key: tuple[str, int]) -> list[int]:
         values = [0] * self.measured
         points = self.points.get(key, [])
-        for (index, size, _), nxt in zip(points, points[1:] + [(self.measured, 0, 0)]):
+        for (index, size, _), nxt in zip(points, points[1:] + [(self.measured, 0, 0)], strict=True):
             for i in range(index, nxt[0]):
                 values[i] = size
         return values
@@ -122,7 +130,9 @@ class RunBuilder:
                 Frame(self.display(f), int(n), sitemod.function_at(f, int(n))) for f, n in frames
             ]
             user = next(
-                (fr for fr, (f, _) in zip(traceback, frames) if sitemod.is_user_file(f)), None
+                (fr for fr, (f, _) in zip(traceback, frames, strict=True)
+                 if sitemod.is_user_file(f)),
+                None,
             )
             series = self.series(key)
             result.append(
@@ -186,7 +196,8 @@ def trace(
     timed_out = False
     try:
         try:
-            _pump(read_fd, builder, observer, settings.timeout)
+            _pump(read_fd, builder, observer, settings.timeout,
+                  first=max(settings.timeout, STARTUP_GRACE))
         except KeyboardInterrupt:
             interrupted = True
             if on_interrupt is not None:
@@ -203,6 +214,10 @@ def trace(
         os.close(read_fd)
         _reap(proc, quick=timed_out or interrupted)
     run.finished_at = now_iso()
+    if builder.outcome is not None and builder.outcome.get("status") == "interrupted":
+        # SIGINT reached the child alone (kill -INT from elsewhere): the run
+        # stopped early all the same, so it is partial, not a full verdict.
+        interrupted = True
     if interrupted:
         run.observations["interrupted"] = True
         return _finish(run, builder)
@@ -210,15 +225,24 @@ def trace(
     return _finish(run, builder)
 
 
-def _pump(fd: int, builder: RunBuilder, observer: LiveObserver, timeout: float) -> None:
-    """Read messages until the child closes the pipe; TimeoutError if it stalls."""
+def _pump(
+    fd: int, builder: RunBuilder, observer: LiveObserver, timeout: float,
+    first: float | None = None,
+) -> None:
+    """Read messages until the child closes the pipe; TimeoutError if it stalls.
+
+    ``first`` is the wait for the first message, when the child is still
+    starting up (``timeout`` if not given).
+    """
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
     buffer = b""
+    wait = timeout if first is None else first
     try:
         while True:
-            if not selector.select(timeout):
+            if not selector.select(wait):
                 raise TimeoutError
+            wait = timeout
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 return
@@ -245,6 +269,8 @@ def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserv
         builder.outcome = message["outcome"]
     elif kind == "error":
         builder.error = message
+    elif kind == "loaded":
+        builder.loaded = True
 
 
 def _reap(proc: subprocess.Popen, quick: bool) -> None:
@@ -277,6 +303,11 @@ def _raise_for_failure(
                 f"{name}: no leakscope.tick() call within {settings.timeout:g}s: "
                 "does the worker's loop call leakscope.tick()?"
             )
+        if not builder.loaded:
+            raise WorkerError(
+                f"{name}: worker hung while being imported: nothing happened within "
+                f"{settings.timeout:g}s; raise --timeout if its import is that slow"
+            )
         raise WorkerError(
             f"{name}: worker hung: no loop finished within {settings.timeout:g}s "
             f"(stuck in loop {loops}); raise --timeout if a loop is that slow"
@@ -290,15 +321,17 @@ def _raise_for_failure(
             how = f"exited with code {code} (os._exit?)"
         raise WorkerError(f"{name}: worker process {how} in loop {loops} before finishing")
     status = outcome["status"]
+    phase = outcome.get("phase", "loop")
+    where = f"in {phase}()" if phase in ("setup", "teardown") else f"in loop {outcome.get('loop')}"
     if status == "raised":
         raise WorkerError(
-            f"{name}: worker raised {outcome['error']} (in loop {outcome['loop']})",
+            f"{name}: worker raised {outcome['error']} ({where})",
             detail=outcome["traceback"],
         )
     if status == "exited":
         text = outcome.get("message") or f"sys.exit({outcome['code']})"
         raise WorkerError(
-            f"{name}: worker called {text} in loop {outcome['loop']}; "
+            f"{name}: worker called {text} {where}; "
             "a worker must return from each loop, not exit"
         )
     if status == "script-ended":
@@ -319,12 +352,15 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         ]
         run.observations["gc_final"] = gc_final
     run.sites = builder.build_sites()
-    if builder.checkpoints:
+    if final.get("holders"):
         from leakscope.holders import build_holders
 
-        holders, bounded = build_holders(builder.checkpoints, builder.display)
-        run.holders = holders
-        run.bounded = bounded
+        report = final["holders"]
+        measured = [c["measured_done"] for c in builder.checkpoints]
+        run.holders, run.bounded = build_holders(report, measured, builder.display)
+        run.observations["holder_search"] = {
+            key: report.get(key) for key in ("checkpoints", "walk_seconds", "max_visited")
+        }
     run.observations["elapsed_seconds"] = round(
         sum(loop.seconds or 0 for loop in run.loops), 4
     )

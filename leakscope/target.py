@@ -12,10 +12,12 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import io
 import os
 import re
 import runpy
 import sys
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,10 @@ def parse(text: str) -> TargetSpec:
 def _read_source(location: str) -> bytes:
     path = Path(location)
     if not path.exists():
+        if path.is_symlink():
+            raise TargetError(
+                f"{location}: dangling symlink (to {os.readlink(path)}), no such file"
+            )
         raise TargetError(f"{location}: no such file")
     if path.is_dir():
         raise TargetError(f"{location}: is a directory, not a worker file")
@@ -96,12 +102,31 @@ def _read_source(location: str) -> bytes:
 
 
 def _compile(location: str, source: bytes) -> ast.Module:
+    _decode(location, source)
     try:
         return ast.parse(source, filename=location)
     except SyntaxError as exc:
+        if not exc.lineno:  # null bytes, a bad coding cookie: no line to name
+            raise TargetError(f"{location}: cannot compile worker: {exc.msg}") from None
         raise TargetError(f"{location}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except ValueError as exc:  # null bytes
+    except ValueError as exc:  # null bytes on older Pythons
         raise TargetError(f"{location}: cannot compile worker: {exc}") from None
+
+
+def _decode(location: str, source: bytes) -> None:
+    """Undecodable bytes get their own message: the file is likely not Python at all."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except SyntaxError as exc:  # an unknown or contradictory coding cookie
+        raise TargetError(f"{location}: cannot decode worker: {exc.msg}") from None
+    try:
+        source.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = source.count(b"\n", 0, exc.start) + 1
+        raise TargetError(
+            f"{location}:{line}: not valid {encoding} text (byte 0x{source[exc.start]:02x}); "
+            "is this a Python source file?"
+        ) from None
 
 
 def _defines(tree: ast.Module, name: str) -> bool:
@@ -143,7 +168,9 @@ def load(spec: TargetSpec, args: list[str]) -> Worker:
         try:
             module = importlib.import_module(spec.module)
         except ModuleNotFoundError as exc:
-            if exc.name and spec.module.startswith(exc.name):
+            # Only the named module (or a parent package) missing is a bad
+            # TARGET; a missing dependency inside the worker is the worker's.
+            if exc.name and (spec.module + ".").startswith(exc.name + "."):
                 raise TargetError(f"{spec.text}: no module named {exc.name!r}") from None
             raise
     assert spec.function is not None

@@ -33,9 +33,14 @@ def format_bytes(value: float, signed: bool = False) -> str:
         sign = "+"
     size = abs(float(value))
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
+        # Compare what will be printed, so 1,048,575 B reads "1 MiB", not "1,024 KiB".
+        if round(size) < 1024 or unit == "GiB":
             if unit == "B":
-                return f"{sign}{size:,.0f} B" if size >= 10 or size == int(size) else f"{sign}{size:.1f} B"
+                exact = round(size, 1) >= 10 or size == int(size)
+                text = f"{size:,.0f}" if exact else f"{size:.1f}"
+                if float(text.replace(",", "")) == 0:
+                    sign = ""  # -0.04 prints as "0.0 B", not "-0.0 B"
+                return f"{sign}{text} B"
             return f"{sign}{size:.3g} {unit}" if size < 100 else f"{sign}{size:,.0f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")

@@ -35,7 +35,7 @@ def expected(scenario: Path) -> dict[str, str]:
     """The ``Expected:`` and ``Holder:`` lines of a scenario's docstring."""
     text = scenario.read_text()
     result: dict[str, str] = {}
-    for label in ("Expected", "Holder"):
+    for label in ("Expected", "Holder", "Bounded"):
         match = re.search(rf"^{label}: (.*)$", text, re.M)
         if match:
             for part in match.group(1).split():
@@ -43,7 +43,7 @@ def expected(scenario: Path) -> dict[str, str]:
                     key, value = part.split("=", 1)
                     result[key] = value
                 else:
-                    result["holder"] = part
+                    result[label.lower()] = part
     return result
 
 

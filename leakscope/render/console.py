@@ -137,6 +137,12 @@ def summary(run: Run, max_sites: int = 8) -> Group:
                 escape(f"{made} / {holder.grown_at or '-'}"),
             )
         parts.append(table)
+    for bounded in [b for b in run.bounded if b.get("filling") or b.get("full")][:3]:
+        state = "full" if bounded.get("full") else "filling"
+        parts.append(Text(
+            f"bounded: {bounded['path']} ({bounded['type']}) {state}, "
+            f"{bounded['items']:,} of {bounded['bound']:,}", style="dim",
+        ))
     shown = [s for s in run.sites if s.growing][:max_sites]
     if not shown and not verdict.leak:
         shown = [s for s in run.sites if s.bytes_per_iteration > 0][:3]

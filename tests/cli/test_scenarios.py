@@ -37,6 +37,25 @@ def test_scenario_verdict(scenario, tmp_path):
         frame = growing[0]["user_frame"]
         assert f"{frame['file']}:{frame['line']}" == want["line"], verdict["summary"]
         assert want["line"] in verdict["summary"] or verdict["kind"] != "reachable" or run["holders"]
+    holders = [h for h in run["holders"] if h["growing"]]
+    if "holder" in want:
+        assert holders, verdict["summary"]
+        assert holders[0]["path"] == want["holder"], [h["path"] for h in holders]
+        assert holders[0]["role"] == want["role"]
+        assert holders[0]["items_per_iteration"] > 0
+        assert verdict["summary"].startswith(f"Leak ({want['kind']}") and want["holder"] in (
+            verdict["summary"]
+        )
+        if want.get("role") == "callback-list":
+            assert holders[0]["callables_defined_at"], holders[0]
+        assert holders[0]["grown_at"] or holders[0]["type"] == "lru_cache", holders[0]
+    elif want["leak"] == "no":
+        assert not holders, holders[:1]
+    if "bounded" in want:
+        bounded = {b["path"]: b for b in run["bounded"]}
+        assert want["bounded"] in bounded, list(bounded)
+        assert bounded[want["bounded"]]["bound"] == int(want["bound"])
+        assert want["bounded"] in verdict["summary"]
     # The terminal shows the verdict first, then sites, then the projection.
     text = proc.stdout
     title = "NO LEAK" if want["leak"] == "no" else "LEAK "

@@ -1,0 +1,460 @@
+"""The HTML report: a plain view model of a Run, rendered into one self-contained page.
+
+Everything the page shows comes from ``view_model(run)``: dicts and lists of
+primitives that enter the page once, through Jinja's ``|tojson`` inside a
+``<script type="application/json">`` block (tojson escapes ``<``, ``>``, ``&``
+and ``'``, so no run string can close that block). The hand-written script
+builds the DOM from it with ``textContent`` only. The CSS and JS are inlined
+and pinned by hash in a Content-Security-Policy, so the page needs no network
+and runs no script but its own, even if a string slipped through.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import math
+import os
+import statistics
+import tempfile
+import tokenize
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from leakscope import __version__
+from leakscope.errors import LeakscopeError
+from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
+from leakscope.units import format_bytes, format_count, short_unit
+
+# Chart points kept in the page: a 10,000-loop run thins to this many, keeping
+# each bucket's extremes so spikes and floors survive (a line is ~1000 px wide).
+CHART_POINTS = 1000
+# Sparkline points per site or container (analysis already thins site series to 200).
+SPARK_POINTS = 200
+# Source lines shown either side of a site's user frame.
+SOURCE_CONTEXT = 5
+# Larger files are not opened for a snippet: a traced frame is a Python file,
+# and a run file must not make the renderer read (or embed) big or odd files.
+SOURCE_MAX_BYTES = 2 * 1024 * 1024
+SOURCE_SUFFIXES = (".py", ".pyw")
+# Source lines longer than this are cut: one minified line must not bloat the page.
+SOURCE_LINE_CHARS = 400
+
+_KIND_TITLE = {
+    "reachable": "Leak: still reachable",
+    "cyclic-garbage": "Leak: cyclic garbage",
+    "native": "Leak: native memory",
+}
+
+
+# ------------------------------------------------------------------ templates
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    """The one Environment: package templates, autoescape on, compact tojson."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("leakscope", "render/templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    # The data block is machine-read; compact separators keep big runs small.
+    # allow_nan=False: JSON.parse rejects NaN, so view_model must never emit one.
+    env.policies["json.dumps_kwargs"] = {
+        "sort_keys": False, "separators": (",", ":"), "allow_nan": False,
+    }
+    return env
+
+
+def _asset(name: str) -> str:
+    env = _environment()
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, name)
+    return source
+
+
+def _csp_hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+# ----------------------------------------------------------------- view model
+
+
+def _number(value: Any) -> float | int | None:
+    """A JSON-safe number: NaN and infinities (and non-numbers) become null."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _rate(value: float | None, short: str) -> str:
+    number = _number(value)
+    return "-" if number is None else f"{format_bytes(number)}/{short}"
+
+
+def _verdict(verdict: Verdict | None, run: Run) -> dict[str, Any] | None:
+    if verdict is None:
+        return None
+    short = short_unit(run.unit)
+    if verdict.leak:
+        title = _KIND_TITLE.get(verdict.kind, f"Leak: {verdict.kind}")
+    else:
+        title = "No leak"
+    evidence = [[str(key), _text(value)] for key, value in verdict.evidence.items()]
+    return {
+        "leak": verdict.leak,
+        "kind": verdict.kind,
+        "title": title,
+        "summary": verdict.summary,
+        "partial": verdict.partial,
+        "rate": _rate(verdict.bytes_per_iteration, short),
+        "blocks": f"{format_count(_number(verdict.blocks_per_iteration) or 0)} blocks/{short}",
+        "confidence": (
+            f"{verdict.confidence:.2f}" if _number(verdict.confidence) is not None else "-"
+        ),
+        "projection": verdict.projection,
+        "iterations_to_limit": _number(verdict.iterations_to_limit),
+        "memory_limit": (
+            format_bytes(verdict.memory_limit_bytes) if verdict.memory_limit_bytes else None
+        ),
+        "evidence": evidence,
+    }
+
+
+def _thin_indices(count: int, series: Sequence[Sequence[float | None]], points: int) -> list[int]:
+    """Indices to keep so that at most ``points`` remain, with each bucket's extremes.
+
+    Stride sampling would drop the spike or the floor a person is looking for;
+    keeping the minimum and maximum of every series in each bucket keeps both.
+    """
+    if count <= points:
+        return list(range(count))
+    per_bucket = 2 * max(1, len(series))
+    buckets = max(1, (points - 2) // per_bucket)
+    keep: set[int] = {0, count - 1}
+    for b in range(buckets):
+        start = b * count // buckets
+        stop = max(start + 1, (b + 1) * count // buckets)
+        for values in series:
+            present = [i for i in range(start, stop) if values[i] is not None]
+            if not present:
+                keep.add(start)
+                continue
+            keep.add(min(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
+            keep.add(max(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
+    return sorted(keep)
+
+
+def _spark(values: Sequence[Any]) -> list[float | int | None]:
+    numbers = [_number(v) for v in values]
+    return [numbers[i] for i in _thin_indices(len(numbers), [numbers], SPARK_POINTS)]
+
+
+def _fit(loops: Sequence[Loop], verdict: Verdict | None, short: str) -> dict[str, Any] | None:
+    """The verdict's growth line, anchored on the series the verdict read.
+
+    The slope is the verdict's own rate (nothing is re-decided here); only the
+    intercept is placed, as the median residual, so the line sits on the data.
+    """
+    if verdict is None or _number(verdict.bytes_per_iteration) is None:
+        return None
+    name = "rss_bytes" if verdict.kind == "native" else "traced_bytes"
+    points = [
+        (loop.index, getattr(loop, name)) for loop in loops
+        if not loop.warmup and _number(getattr(loop, name)) is not None
+    ]
+    if len(points) < 2:
+        return None
+    slope = float(verdict.bytes_per_iteration)
+    intercept = statistics.median(y - slope * x for x, y in points)
+    x0, x1 = points[0][0], points[-1][0]
+    return {
+        "series": "rss" if name == "rss_bytes" else "traced",
+        "x0": x0, "y0": _number(intercept + slope * x0),
+        "x1": x1, "y1": _number(intercept + slope * x1),
+        "label": _rate(slope, short),
+    }
+
+
+def _chart(run: Run) -> dict[str, Any]:
+    loops = run.loops
+    traced = [_number(loop.traced_bytes) for loop in loops]
+    rss = [_number(loop.rss_bytes) for loop in loops]
+    keep = _thin_indices(len(loops), [traced, rss], CHART_POINTS)
+    measured = [loop.index for loop in loops if not loop.warmup]
+    warmup = [loop.index for loop in loops if loop.warmup]
+    fit = _fit(loops, run.verdict, short_unit(run.unit))
+    return {
+        "x": [loops[i].index for i in keep],
+        "traced": [traced[i] for i in keep],
+        "rss": [rss[i] for i in keep],
+        "loops": len(loops),
+        "thinned": len(keep) < len(loops),
+        "warmup": [warmup[0], warmup[-1]] if warmup else None,
+        "first_measured": measured[0] if measured else None,
+        "fit": fit,
+    }
+
+
+def _read_source(path: str) -> tuple[str, ...] | None:
+    """The lines of a readable Python file, or None; never raises."""
+    candidate = Path(path)
+    try:
+        if candidate.suffix not in SOURCE_SUFFIXES or not candidate.is_file():
+            return None
+        if candidate.stat().st_size > SOURCE_MAX_BYTES:
+            return None
+        # tokenize.open honours the file's coding cookie, as Python itself would.
+        with tokenize.open(candidate) as handle:
+            return tuple(line.rstrip("\r\n") for line in handle)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _source(
+    frame: Frame | None, cwd: str | None, files: dict[str, tuple[str, ...] | None]
+) -> dict[str, Any] | None:
+    """Up to SOURCE_CONTEXT lines either side of the user frame, when its file is readable."""
+    if frame is None or not frame.file or not isinstance(frame.line, int) or frame.line < 1:
+        return None
+    path = Path(frame.file)
+    if not path.is_absolute():
+        if not cwd:
+            return None
+        path = Path(cwd) / path
+    # Read each file once per report (sites share files), and afresh for the next report.
+    if str(path) not in files:
+        files[str(path)] = _read_source(str(path))
+    lines = files[str(path)]
+    if not lines or frame.line > len(lines):
+        return None
+    start = max(1, frame.line - SOURCE_CONTEXT)
+    stop = min(len(lines), frame.line + SOURCE_CONTEXT)
+    return {
+        "start": start,
+        "line": frame.line,
+        "lines": [text[:SOURCE_LINE_CHARS] for text in lines[start - 1 : stop]],
+    }
+
+
+def _frame(frame: Frame) -> dict[str, Any]:
+    return {"file": frame.file, "line": frame.line, "function": frame.function}
+
+
+def _same(a: Frame, b: Frame | None) -> bool:
+    return b is not None and (a.file, a.line, a.function) == (b.file, b.line, b.function)
+
+
+def _site(
+    site: Site, short: str, cwd: str | None, files: dict[str, tuple[str, ...] | None]
+) -> dict[str, Any]:
+    user = site.user_frame
+    traceback = []
+    marked = False
+    for frame in site.traceback:
+        is_user = not marked and _same(frame, user)
+        marked = marked or is_user
+        traceback.append({**_frame(frame), "user": is_user})
+    return {
+        "file": site.file,
+        "line": site.line,
+        "function": site.function,
+        "rate": _rate(site.bytes_per_iteration, short),
+        "blocks": f"{format_count(_number(site.blocks_per_iteration) or 0)} blocks/{short}",
+        "kept": format_bytes(_number(site.kept_bytes) or 0),
+        "growing": site.growing,
+        "holder": site.holder,
+        "series": _spark(site.series),
+        "traceback": traceback,
+        "user_frame": _frame(user) if user is not None else None,
+        "source": _source(user, cwd, files),
+    }
+
+
+def _per(count: Any, noun: str, short: str) -> str:
+    text = format_count(_number(count) or 0)
+    return f"{text} {noun}{'' if text == '1' else 's'}/{short}"
+
+
+def _holder(holder: Holder, short: str) -> dict[str, Any]:
+    # getattr: runs written before these fields existed load without them.
+    noun = getattr(holder, "item_noun", "") or "item"
+    stack = getattr(holder, "grown_at_stack", None) or []
+    return {
+        "path": holder.path,
+        "type": holder.type,
+        "role": holder.role,
+        "items_first": _number(holder.items_first),
+        "items_last": _number(holder.items_last),
+        "growth": _per(holder.items_per_iteration, noun, short),
+        "item_types": [[str(name), _number(count)] for name, count in holder.item_types.items()],
+        "defined_at": list(holder.callables_defined_at),
+        "made_at": [m for m in holder.items_made_at if m not in holder.callables_defined_at],
+        "grown_at": holder.grown_at,
+        "grown_at_stack": [
+            f"{entry[0]}:{entry[1]}" for entry in stack
+            if isinstance(entry, (list, tuple)) and len(entry) >= 2
+        ],
+        "keys_sample": [str(key) for key in getattr(holder, "keys_sample", None) or []],
+        "bound": _number(holder.bound),
+        "growing": holder.growing,
+        "series": _spark(holder.items_series),
+    }
+
+
+def _loops(run: Run) -> dict[str, Any]:
+    """Every measured loop's file:line deltas, compactly.
+
+    A 10,000-loop run has up to 100,000 deltas; as objects with repeated file
+    names that is tens of MB, so files go in a table and each loop's deltas
+    are one flat array ``[file, line, size_diff, count_diff, file, ...]``.
+    """
+    files: dict[str, int] = {}
+    index, net, traced, blocks, top = [], [], [], [], []
+    for loop in run.loops:
+        if loop.warmup:
+            continue
+        flat: list[Any] = []
+        for delta in loop.top:
+            flat += [files.setdefault(delta.file, len(files)), _number(delta.line),
+                     _number(delta.size_diff), _number(delta.count_diff)]
+        index.append(loop.index)
+        net.append(_number(loop.net_bytes))
+        traced.append(_number(loop.traced_bytes))
+        blocks.append(_number(loop.traced_blocks))
+        top.append(flat)
+    return {"files": list(files), "index": index, "net": net, "traced": traced,
+            "blocks": blocks, "top": top}
+
+
+def _run_facts(run: Run) -> list[list[str]]:
+    return [
+        ["target", run.target],
+        ["python", run.python],
+        ["started", run.started_at],
+        ["finished", run.finished_at or "-"],
+        ["platform", run.platform or "-"],
+        ["mode", run.mode],
+        ["unit", run.unit],
+        ["leakscope", run.leakscope_version or "-"],
+        ["directory", _text(run.observations.get("cwd", "-"))],
+    ]
+
+
+def _settings(run: Run) -> list[list[str]]:
+    return [[str(key), _text(value)] for key, value in run.settings.items()]
+
+
+def _processes(run: Run) -> list[dict[str, Any]]:
+    rows = []
+    for child in run.processes:
+        info = child.process or {}
+        verdict = child.verdict
+        rows.append({
+            "pid": _text(info.get("pid", "-")),
+            "parent": _text(info.get("parent_pid", "-")),
+            "role": _text(info.get("role", "-")),
+            "command": _text(info.get("command", "-")),
+            "leak": bool(verdict and verdict.leak),
+            "summary": verdict.summary if verdict else "no verdict",
+        })
+    return rows
+
+
+def view_model(run: Run) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready primitives, with nothing left to compute."""
+    short = short_unit(run.unit)
+    cwd = run.observations.get("cwd")
+    cwd = cwd if isinstance(cwd, str) else None
+    measured = run.measured
+    files: dict[str, tuple[str, ...] | None] = {}
+    return {
+        "meta": {
+            "target": run.target,
+            "python": run.python,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "platform": run.platform,
+            "mode": run.mode,
+            "unit": run.unit,
+            "unit_short": short,
+            "version": run.leakscope_version or __version__,
+            "measured": len(measured),
+            "warmup": len(run.loops) - len(measured),
+            "holders_searched": bool(run.settings.get("holders", True)),
+        },
+        "verdict": _verdict(run.verdict, run),
+        "chart": _chart(run),
+        "sites": [_site(site, short, cwd, files) for site in run.sites],
+        "holders": [_holder(holder, short) for holder in run.holders],
+        "loops": _loops(run),
+        "run": _run_facts(run),
+        "settings": _settings(run),
+        "processes": _processes(run),
+    }
+
+
+# ----------------------------------------------------------------- rendering
+
+
+def render_html(run: Run) -> str:
+    """The whole report as one HTML document that needs no network to view."""
+    css = _asset("report.css")
+    js = _asset("report.js")
+    # The assets are ours and trusted; the run's data only ever enters through tojson.
+    return _environment().get_template("report.html.j2").render(
+        data=view_model(run),
+        css=Markup(css),
+        js=Markup(js),
+        csp=(
+            "default-src 'none'; img-src data:; "
+            f"style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "
+            "base-uri 'none'; form-action 'none'"
+        ),
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_html(run: Run, path: str | os.PathLike[str]) -> Path:
+    """Write the report atomically and return its path; an unwritable path is a LeakscopeError."""
+    target = Path(path)
+    page = render_html(run)
+    tmp: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(page)
+        # mkstemp makes the file private; a report is meant to be shared, as any file would be.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise LeakscopeError(f"cannot write HTML report {target}: {reason}") from None
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
