@@ -127,6 +127,15 @@ def test_report_of_a_real_run(browser, real_run):
         len(run["loops"][10]["top"])
     )
 
+    # Hovering the chart shows that loop's figures; clicking it opens the loop below.
+    overlay = page.locator("#memory-chart rect.overlay")
+    overlay.hover(position={"x": 5, "y": 40})
+    expect(page.locator("#chart-tip")).to_be_visible()
+    expect(page.locator("#chart-tip")).to_contain_text("iteration 0")
+    overlay.click(position={"x": 5, "y": 40})
+    first_measured = next(loop["index"] for loop in run["loops"] if not loop["warmup"])
+    expect(page.locator("#loop-detail .loop-head")).to_contain_text(f"iteration {first_measured}")
+
     # Nothing left the machine, nothing broke, and the page's own CSP let its script run.
     assert [url for url in seen["requests"] if not url.startswith("file://")] == []
     assert seen["errors"] == [] and seen["dialogs"] == []

@@ -213,7 +213,7 @@ def test_leak_under_a_sawtooth_of_period_five(item: float) -> None:
     series = leak_under_sawtooth(50, BLOCK, period=5, item=item)
     evidence = ratchet(series)
     assert evidence.leak, evidence
-    assert evidence.scale >= 5 or evidence.scale == 1 and item < BLOCK
+    assert evidence.scale > 1  # seen across the cycles, not loop by loop
     verdict = decide(make_run(series, native=flat_native(50)))
     assert (verdict.leak, verdict.kind) == (True, "reachable")
     assert verdict.bytes_per_iteration == pytest.approx(BLOCK, rel=0.25)

@@ -44,7 +44,7 @@
   }
 
   function plural(count, word) {
-    return count + " " + word + (count === 1 ? "" : "s");
+    return grouped(count) + " " + word + (count === 1 ? "" : "s");
   }
 
   function grouped(value) {
@@ -191,7 +191,7 @@
       chip("rate", v.rate, v.leak ? "strong" : ""),
       chip("blocks", v.blocks),
       chip("confidence", v.confidence),
-      chip("measured", plural(meta.measured, unit) + " + " + meta.warmup + " warm-up"));
+      chip("measured", plural(meta.measured, unit) + " + " + grouped(meta.warmup) + " warm-up"));
     if (v.memory_limit) add(facts, chip("memory limit", v.memory_limit));
     add(box, top, el("p", "summary", v.summary), facts);
     if (v.projection) {
@@ -543,7 +543,7 @@
       add(head, el("strong", null, unit + " " + grouped(index)),
         el("span", net > 0 ? "pos" : (net < 0 ? "neg" : "muted"), kept),
         el("span", "muted", "(" + formatBytes(loops.traced[current]) + " in " +
-          grouped(loops.blocks[current] || 0) + " blocks since warm-up)"));
+          plural(loops.blocks[current] || 0, "block") + " since warm-up)"));
       add(detail, head);
       var flat = loops.top[current];
       if (!flat.length) {

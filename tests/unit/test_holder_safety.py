@@ -1,0 +1,218 @@
+"""The heap walk must call no user code: no repr, len, getattr, properties, eq or hash.
+
+A class whose every hook records the call (and raises) is placed everywhere
+the walk looks: module globals, class attributes, singleton attributes, dict
+keys and values, list items, closure cells, slots. The probe runs through
+checkpoints and the one-loop growth locator; the record stays empty.
+"""
+
+from __future__ import annotations
+
+import sys
+import tracemalloc
+import types
+
+import pytest
+
+from leakscope.holders import HolderProbe, Walk
+
+CALLS: list[str] = []
+
+
+class Booby:
+    """Every hook a careless walker might call records itself and raises."""
+
+    __slots__ = ("slot_value", "__dict__")
+
+    def __init__(self, tag: str) -> None:
+        object.__setattr__(self, "slot_value", [tag])
+        self.__dict__["items"] = [tag]
+
+    def _trip(self, name: str):
+        CALLS.append(name)
+        raise RuntimeError(f"user code called: {name}")
+
+    def __repr__(self):
+        return self._trip("__repr__")
+
+    def __str__(self):
+        return self._trip("__str__")
+
+    def __len__(self):
+        return self._trip("__len__")
+
+    def __eq__(self, other):
+        return self._trip("__eq__")
+
+    def __hash__(self):
+        return self._trip("__hash__")
+
+    def __getattr__(self, name):
+        return self._trip(f"__getattr__({name})")
+
+    def __getattribute__(self, name):
+        if name in ("_trip", "__dict__", "__class__"):
+            return object.__getattribute__(self, name)
+        return object.__getattribute__(self, "_trip")(f"__getattribute__({name})")
+
+    def __sizeof__(self):
+        return self._trip("__sizeof__")
+
+    def __bool__(self):
+        return self._trip("__bool__")
+
+    def __iter__(self):
+        return self._trip("__iter__")
+
+    @property
+    def prop(self):
+        return self._trip("prop")
+
+
+ARMED: list[bool] = []
+
+
+class ArmedKey:
+    """Hashable while the test builds its dicts; any later hash, eq or repr is a call."""
+
+    def __hash__(self):
+        if ARMED:
+            CALLS.append("key.__hash__")
+        return id(self)
+
+    def __eq__(self, other):
+        if ARMED:
+            CALLS.append("key.__eq__")
+        return self is other
+
+    def __repr__(self):
+        CALLS.append("key.__repr__")
+        return "ArmedKey()"
+
+
+class BoobyMeta(type):
+    def __getattribute__(cls, name):
+        if name.startswith("__") or name == "_trip":
+            return type.__getattribute__(cls, name)
+        CALLS.append(f"meta.__getattribute__({name})")
+        raise RuntimeError("metaclass attribute hook called")
+
+    def __repr__(cls):
+        CALLS.append("meta.__repr__")
+        raise RuntimeError("metaclass repr called")
+
+
+class Registry(metaclass=BoobyMeta):
+    handlers: list = []
+    by_key: dict = {}
+    booby_keys: dict = {}  # user objects as keys: walked, never hashed or compared
+
+
+class BoobyDict(dict):
+    def __len__(self):
+        CALLS.append("dict-subclass.__len__")
+        raise RuntimeError
+
+    def items(self):
+        CALLS.append("dict-subclass.items")
+        raise RuntimeError
+
+
+class BoobyList(list):
+    def __len__(self):
+        CALLS.append("list-subclass.__len__")
+        raise RuntimeError
+
+    def __iter__(self):
+        CALLS.append("list-subclass.__iter__")
+        raise RuntimeError
+
+
+@pytest.fixture()
+def booby_module():
+    module = types.ModuleType("booby_worker")
+    module.__file__ = __file__
+    singleton = Booby("singleton")
+    store = BoobyDict()
+    seq = BoobyList()
+
+    def make_closure():
+        captured = [Booby("cell")]
+
+        def inner():
+            return captured
+
+        return inner
+
+    module.singleton = singleton
+    module.store = store
+    module.seq = seq
+    module.Registry = Registry
+    module.closure = make_closure()
+    module.keyed = {}
+    keys = type.__getattribute__(Registry, "booby_keys")
+    keys.clear()
+    for tag in ("a", "b"):
+        keys[ArmedKey()] = Booby(tag)
+    ARMED.append(True)
+    sys.modules["booby_worker"] = module
+    CALLS.clear()
+
+    handlers = type.__getattribute__(Registry, "handlers")
+    by_key = type.__getattribute__(Registry, "by_key")
+
+    def grow(n: int) -> None:
+        for i in range(n):
+            item = Booby(f"item-{i}-{len(module.keyed)}")
+            handlers.append(item)
+            dict.__setitem__(by_key, object(), item)  # a key with no repr of its own
+            module.keyed[f"k{len(module.keyed)}"] = item
+            list.append(seq, item)
+            dict.__setitem__(store, f"s{dict.__len__(store)}", item)
+            object.__getattribute__(singleton, "__dict__")["items"].append(item)
+
+    try:
+        yield grow
+    finally:
+        ARMED.clear()
+        keys.clear()
+        del sys.modules["booby_worker"]
+        handlers.clear()
+        by_key.clear()
+
+
+def test_walk_calls_no_user_code(booby_module):
+    booby_module(3)
+    walk = Walk().run()
+    paths = {walk.path(walk.node_of[key]) for key in walk.length_of}
+    assert "booby_worker.Registry.handlers" in paths
+    assert "booby_worker.singleton.items" in paths
+    assert "booby_worker.closure.<locals>.captured" in paths
+    assert "booby_worker.store" in paths and "booby_worker.seq" in paths
+    assert any(p.startswith("booby_worker.Registry.booby_keys[<ArmedKey>]") for p in paths) or (
+        "booby_worker.Registry.booby_keys" in paths
+    )
+    assert CALLS == []
+
+
+def test_probe_checkpoints_and_locator_call_no_user_code(booby_module):
+    probe = HolderProbe()
+    tracemalloc.start(5)
+    try:
+        for checkpoint in range(4):
+            booby_module(2)
+            probe.observe(final=checkpoint == 3)
+        assert probe.start_locating(sys._getframe())
+        booby_module(1)
+        probe.stop_locating()
+        report = probe.report()
+    finally:
+        tracemalloc.stop()
+    assert CALLS == []
+    growing = report["growing"]
+    assert "booby_worker.Registry.handlers" in growing
+    assert "booby_worker.Registry.by_key" in growing
+    assert growing["booby_worker.Registry.handlers"]["item_types"] == {"Booby": 6}
+    # A key with no safe repr is named by its type, never by calling __repr__.
+    assert growing["booby_worker.Registry.by_key"]["keys_sample"][0] == "<object>"
+    assert growing["booby_worker.Registry.handlers"]["grown_at_stack"][0][0] == __file__
