@@ -202,11 +202,79 @@ def _cyclic_share(run: Run, growth: float) -> float:
 
 def decide(run: Run) -> Verdict:
     """The verdict of a run, from its measured loops and final observations."""
-    loops = run.measured
+    if run.mode == "fast":
+        return _decide_fast(run)
+    return _decide_traced(run, run.measured)
+
+
+def _decide_fast(run: Run) -> Verdict:
+    """Fast mode: the same rule on cheap counters; the locate loops give the kind.
+
+    Growth is decided on the untraced loops' allocated blocks (small Python
+    objects) and malloc's in-use bytes (large objects and C memory). When
+    either grows, the few traced locate loops say whether Python objects
+    grow (reachable, or cyclic garbage by the final collection) or not
+    (native), and give the byte rate.
+    """
+    detect = [loop for loop in run.loops if loop.phase == "detect"]
+    located = [loop for loop in run.loops if loop.phase == "locate"]
+    partial = bool(run.observations.get("interrupted"))
+    blocks = [float(loop.allocated_blocks or 0) for loop in detect]
+    malloc = [float(loop.malloc_bytes) for loop in detect if loop.malloc_bytes is not None]
+    if len(blocks) < MIN_LOOPS:
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=0.0, partial=partial, evidence={"measured_loops": len(blocks)},
+            summary=f"Too few measured loops to decide ({len(blocks)}; at least {MIN_LOOPS}).",
+        )
+    block_evidence = ratchet(blocks)
+    malloc_evidence = ratchet(malloc) if len(malloc) == len(blocks) else None
+    malloc_grows = bool(
+        malloc_evidence and malloc_evidence.leak and malloc_evidence.slope >= NATIVE_MIN_RATE
+    )
+    facts = {
+        "measured_loops": len(blocks), "locate_loops": len(located),
+        "blocks_p_value": block_evidence.p_value, "blocks_rate": round(block_evidence.slope, 3),
+        "malloc_p_value": malloc_evidence.p_value if malloc_evidence else None,
+        "malloc_rate": round(malloc_evidence.slope, 1) if malloc_evidence else None,
+    }
+    if not (block_evidence.leak or malloc_grows):
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0,
+            blocks_per_iteration=round(max(block_evidence.slope, 0.0), 2),
+            confidence=block_evidence.confidence, partial=partial, evidence=facts, summary="",
+        )
+    strongest = min(
+        [e for e in (block_evidence, malloc_evidence) if e is not None and e.leak],
+        key=lambda e: e.p_value,
+    )
+    traced = _decide_traced(run, located, require_significance=False)
+    traced.evidence = {**facts, **{f"locate_{k}": v for k, v in traced.evidence.items()}}
+    if (traced.leak and traced.kind != "native") or traced.summary:
+        # Reachable, cyclic garbage, or a filling bound: the traced loops tell.
+        if traced.leak:
+            traced.confidence = strongest.confidence
+        return traced
+    if malloc_grows and malloc_evidence is not None:
+        return Verdict(
+            leak=True, kind="native", bytes_per_iteration=round(malloc_evidence.slope, 1),
+            blocks_per_iteration=0.0, confidence=malloc_evidence.confidence,
+            partial=partial, evidence=facts, summary="",
+        )
+    return Verdict(
+        leak=True, kind="reachable", bytes_per_iteration=0.0,
+        blocks_per_iteration=round(block_evidence.slope, 2),
+        confidence=block_evidence.confidence, partial=partial, evidence=facts,
+        summary="",
+    )
+
+
+def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = True) -> Verdict:
+    """The verdict from traced loops (all measured loops in full mode)."""
     traced = _series(loops, "traced_bytes") or []
     blocks = _series(loops, "traced_blocks") or []
     partial = bool(run.observations.get("interrupted"))
-    if len(traced) < MIN_LOOPS:
+    if len(traced) < (MIN_LOOPS if require_significance else 2):
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
             confidence=0.0, partial=partial,
@@ -214,6 +282,11 @@ def decide(run: Run) -> Verdict:
             evidence={"measured_loops": len(traced)},
         )
     evidence = ratchet(traced)
+    if not require_significance:
+        # Fast mode's locate loops: growth is already established by the
+        # counters; here it is enough that the traced floor still rises.
+        floor = suffix_minima(traced)
+        evidence.leak = floor[-1] > floor[0] and evidence.slope > 0
     block_rate = theil_sen(suffix_minima(blocks)) if blocks else 0.0
     growth = suffix_minima(traced)[-1] - suffix_minima(traced)[0]
     facts = {
@@ -232,7 +305,8 @@ def decide(run: Run) -> Verdict:
                 leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
                 confidence=evidence.confidence, partial=partial, evidence=facts,
                 summary=(
-                    f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} of cyclic garbage built up, "
+                    f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} of cyclic "
+                    "garbage built up, "
                     "but the garbage collector is enabled and frees it on its own schedule."
                 ),
             )
@@ -391,7 +465,7 @@ def _plural(noun: str, count: str) -> str:
 
 
 def describe_holder(holder: Holder, unit: str = "iteration") -> str:
-    """``app.Console.bootstrappers (list) gains 1 closure per request; made at ..., added at ...``."""
+    """``app.Console.bootstrappers (list) gains 1 closure per request; made at ...``."""
     count = format_count(holder.items_per_iteration)
     text = (
         f"{holder.path} ({holder.type}) gains {count} "

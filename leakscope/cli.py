@@ -24,6 +24,7 @@ from leakscope.errors import (
 )
 from leakscope.runfile import Run
 from leakscope.settings import (
+    DEFAULT_FAST_ITERATIONS,
     DEFAULT_FRAMES,
     DEFAULT_ITERATIONS,
     DEFAULT_TIMEOUT,
@@ -122,10 +123,17 @@ def trace(
     worker_args: Optional[list[str]] = typer.Argument(  # noqa: UP007, UP045 - typer needs Optional
         None, help="Arguments after -- become the worker's sys.argv[1:]"
     ),
-    iterations: int = typer.Option(DEFAULT_ITERATIONS, "--iterations", "-n", min=1,
-                                   help="Measured loops."),
+    iterations: Optional[int] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--iterations", "-n", min=1,
+        help=f"Measured loops (default {DEFAULT_ITERATIONS}; "
+             f"{DEFAULT_FAST_ITERATIONS} with --fast).",
+    ),
     warmup: str = typer.Option("5", "--warmup", "-w",
                                help="Untraced loops first: a number, or 'auto'."),
+    fast: bool = typer.Option(
+        False, "--fast",
+        help="Measure with cheap counters; trace only a few loops, and only if memory grows.",
+    ),
     frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
                                help="Traceback depth kept per allocation."),
     json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
@@ -152,10 +160,13 @@ def trace(
     _check_writable(json_path, "--json")
     if html_path is not None:
         _check_writable(html_path, "--html")
+    if iterations is None:
+        iterations = DEFAULT_FAST_ITERATIONS if fast else DEFAULT_ITERATIONS
     settings = Settings(
         iterations=iterations, warmup=_warmup(warmup), frames=frames,
         memory_limit=_size("--memory-limit", memory_limit), timeout=timeout, top=top,
         holders=not no_holders, args=list(worker_args or []),
+        mode="fast" if fast else "full",
     )
     run, saved = _trace_and_save(spec, settings, json_path, "progress" if quiet else "live")
     console.print()
@@ -198,11 +209,12 @@ def html(
     run = runfile.load(run_path)
     default = Path("reports") / f"{run_path.stem}.html"
     written = write_html(run, output if output is not None else default)
-    console.print(str(written), markup=False)
+    console.print(str(written), markup=False, highlight=False, soft_wrap=True)
     if open_page:
         import webbrowser
 
-        webbrowser.open(written.resolve().as_uri())
+        if not webbrowser.open(written.resolve().as_uri()):
+            err_console.print("leakscope: no web browser found to open it", markup=False)
 
 
 def _print_plain(text: str) -> None:

@@ -5,6 +5,16 @@ The collector is driven by ``end_loop()``: the harness calls it after every
 ``leakscope.tick()``. It never prints; the observer decides what a loop
 becomes (a live line, a progress tick, a message to the parent process).
 
+Two modes. Full mode traces every measured loop. Fast mode measures them
+untraced with cheap counters (allocated blocks, malloc's in-use bytes, RSS,
+gc collections: ``_record_detect``), applies the same decision rule to them,
+and only when they show growth turns tracemalloc on for ``locate_loops``
+loops to find the sites, holders and kind. A loop that does not grow is never
+traced. Telling the kinds apart needs no ``gc.collect()`` per loop: the
+locate loops' traced window shows whether Python objects grow (else the
+growth is native), and the one collection after the last loop shows whether
+that growth was unreachable cycles.
+
 Why tracemalloc starts only after warm-up: a snapshot costs time in
 proportion to the traces it holds. Started late, tracemalloc holds only what
 the measured window allocated and kept, so the per-loop cost does not grow
@@ -17,6 +27,7 @@ import gc
 import sys
 import time
 import tracemalloc
+from array import array
 from typing import Any, Protocol
 
 from leakscope import counters, hook, sites
@@ -37,6 +48,7 @@ TRACEBACK_LINES = 200
 
 class Observer(Protocol):
     def on_measuring(self, warmup_loops: int) -> None: ...
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None: ...
     def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None: ...
     def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None: ...
 
@@ -67,7 +79,19 @@ class Collector:
         self._is_own = sites.OwnFilter()
         self._previous = sites.LineTotals()
         self._blocks_history: list[int] = []
-        self._checkpoints = self._checkpoint_indices(settings.iterations)
+        self.fast = settings.mode == "fast"
+        # Loops measured with tracemalloc on, and how many are wanted: all the
+        # measured loops in full mode; in fast mode only the locate loops, and
+        # only once the cheap counters have shown growth.
+        self.traced = 0
+        self._traced_target = 0 if self.fast else settings.iterations
+        self._checkpoints = self._checkpoint_indices(self._traced_target)
+        # Preallocated: appending a float per loop would itself show up as
+        # one more allocated block per loop in the counter we are reading.
+        size = 8 * settings.iterations if self.fast else 0
+        self._detect_blocks = array("d", bytes(size))
+        self._detect_malloc = array("d", bytes(size))
+        self.detection: dict[str, Any] = {}
         self._gc_counter = counters.GcCounter()
         self._tracemalloc_was_on = tracemalloc.is_tracing()
         self._last_time = time.perf_counter()
@@ -102,6 +126,15 @@ class Collector:
             if self._warmup_finished():
                 self._start_measuring()
             more = True
+        elif self.fast and self._traced_target == 0:
+            self._record_detect(index, seconds)
+            more = True
+            if self.measured >= self.settings.iterations:
+                if self._growth_detected():
+                    self._start_locate_phase()
+                else:
+                    self._observe_end()
+                    more = False
         elif self._locating:
             # The extra loop that found which line grows each holder is over.
             self.index -= 1
@@ -112,7 +145,7 @@ class Collector:
             more = False
         else:
             self._record_measured(index, seconds)
-            more = self.measured < self.settings.iterations
+            more = self.traced < self._traced_target
             if not more:
                 if self.holder_probe is not None and self.holder_probe.start_locating(
                     sys._getframe(1)
@@ -143,6 +176,8 @@ class Collector:
             "harness_seconds": self.harness_seconds,
             "trace_overhead_bytes": round(self._trace_overhead, 1),
             "malloc_counter": counters.has_malloc_counter(),
+            "mode": self.settings.mode,
+            "detection": self.detection,
             **(self._end or {}),
         }
         if self.holder_probe is not None:
@@ -200,6 +235,7 @@ class Collector:
         loop = {
             "index": index,
             "warmup": True,
+            "phase": "warmup",
             "rss_bytes": counters.rss_bytes(),
             "allocated_blocks": blocks,
             "native_bytes": counters.malloc_in_use(),
@@ -211,17 +247,75 @@ class Collector:
     def _start_measuring(self) -> None:
         self.warmup_loops = self.index
         self.measuring = True
+        if self.fast:
+            self.observer.on_measuring(self.warmup_loops)
+            return
+        self._start_tracing()
+
+    def _start_tracing(self) -> None:
         if not tracemalloc.is_tracing():
             tracemalloc.start(self.settings.frames)
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
         self._previous = sites.aggregate(_get_traces(), self._is_own)
-        self.observer.on_measuring(self.warmup_loops)
+        if not self.fast:
+            self.observer.on_measuring(self.warmup_loops)
         if self.holder_probe is not None and 0 in self._checkpoints:
             self._checkpoint()
 
+    # ------------------------------------------------------------ fast mode
+
+    def _record_detect(self, index: int, seconds: float) -> None:
+        """Fast mode: a handful of reads whose cost does not grow with the heap."""
+        blocks = sys.getallocatedblocks()
+        malloc = counters.malloc_in_use()
+        self._detect_blocks[self.measured] = blocks
+        self._detect_malloc[self.measured] = malloc or 0
+        loop = {
+            "index": index,
+            "warmup": False,
+            "phase": "detect",
+            "rss_bytes": counters.rss_bytes(),
+            "malloc_bytes": malloc,
+            "allocated_blocks": blocks,
+            "gc_collections": self._gc_counter.collections,
+            "seconds": seconds,
+        }
+        self.measured += 1
+        self.observer.on_loop(loop, [])
+
+    def _growth_detected(self) -> bool:
+        """The full mode's rule, on allocated blocks and on malloc's in-use bytes.
+
+        Small Python objects show in the block count, large ones and C
+        allocations in malloc's counter; either rising is worth locating.
+        """
+        from leakscope.analysis import NATIVE_MIN_RATE, ratchet
+
+        blocks = ratchet(list(self._detect_blocks))
+        grew = blocks.leak
+        malloc = None
+        if counters.has_malloc_counter():
+            malloc = ratchet(list(self._detect_malloc))
+            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE)
+        self.detection = {
+            "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
+            "malloc_p_value": malloc.p_value if malloc else None,
+            "malloc_rate": round(malloc.slope, 1) if malloc else None,
+            "growth": grew,
+        }
+        return grew
+
+    def _start_locate_phase(self) -> None:
+        """Growth seen: trace a few loops to find where it comes from."""
+        self._traced_target = max(2, self.settings.locate_loops)
+        self._checkpoints = self._checkpoint_indices(self._traced_target)
+        self.observer.on_phase("locate", self.detection)
+        self._start_tracing()
+
     def _record_measured(self, index: int, seconds: float) -> None:
+        """One traced loop: per-line diff, totals, counters; holders at checkpoints."""
         totals = sites.aggregate(_get_traces(), self._is_own)
         changes = sites.diff(self._previous, totals)
         malloc = counters.malloc_in_use()
@@ -236,6 +330,7 @@ class Collector:
         loop = {
             "index": index,
             "warmup": False,
+            "phase": "locate" if self.fast else "measure",
             "traced_bytes": totals.total_bytes,
             "traced_blocks": totals.total_blocks,
             "net_bytes": totals.total_bytes - self._previous.total_bytes,
@@ -248,9 +343,10 @@ class Collector:
         }
         self._previous = totals
         self.measured += 1
+        self.traced += 1
         self.observer.on_loop(loop, changes)
-        if self.holder_probe is not None and self.measured in self._checkpoints:
-            self._checkpoint(final=self.measured == self.settings.iterations)
+        if self.holder_probe is not None and self.traced in self._checkpoints:
+            self._checkpoint(final=self.traced == self._traced_target)
 
     def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""
@@ -302,7 +398,8 @@ def _calibrate_trace_overhead(samples: int = 3, objects: int = 2000) -> float:
         held = [object() for _ in range(objects)]
         after = counters.malloc_in_use() - tracemalloc.get_tracemalloc_memory()
         # The list's own storage is one large block that malloc holds too.
-        storage = tracemalloc.get_traced_memory()[0] - traced_before - objects * sys.getsizeof(held[0])
+        traced = tracemalloc.get_traced_memory()[0] - traced_before
+        storage = traced - objects * sys.getsizeof(held[0])
         estimates.append(max(0.0, (after - before - storage) / (objects + 1)))
         del held
     estimates.sort()

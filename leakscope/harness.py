@@ -61,6 +61,9 @@ class ChannelObserver:
     def on_measuring(self, warmup_loops: int) -> None:
         self.channel.send({"t": "measuring", "warmup_loops": warmup_loops})
 
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        self.channel.send({"t": "phase", "phase": phase, "info": info})
+
     def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
         self.channel.send({"t": "loop", "loop": loop, "changes": changes})
 

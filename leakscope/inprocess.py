@@ -30,6 +30,9 @@ class _BuilderObserver:
     def on_measuring(self, warmup_loops: int) -> None:
         self.builder.run.settings["warmup_used"] = warmup_loops
 
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        self.builder.run.observations.setdefault("phases", []).append({"phase": phase, **info})
+
     def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
         self.builder.add_loop(loop, [list(c) for c in changes])
 

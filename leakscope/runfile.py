@@ -44,6 +44,9 @@ class LineDelta:
 class Loop:
     index: int
     warmup: bool
+    # "warmup", "measure" (full mode), "detect" (fast mode, untraced) or "locate"
+    # (fast mode, traced after growth was detected).
+    phase: str = "measure"
     traced_bytes: int | None = None
     traced_blocks: int | None = None
     rss_bytes: int | None = None
@@ -52,6 +55,7 @@ class Loop:
     net_bytes: int | None = None
     top: list[LineDelta] = field(default_factory=list)
     native_bytes: int | None = None
+    malloc_bytes: int | None = None
     tracemalloc_bytes: int | None = None
     allocated_blocks: int | None = None
     gc_collections: int | None = None

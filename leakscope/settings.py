@@ -15,6 +15,10 @@ DEFAULT_MEMORY_LIMIT = 512 * 1024 * 1024
 # never calls tick()).
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_TOP = 10
+# Fast mode measures untraced, so it can afford more loops (better statistics);
+# traced locate loops are few because each costs what tracemalloc costs.
+DEFAULT_FAST_ITERATIONS = 200
+DEFAULT_LOCATE_LOOPS = 6
 # --warmup auto: stop warming once per-loop block growth has been steady
 # for this many loops, but never warm more than AUTO_WARMUP_MAX loops.
 AUTO_WARMUP_MIN = 3
@@ -31,6 +35,8 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     top: int = DEFAULT_TOP
     holders: bool = True
+    mode: str = "full"  # or "fast"
+    locate_loops: int = DEFAULT_LOCATE_LOOPS
     args: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,11 +42,15 @@ EXIT_GRACE = 5.0
 
 class LiveObserver(Protocol):
     def on_measuring(self, warmup_loops: int) -> None: ...
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None: ...
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None: ...
 
 
 class NullObserver:
     def on_measuring(self, warmup_loops: int) -> None:
+        pass
+
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
         pass
 
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
@@ -86,7 +90,7 @@ class RunBuilder:
         for key, value in extra.items():  # figures newer than the dataclass
             setattr(loop, key, value)
         changes = []
-        if not loop.warmup:
+        if not loop.warmup and loop.phase != "detect":
             for filename, line, size_diff, count_diff in raw_changes:
                 key = (filename, line)
                 size, count = self.current.get(key, (0, 0))
@@ -183,6 +187,7 @@ def trace(
     run.settings["worker_args"] = list(settings.args)
     run.observations["cwd"] = cwd
     run.observations["target_kind"] = spec.kind
+    run.mode = settings.mode
     builder = RunBuilder(run, settings.top, cwd)
     read_fd, write_fd = os.pipe()
     try:
@@ -262,6 +267,11 @@ def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserv
     elif kind == "measuring":
         builder.run.settings["warmup_used"] = message["warmup_loops"]
         observer.on_measuring(message["warmup_loops"])
+    elif kind == "phase":
+        builder.run.observations.setdefault("phases", []).append(
+            {"phase": message["phase"], "after_loops": len(builder.run.loops), **message["info"]}
+        )
+        observer.on_phase(message["phase"], message["info"])
     elif kind == "checkpoint":
         builder.add_checkpoint(message["loops_done"], message["observation"])
     elif kind == "final":
@@ -342,7 +352,7 @@ def _raise_for_failure(
 
 def _finish(run: Run, builder: RunBuilder) -> Run:
     final = builder.final or {}
-    for key in ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter"):
+    for key in ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter", "detection"):
         if key in final:
             run.observations[key] = final[key]
     if "gc_final" in final:

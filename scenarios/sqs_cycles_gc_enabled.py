@@ -1,4 +1,4 @@
-"""A queue client whose every receive builds a reference cycle, with the garbage collector on (not a leak).
+"""A queue client whose every receive builds a reference cycle, with the collector on.
 
 The same client as sqs_cycles_gc_disabled.py, but the normal collector runs:
 the cycles are freed on its own schedule, memory saws up and down around a

@@ -34,8 +34,22 @@ class LiveLoopPrinter:
             "tracing from here[/dim]"
         )
 
+    def on_phase(self, phase: str, info: dict) -> None:
+        if phase == "locate":
+            self.console.print(
+                "[yellow]growth detected by the cheap counters; tracing a few loops "
+                "to locate it[/yellow]"
+            )
+
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
         if loop.warmup:
+            return
+        if loop.phase == "detect":
+            if loop.index % 25 == 0:
+                self.console.print(
+                    f"[dim]{self.unit} {loop.index}: {loop.allocated_blocks or 0:,} blocks, "
+                    f"RSS {format_bytes(loop.rss_bytes or 0)} (untraced)[/dim]"
+                )
             return
         net = loop.net_bytes or 0
         style = "red" if net > 0 else ("green" if net < 0 else "dim")
@@ -86,12 +100,20 @@ class ProgressObserver:
         self.progress.stop()
 
     def on_measuring(self, warmup_loops: int) -> None:
-        self.progress.update(self.task, description="tracing", total=self.iterations, completed=0)
+        self.progress.update(self.task, description="measuring", total=self.iterations,
+                             completed=0)
+
+    def on_phase(self, phase: str, info: dict) -> None:
+        self.progress.update(self.task, description="locating", total=None, completed=0)
 
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
         if loop.warmup:
             return
-        kept = format_bytes(loop.traced_bytes or 0)
+        if loop.traced_bytes is None:
+            blocks = f"{loop.allocated_blocks or 0:,} blocks"
+            self.progress.update(self.task, advance=1, kept=blocks)
+            return
+        kept = format_bytes(loop.traced_bytes)
         self.progress.update(self.task, advance=1, kept=f"{kept} kept")
 
 

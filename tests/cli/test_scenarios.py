@@ -17,15 +17,18 @@ def _args(scenario):
     return args
 
 
+@pytest.mark.parametrize("mode", ["full", "fast"])
 @pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
-def test_scenario_verdict(scenario, tmp_path):
+def test_scenario_verdict(scenario, mode, tmp_path):
+    """Fast mode must reach the full mode's verdict, kind, line and holder."""
     want = expected(scenario)
     out = tmp_path / "run.json"
     args = _args(scenario)
-    args[3:3] = ["--json", str(out)]
+    args[3:3] = ["--json", str(out)] + (["--fast"] if mode == "fast" else [])
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     run = load_json(out)
+    assert run["mode"] == mode
     verdict = run["verdict"]
     assert verdict["leak"] is (want["leak"] == "yes"), verdict["summary"]
     assert verdict["kind"] == want["kind"], verdict["summary"]
@@ -36,7 +39,9 @@ def test_scenario_verdict(scenario, tmp_path):
         assert growing, verdict["summary"]
         frame = growing[0]["user_frame"]
         assert f"{frame['file']}:{frame['line']}" == want["line"], verdict["summary"]
-        assert want["line"] in verdict["summary"] or verdict["kind"] != "reachable" or run["holders"]
+        assert (
+            want["line"] in verdict["summary"] or verdict["kind"] != "reachable" or run["holders"]
+        )
     holders = [h for h in run["holders"] if h["growing"]]
     if "holder" in want:
         assert holders, verdict["summary"]
