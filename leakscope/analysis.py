@@ -192,12 +192,22 @@ def _native_series(loops: Sequence[Loop]) -> tuple[list[float] | None, float]:
     return [r - o for r, o in zip(rss, overhead)], RSS_MIN_RATE
 
 
-def _cyclic_share(run: Run, growth: float) -> float:
+def _cyclic_share(run: Run, traced: list[float]) -> float:
+    """Share of the window's growth that one full collection after the run freed.
+
+    Measured as what *survived* the collection: garbage made by earlier
+    loops and still waiting for the collector does not count as freed
+    growth, only the part of the rise of the floor that is gone.
+    """
     final = run.observations.get("gc_final")
-    if not final or growth <= 0:
+    floor = suffix_minima(traced)
+    growth = floor[-1] - floor[0]
+    # A full collection also empties the interpreter's free lists; with no
+    # object collected, whatever it released was not cyclic garbage.
+    if not final or growth <= 0 or not final.get("objects_collected"):
         return 0.0
-    freed = final.get("bytes_before", 0) - final.get("bytes_after", 0)
-    return max(0.0, freed / growth)
+    survived = final.get("bytes_after", 0) - floor[0]
+    return min(1.0, max(0.0, 1.0 - survived / growth))
 
 
 def decide(run: Run) -> Verdict:
@@ -229,9 +239,9 @@ def _decide_fast(run: Run) -> Verdict:
         )
     block_evidence = ratchet(blocks)
     malloc_evidence = ratchet(malloc) if len(malloc) == len(blocks) else None
-    malloc_grows = bool(
-        malloc_evidence and malloc_evidence.leak and malloc_evidence.slope >= NATIVE_MIN_RATE
-    )
+    # Any significant rise is worth locating; only a native verdict needs the
+    # malloc rate to clear the noise floor (NATIVE_MIN_RATE).
+    malloc_grows = bool(malloc_evidence and malloc_evidence.leak)
     facts = {
         "measured_loops": len(blocks), "locate_loops": len(located),
         "blocks_p_value": block_evidence.p_value, "blocks_rate": round(block_evidence.slope, 3),
@@ -255,10 +265,17 @@ def _decide_fast(run: Run) -> Verdict:
         if traced.leak:
             traced.confidence = strongest.confidence
         return traced
-    if malloc_grows and malloc_evidence is not None:
+    if malloc_grows and malloc_evidence is not None and malloc_evidence.slope >= NATIVE_MIN_RATE:
         return Verdict(
             leak=True, kind="native", bytes_per_iteration=round(malloc_evidence.slope, 1),
             blocks_per_iteration=0.0, confidence=malloc_evidence.confidence,
+            partial=partial, evidence=facts, summary="",
+        )
+    if not block_evidence.leak:
+        # Only malloc rose, too slowly to be native, and the traced loops saw nothing.
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=malloc_evidence.confidence if malloc_evidence else 0.0,
             partial=partial, evidence=facts, summary="",
         )
     return Verdict(
@@ -288,7 +305,6 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
         floor = suffix_minima(traced)
         evidence.leak = floor[-1] > floor[0] and evidence.slope > 0
     block_rate = theil_sen(suffix_minima(blocks)) if blocks else 0.0
-    growth = suffix_minima(traced)[-1] - suffix_minima(traced)[0]
     facts = {
         "measured_loops": len(traced),
         "p_value": evidence.p_value, "scale": evidence.scale,
@@ -298,7 +314,7 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
     }
     unit = run.unit
     if evidence.leak:
-        share = _cyclic_share(run, growth)
+        share = _cyclic_share(run, traced)
         facts["freed_by_collect"] = round(share, 3)
         if share >= CYCLIC_SHARE and run.observations.get("gc_enabled", True):
             return Verdict(

@@ -291,14 +291,14 @@ class Collector:
         Small Python objects show in the block count, large ones and C
         allocations in malloc's counter; either rising is worth locating.
         """
-        from leakscope.analysis import NATIVE_MIN_RATE, ratchet
+        from leakscope.analysis import ratchet
 
         blocks = ratchet(list(self._detect_blocks))
         grew = blocks.leak
         malloc = None
         if counters.has_malloc_counter():
             malloc = ratchet(list(self._detect_malloc))
-            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE)
+            grew = grew or malloc.leak
         self.detection = {
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
             "malloc_p_value": malloc.p_value if malloc else None,

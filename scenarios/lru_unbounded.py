@@ -13,7 +13,7 @@ import itertools
 _ids = itertools.count()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - the case the issue names
 def quote(order_id: str) -> tuple[str, float]:
     return (f"quote for {order_id}", 9.99)
 

@@ -37,8 +37,17 @@ def test_scenario_verdict(scenario, mode, tmp_path):
         assert not growing, growing[:1]
     else:
         assert growing, verdict["summary"]
-        frame = growing[0]["user_frame"]
-        assert f"{frame['file']}:{frame['line']}" == want["line"], verdict["summary"]
+        lines = [
+            f"{s['user_frame']['file']}:{s['user_frame']['line']}"
+            for s in growing if s["user_frame"]
+        ]
+        if mode == "full":
+            assert lines[0] == want["line"], verdict["summary"]
+        else:
+            # A few traced loops cannot rank sites that grow at the same rate
+            # (amortised container resizes are not seen): the line must be
+            # among the top growing ones.
+            assert want["line"] in lines[:3], (lines, verdict["summary"])
         assert (
             want["line"] in verdict["summary"] or verdict["kind"] != "reachable" or run["holders"]
         )
