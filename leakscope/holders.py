@@ -803,19 +803,109 @@ def build_holders(
     return holders, bounded_out
 
 
-def chain_to_module(obj: Any, max_depth: int = 8) -> list[str]:
-    """Fallback naming through objgraph's back-reference search (type names only).
+# The back-reference fallback calls gc.get_referrers once per object it
+# explores, each a pass over the whole heap; above this many objects it is
+# skipped (and the run says so) to keep a run's cost bounded.
+BACKREF_MAX_OBJECTS = 300_000
+BACKREF_MAX_DEPTH = 10
+_SAMPLE_SCAN = 200_000
 
-    Used only at the end of a run, when the forward walk found no holder:
-    ``find_backref_chain`` calls ``gc.get_referrers``, whose cost grows with
-    the heap, so it is kept off every checkpoint. The predicate is ours,
-    because objgraph's ``is_proper_module`` uses ``isinstance``, which can run
-    a user class's ``__class__`` property.
+
+def find_by_backrefs(line: tuple[str, int]) -> dict[str, Any] | None:
+    """Name the container holding objects made at ``line``, through objgraph.
+
+    The fallback for holders deeper than the forward walk goes (or reachable
+    only through paths it does not follow): find one live object allocated at
+    the growing line (tracemalloc's record, newest generations first), ask
+    objgraph for the shortest back-reference chain to a module, and name each
+    link the way the forward walk would. It runs once, after the last loop
+    and after the final collection (objgraph's search itself collects).
+    The predicate is ours: objgraph's ``is_proper_module`` uses
+    ``isinstance``, which can run a user class's ``__class__`` property.
     """
+    import gc
+
     import objgraph
 
+    if len(gc.get_objects()) > BACKREF_MAX_OBJECTS:
+        return {"skipped": f"heap above {BACKREF_MAX_OBJECTS:,} objects"}
+    sample = _object_made_at(line)
+    if sample is None:
+        return None
     chain = objgraph.find_backref_chain(
-        obj, lambda o: type(o) is types.ModuleType, max_depth=max_depth
+        sample, lambda o: type(o) is types.ModuleType, max_depth=BACKREF_MAX_DEPTH,
+        extra_ignore=(id(sys._getframe()),),
     )
-    return [type_name(link) for link in chain]
+    if len(chain) < 3 or type(chain[0]) is not types.ModuleType:
+        return None
+    names = [_module_name(chain[0])]
+    for parent, child in zip(chain, chain[1:]):
+        names.append(_link_name(parent, child))
+    holder_index = len(chain) - 2
+    while holder_index > 0 and _length(chain[holder_index]) is None:
+        holder_index -= 1
+    if holder_index == 0:
+        return None
+    holder = chain[holder_index]
+    kind, length, bound = _length(holder)  # type: ignore[misc]
+    path = names[0] + "".join(n for n in names[1:holder_index + 1] if n)
+    container = Container(path, holder, kind, length, bound)
+    return {"path": path, "type": kind, "bound": bound, "length": length,
+            **_describe(container, SAMPLE_ITEMS)}
 
+
+def _object_made_at(line: tuple[str, int]) -> Any:
+    import gc
+
+    scanned = 0
+    for generation in (0, 1, 2):
+        for obj in gc.get_objects(generation):
+            scanned += 1
+            if scanned > _SAMPLE_SCAN:
+                return None
+            traceback = tracemalloc.get_object_traceback(obj)
+            if traceback is not None:
+                innermost = list(traceback)[-1]
+                if (innermost.filename, innermost.lineno) == line:
+                    return obj
+    return None
+
+
+def _module_name(module: types.ModuleType) -> str:
+    for name, candidate in list(sys.modules.items()):
+        if candidate is module:
+            return name
+    return "<module>"
+
+
+def _link_name(parent: Any, child: Any) -> str:
+    """How ``child`` is reached from ``parent``: ``.attr``, ``[key]``, ``[i]`` or ''."""
+    kind = _classify(type(parent))
+    if kind == _K_MODULE:
+        namespace = _MODULE_DICT.__get__(parent)
+    elif kind == _K_CLASS:
+        namespace = _TYPE_DICT.__get__(parent)
+    elif kind == _K_INSTANCE:
+        namespace = _instance_attributes(parent)
+    elif kind == _K_DICT:
+        for key, value in list(dict.items(parent)):
+            if value is child:
+                return f"[{safe_repr(key)}]"
+        return ""
+    elif kind in (_K_LIST, _K_DEQUE):
+        iterate = list.__iter__ if kind == _K_LIST else _DEQUE.__iter__
+        for index, value in enumerate(iterate(parent)):
+            if value is child:
+                return f"[{index}]"
+        return ""
+    elif kind == _K_FUNCTION and parent.__closure__:
+        for name, cell in zip(parent.__code__.co_freevars, parent.__closure__):
+            if cell is child:
+                return f".<locals>.{name}"
+        return ""
+    else:
+        return ""  # an instance's __dict__, a cell: the next link names it
+    for name, value in list(namespace.items()):
+        if value is child:
+            return f".{name}"
+    return ""
