@@ -483,10 +483,16 @@ def _plural(noun: str, count: str) -> str:
 def describe_holder(holder: Holder, unit: str = "iteration") -> str:
     """``app.Console.bootstrappers (list) gains 1 closure per request; made at ...``."""
     count = format_count(holder.items_per_iteration)
-    text = (
-        f"{holder.path} ({holder.type}) gains {count} "
-        f"{_plural(holder.item_noun, count)} per {unit}"
-    )
+    if holder.found_by == "backrefs":
+        text = (
+            f"{holder.path} ({holder.type}, {holder.items_last:,} items) holds the growing "
+            f"{_plural(holder.item_noun, 'many')} (found by following references back)"
+        )
+    else:
+        text = (
+            f"{holder.path} ({holder.type}) gains {count} "
+            f"{_plural(holder.item_noun, count)} per {unit}"
+        )
     made = holder.items_made_at or holder.callables_defined_at
     where = []
     if made:

@@ -100,6 +100,8 @@ class Collector:
         self._gc_enabled = gc.isenabled()
         self._end: dict[str, Any] | None = None
         self._locating = False
+        # Traced bytes at each holder checkpoint: the fallback's cheap test.
+        self._checkpoint_bytes: list[int] = []
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -199,6 +201,28 @@ class Collector:
             [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
         ]
         self._end["gc_final"] = self._measure_final_collect(set(tracebacks))
+        self._backref_fallback()
+
+    def _backref_fallback(self) -> None:
+        """No holder found by the forward walk, yet the window kept memory.
+
+        Ask objgraph for the chain from a module to an object made at the
+        line that kept most after the final collection (holders.find_by_backrefs).
+        """
+        probe = self.holder_probe
+        final = self._end.get("gc_final") if self._end else None
+        if probe is None or not final or probe.growing_paths():
+            return
+        kept = self._checkpoint_bytes
+        rising = len(kept) >= 3 and all(b > a for a, b in zip(kept, kept[1:]))
+        if not rising or final["bytes_after"] - kept[0] < (kept[-1] - kept[0]) / 2:
+            return  # the window did not keep (reachable) growth: nothing to look for
+        lines = {(f, n) for f, n in final.get("top_surviving_lines", [])}
+        if not lines:
+            return
+        from leakscope.holders import find_by_backrefs
+
+        probe.backref = find_by_backrefs(lines)
 
     # ------------------------------------------------------------- internals
 
@@ -356,6 +380,7 @@ class Collector:
     def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""
         assert self.holder_probe is not None
+        self._checkpoint_bytes.append(self._previous.total_bytes)
         observation = self.holder_probe.observe(final=final)
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
@@ -371,6 +396,10 @@ class Collector:
         collected = gc.collect()
         after = sites.aggregate(_get_traces(), self._is_own)
         freed_by_line = []
+        surviving = [
+            key for key in sorted(after.by_line, key=lambda k: after.by_line[k][0], reverse=True)
+            if key in lines and sites.is_user_file(key[0])
+        ]
         for key in lines:
             was = before.by_line.get(key, [0, 0])
             now = after.by_line.get(key, [0, 0])
@@ -383,6 +412,7 @@ class Collector:
             "blocks_before": before.total_blocks,
             "blocks_after": after.total_blocks,
             "freed_by_line": freed_by_line,
+            "top_surviving_lines": [list(key) for key in surviving[:5]],
         }
 
 

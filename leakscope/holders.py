@@ -646,6 +646,7 @@ class HolderProbe:
         self.grown_at: dict[str, list[list[Any]]] = {}
         self._locator: GrowthLocator | None = None
         self._growing: list[Container] = []
+        self.backref: dict[str, Any] | None = None
 
     def observe(self, final: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
@@ -729,6 +730,7 @@ class HolderProbe:
                 bounded[self.paths[key]] = {"type": kind, "bound": bound, "series": series}
         return {
             "growing": growing, "bounded": bounded, "checkpoints": self.checkpoints,
+            "backref": self.backref,
             "walk_seconds": round(self.walk_seconds, 4), "max_visited": self.visited,
         }
 
@@ -800,6 +802,19 @@ def build_holders(
             item_noun=info.get("item_noun", "item"),
         ))
     holders.sort(key=lambda h: (-h.items_per_iteration, _rank(h.path)))
+    backref = report.get("backref") or {}
+    if not holders and backref.get("path"):
+        holders.append(Holder(
+            path=backref["path"], type=backref["type"], role=backref.get("role", "registry"),
+            items_first=backref["length"], items_last=backref["length"],
+            items_per_iteration=0.0, item_types=backref.get("item_types", {}),
+            callables_defined_at=[
+                _display_location(x, display) for x in backref.get("callables_defined_at", [])
+            ],
+            items_made_at=[_display_location(x, display) for x in backref.get("items_made_at", [])],
+            keys_sample=backref.get("keys_sample", []),
+            item_noun=backref.get("item_noun", "item"), found_by="backrefs",
+        ))
     return holders, bounded_out
 
 
@@ -807,12 +822,12 @@ def build_holders(
 # explores, each a pass over the whole heap; above this many objects it is
 # skipped (and the run says so) to keep a run's cost bounded.
 BACKREF_MAX_OBJECTS = 300_000
-BACKREF_MAX_DEPTH = 10
+BACKREF_MAX_DEPTH = 16
 _SAMPLE_SCAN = 200_000
 
 
-def find_by_backrefs(line: tuple[str, int]) -> dict[str, Any] | None:
-    """Name the container holding objects made at ``line``, through objgraph.
+def find_by_backrefs(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
+    """Name the container holding objects made at ``lines``, through objgraph.
 
     The fallback for holders deeper than the forward walk goes (or reachable
     only through paths it does not follow): find one live object allocated at
@@ -829,46 +844,63 @@ def find_by_backrefs(line: tuple[str, int]) -> dict[str, Any] | None:
 
     if len(gc.get_objects()) > BACKREF_MAX_OBJECTS:
         return {"skipped": f"heap above {BACKREF_MAX_OBJECTS:,} objects"}
-    sample = _object_made_at(line)
-    if sample is None:
+    holder = _container_holding(lines)
+    if holder is None:
         return None
     chain = objgraph.find_backref_chain(
-        sample, lambda o: type(o) is types.ModuleType, max_depth=BACKREF_MAX_DEPTH,
+        holder, lambda o: type(o) is types.ModuleType, max_depth=BACKREF_MAX_DEPTH,
         extra_ignore=(id(sys._getframe()),),
     )
-    if len(chain) < 3 or type(chain[0]) is not types.ModuleType:
+    if len(chain) < 2 or type(chain[0]) is not types.ModuleType:
         return None
     names = [_module_name(chain[0])]
+    namespace = False
     for parent, child in zip(chain, chain[1:]):
-        names.append(_link_name(parent, child))
-    holder_index = len(chain) - 2
-    while holder_index > 0 and _length(chain[holder_index]) is None:
-        holder_index -= 1
-    if holder_index == 0:
-        return None
-    holder = chain[holder_index]
+        name = _link_name(parent, child)
+        if namespace and name.startswith("['") and name.endswith("']"):
+            name = "." + name[2:-2]  # a key of a module's or an instance's __dict__
+        namespace = name == "" and _classify(type(child)) == _K_DICT
+        names.append(name)
     kind, length, bound = _length(holder)  # type: ignore[misc]
-    path = names[0] + "".join(n for n in names[1:holder_index + 1] if n)
+    path = "".join(names)
     container = Container(path, holder, kind, length, bound)
     return {"path": path, "type": kind, "bound": bound, "length": length,
             **_describe(container, SAMPLE_ITEMS)}
 
 
-def _object_made_at(line: tuple[str, int]) -> Any:
+def _container_holding(lines: set[tuple[str, int]]) -> Any:
+    """The biggest builtin list or dict whose newest item was made at one of ``lines``.
+
+    The newest item, not any item: the leaked objects of the last loops are
+    the ones tracemalloc saw being made. Items that came from a free list
+    have no traceback, so both a dict's last key and value are tried.
+    """
     import gc
 
-    scanned = 0
-    for generation in (0, 1, 2):
-        for obj in gc.get_objects(generation):
-            scanned += 1
-            if scanned > _SAMPLE_SCAN:
-                return None
-            traceback = tracemalloc.get_object_traceback(obj)
+    best, best_length = None, 0
+    for obj in gc.get_objects()[:_SAMPLE_SCAN]:
+        kind = _classify(type(obj))
+        if kind == _K_DICT:
+            length = dict.__len__(obj)
+            if length <= best_length:
+                continue
+            newest = next(dict.items(obj).__reversed__(), None)
+            candidates = newest or ()
+        elif kind == _K_LIST:
+            length = list.__len__(obj)
+            if length <= best_length:
+                continue
+            candidates = (list.__getitem__(obj, -1),) if length else ()
+        else:
+            continue
+        for item in candidates:
+            traceback = tracemalloc.get_object_traceback(item)
             if traceback is not None:
                 innermost = list(traceback)[-1]
-                if (innermost.filename, innermost.lineno) == line:
-                    return obj
-    return None
+                if (innermost.filename, innermost.lineno) in lines:
+                    best, best_length = obj, length
+                    break
+    return best
 
 
 def _module_name(module: types.ModuleType) -> str:

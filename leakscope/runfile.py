@@ -113,6 +113,9 @@ class Holder:
     grown_at_stack: list[list[Any]] = field(default_factory=list)
     keys_sample: list[str] = field(default_factory=list)
     item_noun: str = "item"
+    # "walk" (forward from modules, with growth seen at every checkpoint) or
+    # "backrefs" (objgraph's chain back from a leaked object to a module).
+    found_by: str = "walk"
 
 
 @dataclass

@@ -371,6 +371,9 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         run.observations["holder_search"] = {
             key: report.get(key) for key in ("checkpoints", "walk_seconds", "max_visited")
         }
+        backref = report.get("backref")
+        if backref:
+            run.observations["holder_search"]["backrefs"] = backref.get("path") or backref
     run.observations["elapsed_seconds"] = round(
         sum(loop.seconds or 0 for loop in run.loops), 4
     )

@@ -56,13 +56,15 @@ def test_scenario_verdict(scenario, mode, tmp_path):
         assert holders, verdict["summary"]
         assert holders[0]["path"] == want["holder"], [h["path"] for h in holders]
         assert holders[0]["role"] == want["role"]
-        assert holders[0]["items_per_iteration"] > 0
+        # A holder found by back-references has no checkpoint series.
+        walked = holders[0].get("found_by", "walk") == "walk"
+        assert holders[0]["items_per_iteration"] > 0 or not walked
         assert verdict["summary"].startswith(f"Leak ({want['kind']}") and want["holder"] in (
             verdict["summary"]
         )
         if want.get("role") == "callback-list":
             assert holders[0]["callables_defined_at"], holders[0]
-        assert holders[0]["grown_at"] or holders[0]["type"] == "lru_cache", holders[0]
+        assert holders[0]["grown_at"] or holders[0]["type"] == "lru_cache" or not walked
     elif want["leak"] == "no":
         assert not holders, holders[:1]
     if "bounded" in want:
