@@ -176,6 +176,11 @@ def _library_roots() -> tuple[str, ...]:
 _ROOTS = _library_roots()
 
 
+def is_own_file(filename: str) -> bool:
+    """A file of leakscope itself."""
+    return os.path.abspath(filename).startswith(_LEAKSCOPE_DIR)
+
+
 def is_user_file(filename: str) -> bool:
     """True for the user's own code: not stdlib, site-packages, leakscope or <frozen>."""
     if not filename or filename.startswith("<"):

@@ -129,7 +129,7 @@ class RunBuilder:
         result = []
         for key in self.points:
             size, count = self.current.get(key, (0, 0))
-            frames = tracebacks.get(key) or [key]
+            frames = _without_harness(tracebacks.get(key) or [key])
             traceback = [
                 Frame(self.display(f), int(n), sitemod.function_at(f, int(n))) for f, n in frames
             ]
@@ -154,6 +154,16 @@ class RunBuilder:
         if self.measured < 2 or not points:
             return 0.0
         return round(points[-1][2] / self.measured, 2)
+
+
+def _without_harness(frames: list) -> list:
+    """The traceback as the worker sees it: leakscope's harness and runpy cut off."""
+    kept = [
+        frame for frame in frames
+        if not sitemod.is_own_file(frame[0]) and not str(frame[0]).startswith("<frozen runpy")
+        and not str(frame[0]).endswith("runpy.py")
+    ]
+    return kept or frames[:1]
 
 
 def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
