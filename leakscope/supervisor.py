@@ -379,7 +379,8 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         measured = [c["measured_done"] for c in builder.checkpoints]
         run.holders, run.bounded = build_holders(report, measured, builder.display)
         run.observations["holder_search"] = {
-            key: report.get(key) for key in ("checkpoints", "walk_seconds", "max_visited")
+            key: report.get(key)
+            for key in ("checkpoints", "walk_seconds", "max_visited", "forked_walks")
         }
         backref = report.get("backref")
         if backref:

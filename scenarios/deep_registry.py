@@ -4,7 +4,7 @@
 The forward walk stops at five hops; leakscope then follows references back
 from a leaked object to a module (objgraph) and still names the dict.
 
-Expected: leak=yes kind=reachable line=scenarios/deep_registry.py:43
+Expected: leak=yes kind=reachable line=scenarios/deep_registry.py:48
 Holder: deep_registry.app.container.services['cache'].backend.store.entries role=registry
 """
 
