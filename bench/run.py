@@ -67,10 +67,10 @@ def iteration() -> None:
 HEAP_OBJECTS = 1_000_000
 # Two run lengths: the difference of their harness totals is the harness's cost
 # per loop, with the one-off costs (checkpoints, the final collection) cancelled.
-HEAP_SHORT, HEAP_LONG = 100, 300
+HEAP_SHORT, HEAP_LONG = 40, 120
 HEAP_TARGET = 1.2
 
-CHURN_ITERATIONS = 300
+CHURN_ITERATIONS = 40
 CHURN_REPEATS = 3
 CHURN_TARGET = 1.10
 
@@ -339,6 +339,7 @@ def stability_of(path: Path) -> dict[str, Any]:
     want = expected(path)
     final = verdicts[-1]
     changes = sum(1 for a, b in zip(verdicts, verdicts[1:], strict=False) if a != b)
+    other = [k for k in range(MIN_LOOPS, len(verdicts) + 1) if verdicts[k - 1] != final]
     return {
         "scenario": path.name,
         "expected": [want.get("leak") == "yes", want.get("kind")],
@@ -347,6 +348,7 @@ def stability_of(path: Path) -> dict[str, Any]:
         "matches_expected": final == (want.get("leak") == "yes", want.get("kind")),
         "stable_from": stable,
         "verdict_changes": changes,
+        "other_verdict_at": _ranges(other),
         "measured": len(run.measured),
         "wall_s": round(wall, 2),
     }
@@ -366,15 +368,27 @@ def bench_stability() -> dict[str, Any]:
     table(
         f"(c) measured loops until the verdict is stable ({STABILITY_ITERATIONS} measured, "
         f"decide() on every prefix; nothing is decided below {MIN_LOOPS})",
-        ["scenario", "expected", "final", "stable from", "changes"],
+        ["scenario", "expected", "final", "stable from", "other verdict at"],
         [
             [r["scenario"], "/".join(map(_word, r["expected"])),
              "/".join(map(_word, r["final"])) + ("" if r["matches_expected"] else "  WRONG"),
-             r["stable_from"], r["verdict_changes"]]
+             r["stable_from"],
+             ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in r["other_verdict_at"])]
             for r in rows
         ],
     )
     return result
+
+
+def _ranges(values: list[int]) -> list[list[int]]:
+    """[5, 6, 7, 10] as [[5, 7], [10, 10]]: the prefix lengths with another verdict."""
+    spans: list[list[int]] = []
+    for value in values:
+        if spans and value == spans[-1][1] + 1:
+            spans[-1][1] = value
+        else:
+            spans.append([value, value])
+    return spans
 
 
 def _word(value: object) -> str:

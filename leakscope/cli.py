@@ -261,6 +261,11 @@ def check(
         None, "--memory-limit", help="RSS limit for the projection (default 512MiB)."
     ),
     no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
+    full: Optional[bool] = typer.Option(  # noqa: UP007, UP045
+        None, "--full/--fast",
+        help="Full mode traces every loop; fast mode (the default) traces only to locate "
+             "growth the cheap counters found.",
+    ),
     junit_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045
         None, "--junit", help="Also write JUnit XML: one testcase per target."
     ),
@@ -287,6 +292,7 @@ def check(
         frames=frames, timeout=timeout,
         memory_limit=None if memory_limit is None else parse_size(memory_limit),
         holders=False if no_holders else None,
+        mode=None if full is None else ("full" if full else "fast"),
     )
     cfg = configmod.load()
     if junit_path is not None:
@@ -296,6 +302,7 @@ def check(
             ("--iterations", iterations), ("--warmup", warmup), ("--frames", frames),
             ("--timeout", timeout), ("--memory-limit", memory_limit), ("--json", json_path),
             ("--no-holders", no_holders or None), ("worker arguments", worker_args or None),
+            ("--full/--fast", full),
         ) if value is not None]
         if given:
             raise UsageError(f"{given[0]}: has no effect when checking a saved run ({target})")
@@ -408,7 +415,12 @@ def _check_traced(
     for entry, spec, path in zip(entries, specs, paths, strict=True):
         layered = cli.over(entry.settings).over(cfg.settings)
         budget = _budget(layered)
-        settings = Settings(args=list(entry.args))
+        # check runs in fast mode unless told otherwise: a gate on every commit
+        # must cost little, and fast mode reaches full mode's verdicts.
+        mode = layered.mode or "fast"
+        settings = Settings(args=list(entry.args), mode=mode)
+        if mode == "fast":
+            settings.iterations = DEFAULT_FAST_ITERATIONS
         for name in ("iterations", "warmup", "frames", "timeout", "memory_limit", "holders"):
             if getattr(layered, name) is not None:
                 setattr(settings, name, getattr(layered, name))

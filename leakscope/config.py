@@ -29,6 +29,7 @@ SECTION = "tool.leakscope"
 # command-line options are; ``max_growth`` is read as ``max-growth``.
 SETTING_KEYS = (
     "max-growth", "iterations", "warmup", "frames", "timeout", "memory-limit", "holders",
+    "mode",
 )
 TOP_KEYS = ("targets", *SETTING_KEYS)
 TARGET_KEYS = ("target", "args", *SETTING_KEYS)
@@ -46,6 +47,7 @@ class CheckSettings:
     timeout: float | None = None
     memory_limit: int | None = None
     holders: bool | None = None
+    mode: str | None = None  # "fast" (check's default) or "full"
 
     def over(self, lower: CheckSettings) -> CheckSettings:
         """These settings, with ``lower``'s filling the gaps."""
@@ -244,6 +246,10 @@ def _settings(table: _Table) -> CheckSettings:
             raise table.error("warmup", 'expected a whole number of 0 or more, or "auto"')
         else:
             result.warmup = value
+    if "mode" in values:
+        if values["mode"] not in ("fast", "full"):
+            raise table.error("mode", 'expected "fast" or "full"')
+        result.mode = values["mode"]
     if "holders" in values:
         if not isinstance(values["holders"], bool):
             raise table.error("holders", "expected true or false")

@@ -112,8 +112,10 @@ def short_summary(run: Run, max_sites: int = SUMMARY_SITES) -> str:
             f"  {_site(site, unit, f', {format_bytes(site.kept_bytes)} kept')}" for site in sites
         )
     measured = len(run.measured)
+    traced = sum(1 for loop in run.measured if loop.traced_bytes is not None)
+    mode = f"{run.mode} mode" + (f", {traced} traced" if run.mode == "fast" else "")
     lines.append(
-        f"{measured} measured + {len(run.loops) - measured} warm-up {run.unit}s, "
+        f"{measured} measured + {len(run.loops) - measured} warm-up {run.unit}s ({mode}), "
         f"kind {verdict.kind}, confidence {verdict.confidence:.2f}"
     )
     if verdict.leak and verdict.projection:
