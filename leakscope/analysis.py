@@ -12,7 +12,10 @@ leak raises it loop after loop.
 1. Multi-scale floors. Growth hidden under a periodic buffer (a leak plus a
    list cleared every 5 loops) rises only from one cycle to the next, so the
    floor is also read on block minima of sizes 1, 2, 3, ... 8, 10, ... loops,
-   as long as at least ``MIN_BLOCKS`` blocks remain.
+   as long as at least ``MIN_BLOCKS`` blocks remain. The series first goes
+   through a running median of three, so that a single loop's dip (a big
+   object freed and made again, a counter read mid-update) cannot hold the
+   floor down for every loop before it.
 2. Significance. At each scale we count the steps where the floor rose and
    take the one-sided sign-test p-value against "no growth" (a rise no more
    likely than not: for independent noise a floor rises at step k with
@@ -134,8 +137,17 @@ def theil_sen(values: Sequence[float]) -> float:
     return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
 
 
+def median3(values: Sequence[float]) -> list[float]:
+    """Running median of three: one loop's spike or dip is noise, not a trend."""
+    if len(values) < 3:
+        return list(values)
+    inner = [sorted(values[i - 1:i + 2])[1] for i in range(1, len(values) - 1)]
+    return [values[0], *inner, values[-1]]
+
+
 def ratchet(values: Sequence[float]) -> Evidence:
     """Apply the decision rule of this module to one series."""
+    values = median3(values)
     n = len(values)
     slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
     if n < MIN_LOOPS:
@@ -208,6 +220,17 @@ def _cyclic_share(run: Run, traced: list[float]) -> float:
         return 0.0
     survived = final.get("bytes_after", 0) - floor[0]
     return min(1.0, max(0.0, 1.0 - survived / growth))
+
+
+def _vanished_by_itself(run: Run, traced: list[float]) -> bool:
+    """True when, at the end of the run and before our collection, most of the
+    window's growth was already gone (the normal gc collected it)."""
+    final = run.observations.get("gc_final")
+    floor = suffix_minima(traced)
+    growth = floor[-1] - floor[0]
+    if not final or growth <= 0 or not run.observations.get("gc_enabled", True):
+        return False
+    return final.get("bytes_before", floor[-1]) - floor[0] < growth / 2
 
 
 def _free_list_share(run: Run, traced: list[float]) -> float:
@@ -334,6 +357,18 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
         "gc_enabled": run.observations.get("gc_enabled", True),
     }
     unit = run.unit
+    if evidence.leak and _vanished_by_itself(run, traced):
+        # The kept growth was gone by the end of the run before our own
+        # collection: the normal collector took it (cycles), so it does not last.
+        facts["vanished_before_collect"] = True
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=evidence.confidence, partial=partial, evidence=facts,
+            summary=(
+                f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} built up and was "
+                "freed again by the garbage collector before the run ended."
+            ),
+        )
     if evidence.leak:
         share = _cyclic_share(run, traced)
         facts["freed_by_collect"] = round(share, 3)

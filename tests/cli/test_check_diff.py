@@ -97,9 +97,10 @@ def test_check_negative_exits_0(tmp_path):
 def test_check_target_runs_the_same_trace_as_trace(tmp_path):
     """`check TARGET` writes the run file `trace` would, so `report` and `html` read it."""
     out = tmp_path / "r.json"
-    proc = run_cli("check", "scenarios/static_string.py", *FAST, "--json", str(out))
+    proc = run_cli("check", "scenarios/static_string.py", *FAST, "--full", "--json", str(out))
     assert proc.returncode == 1
     run = load_json(out)
+    assert run["mode"] == "full"
     assert run["schema"] == "leakscope.run/1"
     assert run["target"] == "scenarios/static_string.py"
     assert run["settings"]["iterations"] == 20
@@ -302,3 +303,18 @@ targets = ["crash.py", "cleared_list.py"]
     suite = ET.parse(cwd / "out.xml").getroot().find("testsuite")
     assert suite is not None
     assert (suite.get("errors"), suite.get("failures")) == ("1", "0")
+
+
+def test_check_runs_fast_mode_by_default(tmp_path):
+    """A CI gate must be cheap: untraced counters first, tracing only to locate."""
+    out = tmp_path / "r.json"
+    proc = run_cli("check", "scenarios/static_array.py", "--no-holders", "--json", str(out))
+    assert proc.returncode == 1, proc.stdout
+    run = load_json(out)
+    assert run["mode"] == "fast"
+    phases = {loop.get("phase") for loop in run["loops"]}
+    assert {"warmup", "detect", "locate"} <= phases
+    assert "fast mode" in proc.stdout
+    clean = run_cli("check", "scenarios/ring_buffer.py", "--json", str(out))
+    assert clean.returncode == 0, clean.stdout
+    assert not [loop for loop in load_json(out)["loops"] if loop.get("phase") == "locate"]

@@ -324,9 +324,11 @@ def _garbage_run(
 
 def test_freed_bytes_without_collected_objects_are_not_cycles() -> None:
     """A full collection also empties free lists; with no object collected, the bytes
-    it gave back were never cyclic garbage."""
+    it gave back were never cyclic garbage, and no reachable object can be freed:
+    the rise was free-list residue, which is bounded."""
     verdict = decide(_garbage_run(False, 1.0, collected=0))
-    assert (verdict.leak, verdict.kind) == (True, "reachable")
+    assert (verdict.leak, verdict.kind) == (False, "none")
+    assert "free lists" in verdict.summary
 
 
 @pytest.mark.parametrize(
