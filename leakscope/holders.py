@@ -16,8 +16,9 @@ strings and ints is untracked, so a registry keyed by request id is
 invisible to them. Both also name objects by type, not by the path a person
 reads in code. objgraph serves where it is strong, finding a back-reference
 chain to a module, as a fallback when the forward walk finds no holder
-(``chain_to_module``). pympler's summaries call ``sys.getsizeof``, which
-runs a class's ``__sizeof__``, so they are not used on user objects.
+(``find_by_backrefs``). pympler's summaries call ``sys.getsizeof``, which
+runs a class's ``__sizeof__``, so item types are counted here by ``type()``
+and pympler is not a dependency.
 
 Safety: the walk calls no user code. It reads objects through
 ``gc.get_referents`` and the C-level slots of builtin types (``dict.__len__``
