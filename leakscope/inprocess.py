@@ -92,6 +92,7 @@ class InProcessTrace:
             self.builder.final = self.collector.finish()
             self.run.finished_at = now_iso()
             self.run.observations["cwd"] = os.getcwd()
+            self.run.observations["in_process"] = True
             _finish(self.run, self.builder)
             if not exact_malloc_counter():
                 _drop_inexact_native(self.run)
