@@ -63,6 +63,9 @@ TAIL_RISE_FRACTION = 0.75
 MIN_TAIL_STEPS = 3
 # Share of the window's growth that one gc.collect() must free to call it cyclic.
 CYCLIC_SHARE = 0.5
+# Reachable growth below this rate, once cycles and free-list residue are set
+# aside, is not a leak: interned names and small caches settle at this scale.
+MIN_KEPT_RATE = 4.0
 # Native counters see malloc noise from the interpreter itself (a few hundred
 # bytes of free-list churn); below this rate a rising floor is not a leak.
 NATIVE_MIN_RATE = 64.0
@@ -209,54 +212,46 @@ def _native_series(run: Run, loops: Sequence[Loop]) -> tuple[list[float] | None,
     return [r - o for r, o in zip(rss, overhead)], RSS_MIN_RATE
 
 
-def _cyclic_share(run: Run, traced: list[float]) -> float:
-    """Share of the window's growth that one full collection after the run freed.
+def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
+    """What became of each growing line's gain: kept, gone before the end, or freed.
 
-    Measured as what *survived* the collection: garbage made by earlier
-    loops and still waiting for the collector does not count as freed
-    growth, only the part of the rise of the floor that is gone.
+    Read line by line from the final observation. ``gone``: by the end of the
+    run, before our collection, the line had lost half its gain (the worker
+    or the normal gc released it). ``freed``: the one full collection after
+    the run released half of it (unreachable cycles, or blocks parked in the
+    interpreter's free lists, which a full collection empties). ``kept``:
+    the rest, the reachable growth. Line by line because a busy worker's free
+    lists belong to lines that did not leak, and can dwarf a small leak in
+    the totals. Empty when no per-line figures were recorded.
     """
     final = run.observations.get("gc_final")
-    floor = suffix_minima(traced)
-    growth = floor[-1] - floor[0]
-    # A full collection also empties the interpreter's free lists; with no
-    # object collected, whatever it released was not cyclic garbage.
-    if not final or growth <= 0 or not final.get("objects_collected"):
-        return 0.0
-    survived = final.get("bytes_after", 0) - floor[0]
-    return min(1.0, max(0.0, 1.0 - survived / growth))
-
-
-def _vanished_by_itself(run: Run, traced: list[float]) -> bool:
-    """True when, at the end of the run and before our collection, most of the
-    window's growth was already gone (the normal gc collected it)."""
-    final = run.observations.get("gc_final")
-    floor = suffix_minima(traced)
-    growth = floor[-1] - floor[0]
-    if not final or growth <= 0 or not run.observations.get("gc_enabled", True):
-        return False
-    return final.get("bytes_before", floor[-1]) - floor[0] < growth / 2
-
-
-def _free_list_share(run: Run, traced: list[float]) -> float:
-    """Share of the growth that a collection freeing *no object* still released.
-
-    Freed dicts, lists and tuples wait in the interpreter's free lists, and
-    each keeps the traceback of the line that first allocated it. A worker
-    that frees a batch every few loops can leave a few more traced blocks
-    parked there each cycle, up to the lists' capacity (80 dicts, 80 lists):
-    a floor that rises for a hundred loops with no leak. A full collection
-    empties the free lists; when it collected no object yet released most of
-    the growth, the growth was that residue. (Fast mode decides growth on 200
-    loops, long enough for the residue to level off, and does not need this.)
-    """
-    final = run.observations.get("gc_final")
-    floor = suffix_minima(traced)
-    growth = floor[-1] - floor[0]
-    if not final or growth <= 0 or final.get("objects_collected"):
-        return 0.0
-    survived = final.get("bytes_after", 0) - floor[0]
-    return min(1.0, max(0.0, 1.0 - survived / growth))
+    if not final or "kept_by_line" not in final:
+        return {}
+    kept_at_end = {(f, n): b for f, n, b in final["kept_by_line"]}
+    freed = {(f, n): b for f, n, b, _ in final.get("freed_by_line", [])}
+    fate = {"total": 0.0, "kept": 0.0, "gone": 0.0, "freed": 0.0, "kept_rate": 0.0}
+    rising = False
+    for site in run.sites:
+        if len(site.series) < 2:
+            continue
+        floor = suffix_minima(site.series)
+        gain = floor[-1] - floor[0]
+        if gain <= 0:
+            continue
+        key = (site.file, site.line)
+        fate["total"] += gain
+        if key in kept_at_end and floor[-1] - kept_at_end[key] >= gain / 2:
+            fate["gone"] += gain
+        elif freed.get(key, 0) >= gain / 2:
+            fate["freed"] += gain
+        else:
+            fate["kept"] += gain
+            quarter = max(1, len(floor) // 4)
+            rising = rising or floor[-1] > floor[-quarter - 1]
+    if fate["total"] <= 0:
+        return {}
+    fate["kept_rate"] = fate["kept"] / max(1, loops - 1) if rising else 0.0
+    return fate
 
 
 def decide(run: Run) -> Verdict:
@@ -362,55 +357,48 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
         "gc_enabled": run.observations.get("gc_enabled", True),
     }
     unit = run.unit
-    if evidence.leak and _vanished_by_itself(run, traced):
-        # The kept growth was gone by the end of the run before our own
-        # collection: the normal collector took it (cycles), so it does not last.
-        facts["vanished_before_collect"] = True
-        return Verdict(
-            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
-            confidence=evidence.confidence, partial=partial, evidence=facts,
-            summary=(
-                f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} built up and was "
-                "freed again by the garbage collector before the run ended."
-            ),
-        )
     if evidence.leak:
-        share = _cyclic_share(run, traced)
-        facts["freed_by_collect"] = round(share, 3)
-        residue = _free_list_share(run, traced)
-        facts["free_list_share"] = round(residue, 3)
-        if require_significance and residue >= CYCLIC_SHARE:
+        fate = _fate_of_growth(run, len(traced))
+        facts.update({f"growth_{k}": round(v, 1) for k, v in fate.items()})
+        gc_enabled = run.observations.get("gc_enabled", True)
+        collected = (run.observations.get("gc_final") or {}).get("objects_collected", 0)
+        rate = round(evidence.slope, 1)
+        if fate and fate["kept_rate"] < MIN_KEPT_RATE:
+            # Nothing the window gained lasts: say what took it.
+            slope = f"{format_bytes(evidence.slope)}/{short_unit(unit)}"
+            if fate["freed"] >= fate["gone"] and collected and not gc_enabled:
+                return Verdict(
+                    leak=True, kind="cyclic-garbage", bytes_per_iteration=rate,
+                    blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
+                    partial=partial, evidence=facts, summary="",
+                )
+            if fate["freed"] >= fate["gone"] and collected:
+                reason = (f"{slope} of cyclic garbage built up, but the garbage collector is "
+                          "enabled and frees it on its own schedule")
+            elif fate["freed"] >= fate["gone"]:
+                reason = (f"the {slope} rise was freed blocks waiting in the interpreter's free "
+                          "lists (bounded); a full collection released them and no object")
+            else:
+                reason = (f"the {slope} that built up was released again before the run "
+                          "ended (by the worker or the collector)")
             return Verdict(
                 leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
                 confidence=evidence.confidence, partial=partial, evidence=facts,
-                summary=(
-                    f"No leak: the {format_bytes(evidence.slope)}/{short_unit(unit)} rise was "
-                    "freed blocks waiting in the interpreter's free lists (bounded); a full "
-                    "collection released them and no object."
-                ),
+                summary=f"No leak: {reason}.",
             )
-        if share >= CYCLIC_SHARE and run.observations.get("gc_enabled", True):
-            return Verdict(
-                leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
-                confidence=evidence.confidence, partial=partial, evidence=facts,
-                summary=(
-                    f"No leak: {format_bytes(evidence.slope)}/{short_unit(unit)} of cyclic "
-                    "garbage built up, "
-                    "but the garbage collector is enabled and frees it on its own schedule."
-                ),
-            )
-        kind = "cyclic-garbage" if share >= CYCLIC_SHARE else "reachable"
+        if fate and fate["kept"] < fate["total"] / 2:
+            rate = round(fate["kept_rate"], 1)  # churn's free-list residue left out
         filling = _filling_bounds(run)
-        if kind == "reachable" and filling:
+        if filling:
             facts["bounded"] = [b["path"] for b in filling]
             return Verdict(
-                leak=False, kind="none", bytes_per_iteration=round(evidence.slope, 1),
+                leak=False, kind="none", bytes_per_iteration=rate,
                 blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
                 partial=partial, evidence=facts,
                 summary=_bounded_summary(filling[0], evidence.slope, len(traced), run.unit),
             )
         return Verdict(
-            leak=True, kind=kind, bytes_per_iteration=round(evidence.slope, 1),
+            leak=True, kind="reachable", bytes_per_iteration=rate,
             blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
             partial=partial, evidence=facts, summary="",
         )

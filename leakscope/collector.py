@@ -168,8 +168,7 @@ class Collector:
         self._gc_counter.__exit__()
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
-        if self._end is None:  # interrupted, or a tick script that ended early
-            self._observe_end()
+        self._observe_end()  # interrupted, or a tick script that ended early
         final: dict[str, Any] = {
             "gc_enabled": self._gc_enabled,
             "gc_collections": self._gc_counter.collections,
@@ -189,7 +188,14 @@ class Collector:
         return final
 
     def _observe_end(self) -> None:
-        """Dominant tracebacks of the biggest lines, then one full collection."""
+        """Dominant tracebacks of the biggest lines, then one full collection.
+
+        Runs right after the last traced loop is recorded, before the final
+        holder walk: the walk's own work churns the interpreter's free lists,
+        and the figures here must describe the state the last loop left.
+        """
+        if self._end is not None:
+            return
         self._gc_enabled = gc.isenabled()
         self._end = {}
         if not (self.measuring and tracemalloc.is_tracing()):
@@ -201,7 +207,6 @@ class Collector:
             [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
         ]
         self._end["gc_final"] = self._measure_final_collect(set(tracebacks))
-        self._backref_fallback()
 
     def _backref_fallback(self) -> None:
         """No holder found by the forward walk, yet the window kept memory.
@@ -374,8 +379,13 @@ class Collector:
         self.measured += 1
         self.traced += 1
         self.observer.on_loop(loop, changes)
+        last = self.traced == self._traced_target
+        if last:
+            self._observe_end()
         if self.holder_probe is not None and self.traced in self._checkpoints:
-            self._checkpoint(final=self.traced == self._traced_target)
+            self._checkpoint(final=last)
+        if last:
+            self._backref_fallback()
 
     def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""
@@ -400,6 +410,7 @@ class Collector:
             key for key in sorted(after.by_line, key=lambda k: after.by_line[k][0], reverse=True)
             if key in lines and sites.is_user_file(key[0])
         ]
+        kept_by_line = [[key[0], key[1], before.by_line.get(key, [0, 0])[0]] for key in lines]
         for key in lines:
             was = before.by_line.get(key, [0, 0])
             now = after.by_line.get(key, [0, 0])
@@ -412,6 +423,7 @@ class Collector:
             "blocks_before": before.total_blocks,
             "blocks_after": after.total_blocks,
             "freed_by_line": freed_by_line,
+            "kept_by_line": kept_by_line,
             "top_surviving_lines": [list(key) for key in surviving[:5]],
         }
 

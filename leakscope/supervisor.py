@@ -370,6 +370,9 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         gc_final["freed_by_line"] = [
             [builder.display(f), n, b, c] for f, n, b, c in gc_final.get("freed_by_line", [])
         ]
+        gc_final["kept_by_line"] = [
+            [builder.display(f), n, b] for f, n, b in gc_final.get("kept_by_line", [])
+        ]
         run.observations["gc_final"] = gc_final
     run.sites = builder.build_sites()
     if final.get("holders"):
