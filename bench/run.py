@@ -68,10 +68,10 @@ HEAP_OBJECTS = 1_000_000
 # Two run lengths: the difference of their harness totals is the harness's cost
 # per loop, with the one-off costs (checkpoints, the final collection) cancelled.
 HEAP_SHORT, HEAP_LONG = 40, 120
-HEAP_REPEATS = 2
+HEAP_REPEATS = 3
 HEAP_TARGET = 1.2
 
-CHURN_ITERATIONS = 40
+CHURN_ITERATIONS = 30
 CHURN_REPEATS = 3
 CHURN_TARGET = 1.10
 
@@ -440,14 +440,18 @@ def main() -> None:
     }
     print(f"leakscope bench: {machine['nproc']} CPUs, Python {machine['python']}, "
           f"{machine['platform']}, load {machine['load_average_at_start'][0]:.2f}")
+    sections: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         heap = bench_heap(Path(tmp))
+    sections["heap"] = round(time.perf_counter() - started, 1)
     overhead = bench_overhead()
+    sections["overhead"] = round(time.perf_counter() - started - sum(sections.values()), 1)
     stability = bench_stability()
+    sections["stability"] = round(time.perf_counter() - started - sum(sections.values()), 1)
     machine["load_average_at_end"] = os.getloadavg()
     results = {
         "machine": machine, "heap": heap, "overhead": overhead, "stability": stability,
-        "bench_seconds": round(time.perf_counter() - started, 1),
+        "bench_seconds": round(time.perf_counter() - started, 1), "section_seconds": sections,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -457,7 +461,8 @@ def main() -> None:
           f"(target <= {CHURN_TARGET}): {'met' if overhead['met'] else 'MISSED'}")
     print(f"(c) verdicts stable from at most {stability['max_stable_from_all']} measured loops; "
           f"all as expected: {stability['all_match_expected']}")
-    print(f"results: {RESULTS.relative_to(ROOT)} ({results['bench_seconds']} s)")
+    print(f"results: {RESULTS.relative_to(ROOT)} ({results['bench_seconds']} s: "
+          + ", ".join(f"{name} {seconds} s" for name, seconds in sections.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -212,6 +212,26 @@ def _native_series(run: Run, loops: Sequence[Loop]) -> tuple[list[float] | None,
     return [r - o for r, o in zip(rss, overhead)], RSS_MIN_RATE
 
 
+def _fate_from_totals(run: Run, final: dict, loops: int) -> dict[str, float]:
+    """The same reading on the window's totals, for runs without per-line figures."""
+    traced = _series(run.measured, "traced_bytes") or []
+    if len(traced) < 2:
+        return {}
+    floor = suffix_minima(traced)
+    total = floor[-1] - floor[0]
+    if total <= 0:
+        return {}
+    before = final.get("bytes_before", floor[-1])
+    after = final.get("bytes_after", before)
+    gone = min(total, max(0.0, floor[-1] - before))
+    freed = min(total - gone, max(0.0, before - after))
+    kept = total - gone - freed
+    # Totals cannot tell a leaking line from a churning one: when most of the
+    # growth went, call the whole of it gone (CYCLIC_SHARE).
+    rate = 0.0 if gone + freed >= CYCLIC_SHARE * total else kept / max(1, loops - 1)
+    return {"total": total, "kept": kept, "gone": gone, "freed": freed, "kept_rate": rate}
+
+
 def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     """What became of each growing line's gain: kept, gone before the end, or freed.
 
@@ -225,8 +245,10 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     the totals. Empty when no per-line figures were recorded.
     """
     final = run.observations.get("gc_final")
-    if not final or "kept_by_line" not in final:
+    if not final:
         return {}
+    if "kept_by_line" not in final:
+        return _fate_from_totals(run, final, loops)
     kept_at_end = {(f, n): b for f, n, b in final["kept_by_line"]}
     freed = {(f, n): b for f, n, b, _ in final.get("freed_by_line", [])}
     fate = {"total": 0.0, "kept": 0.0, "gone": 0.0, "freed": 0.0, "kept_rate": 0.0}
