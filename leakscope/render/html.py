@@ -395,6 +395,7 @@ def view_model(run: Run) -> dict[str, Any]:
             "unit_short": short,
             "version": run.leakscope_version or __version__,
             "measured": len(measured),
+            "traced": sum(1 for loop in measured if loop.traced_bytes is not None),
             "warmup": len(run.loops) - len(measured),
             "holders_searched": bool(run.settings.get("holders", True)),
         },

@@ -408,6 +408,20 @@ def test_ctrl_c_saves_a_partial_run(tmp_path: Path) -> None:
     assert "partial" in report.stdout.lower()
 
 
+def test_sigint_to_the_worker_alone_is_a_partial_run(tmp_path: Path) -> None:
+    """SIGINT that reaches only the traced process (kill -INT from elsewhere, or the
+    worker raising KeyboardInterrupt) stops the run early: partial, exit 130, not a
+    full verdict with exit 0."""
+    write(tmp_path, "w.py", COUNTED.format(module="os, signal",
+                                           action="os.kill(os.getpid(), signal.SIGINT)"))
+    proc = trace(tmp_path, "w.py", "--iterations", "20")
+    assert proc.returncode == EXIT_INTERRUPTED, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    run = load_json(tmp_path / "out" / "run.json")
+    assert run["verdict"]["partial"] is True
+    assert len(run["loops"]) == 2
+
+
 # ------------------------------------------------------ the forms of TARGET
 
 

@@ -191,7 +191,8 @@
       chip("rate", v.rate, v.leak ? "strong" : ""),
       chip("blocks", v.blocks),
       chip("confidence", v.confidence),
-      chip("measured", plural(meta.measured, unit) + " + " + grouped(meta.warmup) + " warm-up"));
+      chip("measured", plural(meta.measured, unit) + " + " + grouped(meta.warmup) + " warm-up"),
+      chip("mode", meta.mode === "fast" ? "fast (" + grouped(meta.traced) + " traced)" : meta.mode));
     if (v.memory_limit) add(facts, chip("memory limit", v.memory_limit));
     add(box, top, el("p", "summary", v.summary), facts);
     if (v.projection) {
