@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from leakscope import runfile
 from leakscope.errors import (
@@ -21,12 +22,15 @@ from leakscope.errors import (
     EXIT_WORKER,
     LeakscopeError,
     UsageError,
+    WorkerError,
 )
 from leakscope.runfile import Run
 from leakscope.settings import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_FAST_ITERATIONS,
     DEFAULT_FRAMES,
     DEFAULT_ITERATIONS,
+    DEFAULT_RUN_WARMUP,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP,
     Settings,
@@ -470,6 +474,118 @@ def diff(
     comparison = compare(*runs)
     _print_plain(comparison_text(comparison))
     if fail_on_new and comparison.has_new:
+        raise typer.Exit(EXIT_LEAK)
+
+
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def run_command(
+    command: list[str] = typer.Argument(..., metavar="-- COMMAND [ARGS...]",
+                                        help="The worker command, unchanged."),
+    units: Optional[int] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--units", min=1,
+        help="Stop the command once this many units (tasks, jobs, requests) are done in all.",
+    ),
+    duration: Optional[float] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--duration", help="Stop the command after this many seconds."
+    ),
+    warmup: int = typer.Option(DEFAULT_RUN_WARMUP, "--warmup", "-w", min=0,
+                               help="Untraced units first, in each process."),
+    sample: int = typer.Option(
+        1, "--sample", min=1,
+        help="Trace one unit window in K (cheap counters watch every unit): for production.",
+    ),
+    checkpoint_every: int = typer.Option(
+        DEFAULT_CHECKPOINT_EVERY, "--checkpoint-every", min=1,
+        help="Walk the heap for growing containers every N traced units.",
+    ),
+    frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
+                               help="Traceback depth kept per allocation."),
+    json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
+                                   help="Where to write the run."),
+    html_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--html", help="Also write an HTML report."
+    ),
+    memory_limit: str = typer.Option(
+        "512MiB", "--memory-limit",
+        help="RSS limit for the projection and the recycling advice "
+             "(Celery's --max-memory-per-child wins when set).",
+    ),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout",
+                                  help="Seconds to wait for the first completed unit."),
+    stop_timeout: float = typer.Option(
+        30.0, "--stop-timeout", help="Seconds the command gets to stop after SIGTERM."
+    ),
+    top: int = typer.Option(DEFAULT_TOP, "--top", min=0, help="Changed lines kept per unit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress line."),
+    no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
+    fail_on_leak: bool = typer.Option(False, "--fail-on-leak", help="Exit 1 when it leaks."),
+) -> None:
+    """Run a real worker command (Celery, RQ, gunicorn, any Python program) and trace every
+    Python process it starts, one unit per task, job or request."""
+    from leakscope import launcher
+    from leakscope.combine import combine
+    from leakscope.render.console import RunProgress, print_processes, print_summary
+    from leakscope.supervisor import now_iso
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if not timeout > 0:
+        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
+    if duration is not None and not duration > 0:
+        raise UsageError(f"--duration: must be more than 0 seconds, got {duration:g}")
+    _check_writable(json_path, "--json")
+    if html_path is not None:
+        _check_writable(html_path, "--html")
+    settings = Settings(
+        warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
+        timeout=timeout, top=top, holders=not no_holders, sample=sample,
+        checkpoint_every=checkpoint_every, mode="fast" if sample > 1 else "full",
+    )
+    limits = launcher.RunLimits(units=units, duration=duration, timeout=timeout,
+                                stop_timeout=stop_timeout)
+    started_at = now_iso()
+    launcher.preflight(command)
+    with RunProgress(err_console, enabled=not quiet) as progress:
+        gathered = launcher.gather(command, settings, limits, progress.update)
+    launcher.raise_for_nothing_done(gathered, command, timeout)
+    runs = [launcher.process_run(log, settings) for log in gathered.watch.processes]
+    run = combine(runs, " ".join(command), settings.to_dict(), started_at)
+    run.settings["units"] = units
+    run.settings["duration"] = duration
+    run.observations["command"] = {
+        "argv": command, "stopped_because": gathered.reason, "exit_code": gathered.exit_code,
+        "seconds": round(gathered.seconds, 2), "output_tail": gathered.output_tail,
+        "events_dir": str(gathered.directory),
+    }
+    interrupted = gathered.reason == "interrupted"
+    if interrupted:
+        run.observations["interrupted"] = True
+        if run.verdict is not None:
+            run.verdict.partial = True
+    saved = runfile.save(run, json_path)
+    print_processes(console, run)
+    console.print()
+    print_summary(console, run)
+    for line in run.observations.get("advice", []):
+        console.print(f"[yellow]advice[/yellow] {escape(line)}")
+    console.print(f"[dim]run file: {saved}[/dim]")
+    if html_path is not None:
+        from leakscope.render.html import write_html
+
+        console.print(f"[dim]HTML report: {write_html(run, html_path)}[/dim]")
+    if interrupted:
+        raise Interrupted
+    if gathered.exit_code not in (None, 0):
+        last = gathered.output_tail[-1] if gathered.output_tail else ""
+        raise WorkerError(
+            f"{os.path.basename(command[0])} exited with code {gathered.exit_code} "
+            f"after {gathered.seconds:.1f}s" + (f"; its last output: {last}" if last else "")
+        )
+    assert run.verdict is not None
+    if fail_on_leak and run.verdict.leak:
         raise typer.Exit(EXIT_LEAK)
 
 

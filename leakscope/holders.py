@@ -402,6 +402,11 @@ class Walk:
             pass
 
 
+# True while this process forks a copy to walk: at-fork handlers (leakscope
+# run's agent) read it to leave that short-lived copy alone.
+walk_fork_in_progress = False
+
+
 def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, int]], int] | None:
     """Run a Walk in a forked copy of the process: container lengths by ``id``.
 
@@ -412,6 +417,7 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
     identical in both processes. Returns None where fork is unavailable or
     fails; the caller then walks in-process.
     """
+    global walk_fork_in_progress
     if not hasattr(os, "fork"):
         return None
     read_fd, write_fd = os.pipe()
@@ -419,7 +425,11 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
         with warnings.catch_warnings():
             # 3.12+ warns when a threaded process forks; this child only walks and exits.
             warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+            walk_fork_in_progress = True
+            try:
+                pid = os.fork()
+            finally:
+                walk_fork_in_progress = False
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
@@ -753,18 +763,37 @@ class HolderProbe:
         self.checkpoints += 1
         self._growing = []
         if final and walk is not None:
-            for key in self._growing_keys():
-                if key not in walk.objects:
-                    continue
-                path = self.paths[key] = walk.path(walk.node_of[key])
-                kind = walk.type_name(key)
-                self.kinds[key] = (kind, walk.bound(key))
-                series = self.series[key]
-                container = Container(path, walk.objects[key], kind, series[-1], walk.bound(key))
-                self.details[key] = _describe(container, series[-1] - series[0])
-                self._growing.append(container)
+            self._describe_growing(walk)
         self.walk_seconds += time.perf_counter() - started
         return {"containers": len(lengths), "visited": visited}
+
+    def describe_now(self) -> bool:
+        """Walk here and describe the containers that grew so far, adding no checkpoint.
+
+        A real worker has no last loop to wait for: once the checkpoints show
+        growth, it describes the growers mid-run and locates their line in the
+        next unit. True when there was something to describe.
+        """
+        if not self._growing_keys():
+            return False
+        started = time.perf_counter()
+        self._describe_growing(Walk().run())
+        self.walk_seconds += time.perf_counter() - started
+        return bool(self._growing)
+
+    def _describe_growing(self, walk: Walk) -> None:
+        self._growing = []
+        for key in self._growing_keys():
+            if key not in walk.objects:
+                continue
+            path = self.paths[key] = walk.path(walk.node_of[key])
+            kind = walk.type_name(key)
+            self.kinds[key] = (kind, walk.bound(key))
+            series = self.series[key]
+            length = walk.length_of.get(key, series[-1])
+            container = Container(path, walk.objects[key], kind, length, walk.bound(key))
+            self.details[key] = _describe(container, length - series[0])
+            self._growing.append(container)
 
     def _growing_keys(self) -> list[int]:
         return [
@@ -797,6 +826,10 @@ class HolderProbe:
     def report(self) -> dict[str, Any]:
         """What the parent needs to build Holder records."""
         self.stop_locating()
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The report so far, leaving a running locator alone (a worker's periodic save)."""
         growing = {}
         for key in self._growing_keys():
             if key not in self.paths or self.details.get(key, {}).get("weak"):

@@ -60,6 +60,8 @@ class Loop:
     allocated_blocks: int | None = None
     gc_collections: int | None = None
     seconds: float | None = None
+    # `leakscope run`: the process's peak RSS so far (ru_maxrss), as Celery reads it.
+    peak_rss_bytes: int | None = None
 
 
 @dataclass

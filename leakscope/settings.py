@@ -24,6 +24,11 @@ DEFAULT_LOCATE_LOOPS = 6
 AUTO_WARMUP_MIN = 3
 AUTO_WARMUP_STEADY = 4
 AUTO_WARMUP_MAX = 100
+# `leakscope run`: a real worker's framework warms up over more units than a
+# scenario's loop (connections, first-task imports, per-task-name caches).
+DEFAULT_RUN_WARMUP = 10
+# `leakscope run`: walk the heap for holders every this many traced units.
+DEFAULT_CHECKPOINT_EVERY = 100
 
 
 @dataclass
@@ -37,6 +42,10 @@ class Settings:
     holders: bool = True
     mode: str = "full"  # or "fast"
     locate_loops: int = DEFAULT_LOCATE_LOOPS
+    # `leakscope run` only: trace one unit in `sample` (1: every unit), and
+    # walk for holders every `checkpoint_every` traced units.
+    sample: int = 1
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     args: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -193,3 +193,76 @@ def summary(run: Run, max_sites: int = 8) -> Group:
 
 def print_summary(console: Console, run: Run) -> None:
     console.print(summary(run))
+
+
+# ------------------------------------------------------------ leakscope run
+
+
+class RunProgress:
+    """One live line while a real worker runs: each process and its units so far."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled and console.is_terminal
+        self._status = None
+        self._last_print = 0.0
+
+    def __enter__(self) -> RunProgress:
+        if self.enabled:
+            self._status = self.console.status("starting the command")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+    def update(self, watch: object, elapsed: float) -> None:
+        if self._status is None:
+            return
+        parts = [
+            f"{log.process.get('role')} {log.process.get('pid')}: "
+            f"{log.units} {log.process.get('unit', 'unit')}s"
+            for log in watch.processes  # type: ignore[attr-defined]
+            if log.units or len(watch.processes) <= 4  # type: ignore[attr-defined]
+        ]
+        text = " · ".join(parts[:6]) or "waiting for the first unit"
+        self._status.update(escape(f"{elapsed:5.1f}s  {text}"))
+
+
+def print_processes(console: Console, run: Run) -> None:
+    """The table `leakscope run` prints first: every traced process and its verdict."""
+    table = Table(title="Processes", title_justify="left", expand=True, box=None,
+                  pad_edge=False)
+    table.add_column("pid", justify="right")
+    table.add_column("role", overflow="fold")
+    table.add_column("units", justify="right")
+    table.add_column("verdict")
+    table.add_column("rate", justify="right")
+    table.add_column("peak RSS", justify="right")
+    for process in run.processes:
+        info = process.process or {}
+        verdict = process.verdict
+        unit = short_unit(process.unit)
+        if verdict is None or process.observations.get("idle"):
+            state, rate = "[dim]no work of its own[/dim]", "-"
+        elif verdict.leak:
+            state = f"[bold red]LEAK[/bold red] ({verdict.kind})"
+            rate = f"{format_bytes(verdict.bytes_per_iteration)}/{unit}"
+        else:
+            state, rate = "[green]no leak[/green]", "-"
+        peak = info.get("peak_rss_bytes")
+        table.add_row(
+            str(info.get("pid", "?")), escape(str(info.get("role", "?"))),
+            f"{len(process.measured)}+{len(process.loops) - len(process.measured)} "
+            f"{process.unit}s", state, rate, format_bytes(peak) if peak else "-",
+        )
+    console.print(table)
+    notes = [p for p in run.processes if (p.process or {}).get("forks_per_unit")]
+    for process in notes:
+        info = process.process or {}
+        console.print(
+            f"[dim]{escape(str(info.get('role')))} (pid {info.get('pid')}) forks a work horse "
+            f"per {process.unit}: what a {process.unit} keeps dies with its horse, so this "
+            "measures the worker process itself[/dim]"
+        )

@@ -1,0 +1,1 @@
+"""Holds the start-up hook of `leakscope run` (sitecustomize.py); nothing to import."""

@@ -1,0 +1,306 @@
+"""`leakscope run` inside each Python process of the command: arms it, counts units, saves.
+
+The start-up hook (``leakscope/_startup/sitecustomize.py``, put on
+``PYTHONPATH`` by ``leakscope run``) calls ``activate()`` in every Python
+process the command starts, when ``LEAKSCOPE_AGENT`` is set, the way
+coverage.py measures subprocesses through ``COVERAGE_PROCESS_START``.
+Spawned processes inherit the environment and arm themselves; forked ones
+are re-armed by an at-fork handler, which also drops the parent's traces
+(tracemalloc survives ``fork()``: the parent's allocations must not count
+as the child's growth) and opens the child's own events file.
+
+Each process writes JSON lines to its own file in the run directory: a
+``hello`` when armed, then the same ``loop``/``checkpoint``/``final``
+messages the trace harness sends through its pipe. A unit's line is written
+when the unit ends, so a SIGKILL loses at most the unit in progress; the
+``final`` message (tracebacks, the last holder walk) is written at exit, on
+SIGTERM/SIGQUIT, and before ``os._exit`` (billiard's pool children and RQ's
+work horses end that way).
+
+Tracing starts only in a process that completes units, after its warm-up:
+a Celery main process or a gunicorn master, which do no work themselves,
+never run under tracemalloc.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+import tracemalloc
+from typing import Any
+
+from leakscope import counters, hook
+from leakscope.settings import Settings
+
+ENV = "LEAKSCOPE_AGENT"
+
+_agent: Agent | None = None
+_real_os_exit = os._exit
+
+
+def activate() -> Agent | None:
+    """Arm this process if ``leakscope run`` started it (idempotent)."""
+    global _agent
+    raw = os.environ.get(ENV)
+    if not raw or _agent is not None:
+        return _agent
+    _agent = Agent(json.loads(raw))
+    _agent.arm()
+    return _agent
+
+
+def current() -> Agent | None:
+    return _agent
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak RSS as the kernel keeps it (what Celery's limit reads)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def initial_role(argv: list[str]) -> str:
+    """A first name for the process from its command line; integrations refine it."""
+    if not argv or argv[0] in ("", "-c"):
+        return "python -c"
+    if argv[0] == "-m" and len(argv) > 1:
+        return f"python -m {argv[1]}"
+    name = os.path.basename(argv[0])
+    if name in ("__main__.py", "-m"):
+        name = os.path.basename(os.path.dirname(argv[0]))
+    return name
+
+
+class _Observer:
+    """Collector messages as JSON lines to the process's events file."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def on_measuring(self, warmup_loops: int) -> None:
+        self.agent.send({"t": "measuring", "warmup_loops": warmup_loops})
+
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        self.agent.send({"t": "phase", "phase": phase, "info": info})
+
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+        loop["peak_rss_bytes"] = peak_rss_bytes()
+        self.agent.send({"t": "loop", "loop": loop, "changes": changes})
+
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        self.agent.send({"t": "checkpoint", "loops_done": loops_done,
+                         "observation": observation})
+
+    def on_holders(self, report: dict[str, Any]) -> None:
+        self.agent.send({"t": "holders", "report": report})
+
+
+class Agent:
+    """leakscope's state in one process of the command (re-armed after fork)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.directory: str = config["dir"]
+        self.config = config
+        self.pid = os.getpid()
+        self.parent_pid = os.getppid()
+        self.role = initial_role(list(sys.argv))
+        self.unit = "unit"
+        self.framework: str | None = None
+        # Facts about the worker's own recycling settings, for the advice.
+        self.info: dict[str, Any] = {}
+        self.recorder: Any = None
+        self.disarmed = False
+        self.finalized = False
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._busy = False
+        self._deferred_signal: int | None = None
+        self.units = 0
+
+    # ------------------------------------------------------------- arming
+
+    def arm(self) -> None:
+        self._open()
+        hook.install(self)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+        atexit.register(self._at_exit)
+        os._exit = _os_exit
+        for signum in (signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
+            if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, self._on_signal)
+        from leakscope import integrations
+
+        integrations.install(self)
+
+    def _open(self) -> None:
+        path = os.path.join(self.directory, f"{self.pid}-{time.monotonic_ns()}.jsonl")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(path, flags, 0o644)
+        self.path = path
+        argv = list(getattr(sys, "orig_argv", sys.argv))
+        self.send({
+            "t": "hello", "pid": self.pid, "parent_pid": self.parent_pid, "role": self.role,
+            "command": shlex.join(argv), "unit": self.unit, "framework": self.framework,
+            "info": self.info, "started_at": time.time(),
+            "python": sys.version.split()[0],
+        })
+
+    def send(self, message: dict[str, Any]) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        data = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            self._fd = None  # the run directory is gone: stop writing, never fail the worker
+
+    def describe(self, role: str | None = None, unit: str | None = None,
+                 framework: str | None = None, **info: Any) -> None:
+        """An integration names this process, its unit of work, and its limits."""
+        if role:
+            self.role = role
+        if unit:
+            self.unit = unit
+        if framework:
+            self.framework = framework
+        self.info.update({k: v for k, v in info.items() if v is not None})
+        self.send({"t": "process", "role": self.role, "unit": self.unit,
+                   "framework": self.framework, "info": self.info})
+
+    def disarm(self, reason: str) -> None:
+        """Stop watching this process (an RQ work horse: one job, then gone)."""
+        if self.disarmed or os.getpid() != self.pid:
+            return
+        self.disarmed = True
+        if self.recorder is not None:
+            self.recorder.abandon()
+            self.recorder = None
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    # -------------------------------------------------------------- units
+
+    def end_loop(self) -> bool:
+        """``leakscope.tick()`` under ``leakscope run``: one unit ended; never stop."""
+        self.unit_done()
+        return True
+
+    def unit_done(self) -> None:
+        """One unit of work (task, job, request, tick) ended in this process."""
+        if self.disarmed or self.finalized or self._busy or os.getpid() != self.pid:
+            return
+        with self._lock:
+            self._busy = True
+            try:
+                recorder = self.recorder
+                if recorder is None:
+                    recorder = self._start_recorder()
+                recorder.end_loop()
+                self.units += 1
+            finally:
+                self._busy = False
+        if self._deferred_signal is not None:
+            self._on_signal(self._deferred_signal, None)
+
+    def _start_recorder(self) -> Any:
+        from leakscope.worker_collector import UnitCollector
+
+        settings = Settings.from_dict(self.config["settings"])
+        probe = None
+        if settings.holders:
+            from leakscope.holders import HolderProbe
+
+            probe = HolderProbe()
+        recorder = self.recorder = UnitCollector(settings, _Observer(self), probe)
+        recorder.begin()
+        hook.install(self)  # ticks come here, not straight to the collector
+        return recorder
+
+    # ------------------------------------------------------------ endings
+
+    def finalize(self, reason: str) -> None:
+        """Write this process's final message: once, and only in the process that owns it."""
+        if self.finalized or self.disarmed or os.getpid() != self.pid:
+            return
+        self.finalized = True
+        final: dict[str, Any] = {}
+        outcome: dict[str, Any] = {"status": "done", "reason": reason}
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None and not self._busy:
+            try:
+                final = recorder.close()
+            except BaseException as exc:  # noqa: BLE001 - a save must not fail an exit
+                outcome = {"status": "done", "reason": reason,
+                           "close_error": f"{type(exc).__name__}: {exc}"}
+        final["rss_bytes"] = counters.rss_bytes()
+        final["peak_rss_bytes"] = peak_rss_bytes()
+        final["units"] = self.units
+        self.send({"t": "final", "outcome": outcome, "final": final})
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _at_exit(self) -> None:
+        self.finalize("exit")
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if os.getpid() == self.pid and not self.finalized:
+            if self._busy:
+                self._deferred_signal = signum  # finish the unit's record first
+                return
+            self.finalize(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def _after_fork_in_child(self) -> None:
+        holders = sys.modules.get("leakscope.holders")
+        if holders is not None and getattr(holders, "walk_fork_in_progress", False):
+            return  # leakscope's own walking copy: it exits at once, untouched
+        if self.disarmed:
+            return
+        if self.recorder is not None:
+            self.recorder.abandon()
+            self.recorder = None
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()  # the parent's traces are not this child's growth
+        hook.install(self)
+        if self._fd is not None:
+            os.close(self._fd)  # our copy only: the parent keeps writing its own file
+            self._fd = None
+        self.parent_pid, self.pid = self.pid, os.getpid()
+        self.role = f"forked from {self.role}"
+        self.units = 0
+        self.finalized = False
+        self._busy = False
+        self._deferred_signal = None
+        self._lock = threading.Lock()
+        self._open()
+
+
+def _os_exit(code: int) -> None:
+    """``os._exit`` that first writes the exiting process's final message."""
+    agent = _agent
+    if agent is not None and agent.pid == os.getpid():
+        agent.finalize("os._exit")
+    _real_os_exit(code)

@@ -1,0 +1,403 @@
+"""`leakscope run`: starts a real worker command armed, watches its processes, gathers their runs.
+
+The command runs unchanged in its own session, with the start-up hook on
+``PYTHONPATH`` and ``LEAKSCOPE_AGENT`` naming a run directory; every Python
+process it starts writes its own events file there (``agent.py``). This side
+only reads those files as they grow, decides when to stop (the command
+ended, ``--units``, ``--duration``, no unit within ``--timeout``, Ctrl-C),
+stops the command the way its supervisor would (SIGTERM to the main process,
+which hands it to its pool), then turns each file into an analysed Run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import leakscope
+from leakscope import counters
+from leakscope.agent import ENV as AGENT_ENV
+from leakscope.errors import TargetError, UsageError, WorkerError
+from leakscope.runfile import Run, Verdict
+from leakscope.settings import Settings
+from leakscope.supervisor import NullObserver, RunBuilder, _dispatch, _finish, now_iso
+
+POLL_SECONDS = 0.2
+# After the command's main process is gone, how long its children get to
+# write their final messages before the whole process group is killed.
+CHILDREN_GRACE = 5.0
+# Output lines of the command kept for error messages.
+OUTPUT_TAIL = 15
+STARTUP_DIR = Path(leakscope.__file__).resolve().parent / "_startup"
+
+
+@dataclass
+class RunLimits:
+    units: int | None = None
+    duration: float | None = None
+    timeout: float = 120.0
+    stop_timeout: float = 30.0
+
+
+@dataclass
+class ProcessLog:
+    """One process's events file, read as it grows."""
+
+    path: Path
+    cwd: str
+    top: int
+    offset: int = 0
+    buffer: bytes = b""
+    hello: dict[str, Any] | None = None
+    builder: RunBuilder | None = None
+    process: dict[str, Any] = field(default_factory=dict)
+    holders: dict[str, Any] | None = None
+    gone: bool = False
+
+    @property
+    def units(self) -> int:
+        return len(self.builder.run.loops) if self.builder else 0
+
+    @property
+    def finished(self) -> bool:
+        return self.gone or (self.builder is not None and self.builder.final is not None)
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as stream:
+                stream.seek(self.offset)
+                data = stream.read()
+        except FileNotFoundError:
+            self.gone = True  # disarmed (an RQ work horse): not a process to report
+            return
+        self.offset += len(data)
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash mid-write
+            self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("t")
+        if kind == "hello":
+            self.hello = message
+            self.process = {
+                "pid": message["pid"], "parent_pid": message["parent_pid"],
+                "role": message["role"], "command": message["command"],
+                "unit": message.get("unit") or "unit", "framework": message.get("framework"),
+                **(message.get("info") or {}),
+            }
+            run = Run(
+                target=message["command"], python=message.get("python", ""),
+                started_at=now_iso(), settings={},
+                leakscope_version=leakscope.__version__,
+                platform=f"{platform.system()} {platform.machine()}",
+            )
+            self.builder = RunBuilder(run, self.top, self.cwd)
+        elif self.builder is None:
+            return
+        elif kind == "process":
+            self.process.update({"role": message["role"], "unit": message.get("unit") or "unit",
+                                 "framework": message.get("framework"),
+                                 **(message.get("info") or {})})
+        elif kind == "holders":
+            self.holders = message["report"]
+        else:
+            _dispatch(message, self.builder, NullObserver())
+
+    def label(self) -> str:
+        return f"{self.process.get('role', '?')} (pid {self.process.get('pid', '?')})"
+
+
+class Watch:
+    """The run directory: every process's log, found as the files appear."""
+
+    def __init__(self, directory: Path, top: int) -> None:
+        self.directory = directory
+        self.top = top
+        self.cwd = os.getcwd()
+        self.logs: dict[Path, ProcessLog] = {}
+
+    def poll(self) -> None:
+        for path in sorted(self.directory.glob("*.jsonl")):
+            if path not in self.logs:
+                self.logs[path] = ProcessLog(path, self.cwd, self.top)
+        for log in self.logs.values():
+            if not log.gone:
+                log.poll()
+
+    @property
+    def processes(self) -> list[ProcessLog]:
+        return [log for log in self.logs.values() if log.hello is not None and not log.gone]
+
+    @property
+    def units(self) -> int:
+        return sum(log.units for log in self.processes)
+
+
+# ------------------------------------------------------------ pre-flight
+
+
+def preflight(argv: list[str]) -> str:
+    """The command's executable, if it is a Python program; UsageError if not."""
+    if not argv:
+        raise UsageError("run: give the worker command after --, e.g. "
+                         "leakscope run -- celery -A proj worker")
+    name = argv[0]
+    path = shutil.which(name)
+    if path is None:
+        raise TargetError(f"{name}: command not found")
+    if not _is_python(path):
+        raise TargetError(
+            f"{name}: not a Python program ({path}); leakscope run traces Python "
+            "processes: give the python, celery, rq or gunicorn command itself"
+        )
+    return path
+
+
+def _is_python(path: str) -> bool:
+    base = os.path.basename(os.path.realpath(path))
+    if base.startswith(("python", "pypy")) or os.path.basename(path).startswith("python"):
+        return True
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(256)
+    except OSError:
+        return False
+    if not head.startswith(b"#!"):
+        return False
+    first = head[2:].split(b"\n", 1)[0]
+    return b"python" in first
+
+
+def agent_env(directory: Path, settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env[AGENT_ENV] = json.dumps({"dir": str(directory), "settings": settings.to_dict()})
+    env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(STARTUP_DIR)] + paths + ([package_parent] if package_parent not in paths else [])
+    )
+    return env
+
+
+# ------------------------------------------------------------------ run
+
+
+@dataclass
+class Gathered:
+    """What one `leakscope run` saw: the processes' logs and how the command ended."""
+
+    watch: Watch
+    reason: str  # "exited", "units", "duration", "timeout", "interrupted"
+    exit_code: int | None
+    output_tail: list[str]
+    seconds: float
+    directory: Path
+
+
+def gather(
+    argv: list[str], settings: Settings, limits: RunLimits,
+    on_progress: Callable[[Watch, float], None] | None = None,
+) -> Gathered:
+    """Run the command armed until it ends or a limit is reached; stop it; read every log."""
+    preflight(argv)
+    directory = Path(tempfile.mkdtemp(prefix="leakscope-run-"))
+    output_path = directory / "command.log"
+    watch = Watch(directory, settings.top)
+    started = time.monotonic()
+    with open(output_path, "wb") as output:
+        try:
+            proc = subprocess.Popen(
+                argv, env=agent_env(directory, settings), stdout=output,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            raise TargetError(f"{argv[0]}: cannot start: {exc.strerror or exc}") from None
+        reason = "exited"
+        try:
+            reason = _wait(proc, watch, limits, started, on_progress)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            stopped_by_us = proc.poll() is None
+            try:
+                _stop(proc, watch, limits.stop_timeout)
+            except KeyboardInterrupt:
+                _kill_group(proc)
+            watch.poll()
+    code = proc.returncode
+    return Gathered(
+        watch=watch, reason=reason,
+        exit_code=None if stopped_by_us else code,
+        output_tail=_tail(output_path), seconds=time.monotonic() - started,
+        directory=directory,
+    )
+
+
+def _wait(
+    proc: subprocess.Popen, watch: Watch, limits: RunLimits, started: float,
+    on_progress: Callable[[Watch, float], None] | None,
+) -> str:
+    while True:
+        watch.poll()
+        elapsed = time.monotonic() - started
+        if on_progress is not None:
+            on_progress(watch, elapsed)
+        if proc.poll() is not None:
+            return "exited"
+        units = watch.units
+        if limits.units is not None and units >= limits.units:
+            return "units"
+        if limits.duration is not None and elapsed >= limits.duration:
+            return "duration"
+        if units == 0 and elapsed >= limits.timeout:
+            return "timeout"
+        time.sleep(POLL_SECONDS)
+
+
+def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
+    """SIGTERM to the main process (it stops its own pool), then the group if it must."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+    # Pool children that outlive their parent get a moment to save, then go.
+    deadline = time.monotonic() + CHILDREN_GRACE
+    while time.monotonic() < deadline:
+        watch.poll()
+        if all(log.finished for log in watch.processes) or not _group_alive(proc.pid):
+            break
+        time.sleep(POLL_SECONDS)
+    _kill_group(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _tail(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line.rstrip() for line in lines if line.strip()][-OUTPUT_TAIL:]
+
+
+# ------------------------------------------------------------- results
+
+
+def process_run(log: ProcessLog, settings: Settings) -> Run:
+    """One process's log as an analysed Run, with its ``process`` record."""
+    from leakscope.analysis import analyse
+
+    assert log.builder is not None
+    builder = log.builder
+    run = builder.run
+    run.settings = settings.to_dict()
+    run.settings.pop("args", None)
+    run.mode = "fast" if settings.sample > 1 else "full"
+    run.unit = log.process.get("unit") or "unit"
+    final = builder.final
+    if final is None:
+        # Killed before it could save: what every unit wrote still counts.
+        run.observations["unsaved_end"] = True
+        final = builder.final = {}
+    if "holders" not in final and log.holders:
+        final["holders"] = log.holders
+    run.observations["cwd"] = log.cwd
+    _finish(run, builder)
+    run.process = {
+        key: log.process.get(key) for key in ("pid", "parent_pid", "role", "command")
+    }
+    run.process.update({
+        key: value for key, value in log.process.items()
+        if key not in run.process and value is not None
+    })
+    run.process["units"] = len(run.loops)
+    for key in ("rss_bytes", "peak_rss_bytes"):
+        if final.get(key) is not None:
+            run.process[key] = final[key]
+    if builder.outcome:
+        run.process["ended_by"] = builder.outcome.get("reason")
+    run.finished_at = now_iso()
+    if run.measured:
+        analyse(run)
+    else:
+        run.verdict = Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=0.0,
+            summary=(f"Did no {run.unit}s of its own ({len(run.loops)} warm-up)."
+                     if run.loops else f"Did no {run.unit}s of its own."),
+        )
+        run.observations["idle"] = True
+    return run
+
+
+def raise_for_nothing_done(gathered: Gathered, argv: list[str], timeout: float) -> None:
+    """No unit anywhere: say why in one line, with the command's own last words."""
+    watch = gathered.watch
+    if watch.units > 0 or gathered.reason == "interrupted":
+        return
+    name = os.path.basename(argv[0])
+    last = next((line for line in reversed(gathered.output_tail) if line.strip()), "")
+    said = f"; its last output: {last}" if last else ""
+    if not watch.processes:
+        if gathered.exit_code not in (None, 0):
+            raise WorkerError(f"{name} exited with code {gathered.exit_code}{said}",
+                              detail="\n".join(gathered.output_tail) or None)
+        raise TargetError(
+            f"{name} started no Python process leakscope could arm (is leakscope "
+            f"installed for the Python it runs?){said}"
+        )
+    started = ", ".join(log.label() for log in watch.processes)
+    if gathered.reason == "timeout":
+        raise WorkerError(
+            f"no unit of work completed within {timeout:g}s: started {started}; none "
+            f"completed a task, job or request{said}",
+            detail="\n".join(gathered.output_tail) or None,
+        )
+    if gathered.exit_code not in (None, 0):
+        raise WorkerError(
+            f"{name} exited with code {gathered.exit_code} after {gathered.seconds:.1f}s "
+            f"before completing a unit of work{said}",
+            detail="\n".join(gathered.output_tail) or None,
+        )
+    raise TargetError(
+        f"{name} ended after {gathered.seconds:.1f}s without completing a unit of work "
+        f"(started {started}): no Celery task, RQ job or WSGI request ran and "
+        "leakscope.tick() was never called"
+    )

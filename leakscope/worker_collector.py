@@ -1,0 +1,179 @@
+"""The Collector for a real worker's process: open-ended units, holders on a schedule.
+
+``leakscope trace`` knows how many loops it will run, so it places its
+holder checkpoints at fractions of them and describes the growers after the
+last loop. A Celery pool child or a gunicorn worker runs until someone stops
+it, so here the checkpoints come early and dense, then every
+``checkpoint_every`` traced units; the growers are described (and the line
+that grows them located in the next unit) as soon as three checkpoints show
+them rising; and ``close()`` ends the run whenever the process ends.
+
+With ``sample`` K > 1 the process is traced one window in K units: each
+window is two units with tracemalloc on, and only the second one's per-line
+diff counts (the first sets the baseline, so what one unit keeps is measured
+exactly as in full mode). Between windows tracemalloc is off and the cheap
+counters of fast mode watch every unit; the per-line diffs of successive
+windows join into one series, as fast mode's locate loops do.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+from leakscope import sites
+from leakscope.collector import (
+    TRACEBACK_LINES,
+    Collector,
+    HolderProbe,
+    Observer,
+    _get_traces,
+)
+from leakscope.settings import Settings
+
+# Holder walks at these traced-unit counts, then every `checkpoint_every`.
+EARLY_CHECKPOINTS = (0, 10, 30, 60)
+# With --sample, the traced window: one unit for the baseline, one measured.
+WINDOW_UNITS = 2
+
+
+class CheckpointSchedule:
+    """Traced-unit counts at which to walk the heap: dense early, then regular."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, every)
+
+    def __contains__(self, traced: object) -> bool:
+        if not isinstance(traced, int):
+            return False
+        return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
+
+
+class UnitCollector(Collector):
+    """One process of a real worker, fed one ``end_loop()`` per unit of work."""
+
+    def __init__(
+        self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None
+    ) -> None:
+        # The parent stops the command; the collector itself never ends a run.
+        settings.iterations = 1 << 40
+        self.sample = max(1, settings.sample)
+        if self.sample > 1:
+            settings.mode = "fast"
+        super().__init__(settings, observer, holder_probe)
+        self._checkpoints = CheckpointSchedule(settings.checkpoint_every)
+        self._locator_running = False
+        self._described = False
+        self.closed = False
+        # --sample: units since the last window, and where the window is.
+        self._untraced_run = 0
+        self._window_left = 0
+        self._window_tracebacks: dict[tuple[str, int], Any] = {}
+
+    # -------------------------------------------------------------- driving
+
+    def end_loop(self) -> bool:
+        if self.sample > 1 and self.measuring:
+            return self._end_sampled_unit()
+        super().end_loop()
+        return True
+
+    def close(self) -> dict[str, Any]:
+        """End the run now (the process is exiting): final holders, then ``finish()``."""
+        if self.closed:
+            return {}
+        self.closed = True
+        if self.holder_probe is not None:
+            self.holder_probe.stop_locating()
+        if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
+            self._observe_end()
+            if self.holder_probe is not None:
+                self._checkpoint(final=True)
+                self._backref_fallback()
+        elif self._window_tracebacks and self._end is None:
+            # --sample, between windows: no final collection to read, only
+            # the tracebacks the windows kept.
+            self._end = {"tracebacks": [
+                [list(key), [list(frame) for frame in frames]]
+                for key, frames in self._window_tracebacks.items()
+            ]}
+        return self.finish()
+
+    def abandon(self) -> None:
+        """A forked child drops the parent's collector: no callbacks, no tracer."""
+        self.closed = True
+        self._gc_counter.__exit__()
+        if self.holder_probe is not None:
+            self.holder_probe.stop_locating()
+
+    # ------------------------------------------------------------ internals
+
+    def _record_measured(self, index: int, seconds: float) -> None:
+        stop_locator = self._locator_running
+        super()._record_measured(index, seconds)
+        if stop_locator and self.holder_probe is not None:
+            self.holder_probe.stop_locating()
+            self._locator_running = False
+
+    def _checkpoint(self, final: bool = False) -> None:
+        super()._checkpoint(final)
+        probe = self.holder_probe
+        assert probe is not None
+        if (
+            not final and not self._described and probe.checkpoints >= 3
+            and probe.describe_now()
+        ):
+            # Growth at three checkpoints: say what grows, and find the line
+            # that grows it during the next unit.
+            self._described = True
+            self._locator_running = probe.start_locating(None)
+        self.observer.on_holders(probe.snapshot())  # type: ignore[attr-defined]
+
+    def _end_sampled_unit(self) -> bool:
+        """--sample K: count every unit untraced; trace a two-unit window every K."""
+        import time
+
+        started = time.perf_counter()
+        seconds = started - self._last_time
+        index = self.index
+        self.index += 1
+        if self._window_left == WINDOW_UNITS:
+            # The window's first unit ran traced: its end is the baseline.
+            self._previous = sites.aggregate(_get_traces(), self._is_own)
+            self._record_detect_unit(index, seconds)
+            self._window_left -= 1
+        elif self._window_left == 1:
+            self._traced_target = self.traced + 1
+            self._record_measured(index, seconds)
+            self._window_left = 0
+            # Sites need their tracebacks, and tracemalloc forgets them at stop.
+            for key, frames in sites.dominant_tracebacks(
+                _get_traces(), self._is_own, TRACEBACK_LINES
+            ).items():
+                self._window_tracebacks[key] = frames
+            tracemalloc.stop()
+            self._untraced_run = 0
+        else:
+            self._record_detect_unit(index, seconds)
+            self._untraced_run += 1
+            if self._untraced_run >= self.sample - WINDOW_UNITS:
+                tracemalloc.start(self.settings.frames)
+                self._window_left = WINDOW_UNITS
+        self._last_time = time.perf_counter()
+        self.harness_seconds += self._last_time - started
+        return True
+
+    def _record_detect_unit(self, index: int, seconds: float) -> None:
+        """A fast-mode detect loop, with no preallocated array to fill."""
+        import sys
+
+        from leakscope import counters
+
+        loop = {
+            "index": index, "warmup": False, "phase": "detect",
+            "rss_bytes": counters.rss_bytes(), "malloc_bytes": counters.malloc_in_use(),
+            "allocated_blocks": sys.getallocatedblocks(),
+            "gc_collections": self._gc_counter.collections, "seconds": seconds,
+        }
+        self.measured += 1
+        self.observer.on_loop(loop, [])
