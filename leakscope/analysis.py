@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from leakscope.runfile import Holder, Loop, Run, Site, Verdict
+from leakscope.sites import is_user_file
 from leakscope.units import format_bytes, format_count, short_unit
 
 ALPHA = 0.05
@@ -77,6 +78,16 @@ NATIVE_MIN_RATE_IN_PROCESS = 256.0
 RSS_MIN_RATE = 512.0
 # Theil-Sen is O(n^2); longer series are thinned to this many points.
 SLOPE_POINTS = 400
+# `leakscope run`: growth seen only inside a framework's or library's own code
+# (no growing site with a user frame, no growing container made or grown by
+# user code) may be the framework warming up: recent-task-id sets, header and
+# date caches, connection pools fill over the first hundreds of units and
+# then stop. Until a process has measured this many units, such growth is
+# reported as undecided, with the units still needed, never as a leak.
+FRAMEWORK_HORIZON = 1000
+# ... and growth counts as the user's when one of their lines grows at least
+# this share of the fastest growing line.
+USER_SHARE = 0.1
 SERIES_POINTS = 200
 SITE_LIMIT = 25
 
@@ -622,7 +633,61 @@ def analyse(run: Run) -> Run:
             holder.growing = False
     run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking
     link_sites(run.sites, [h for h in run.holders if h.growing])
+    if run.process is not None:
+        verdict = _framework_growth_undecided(verdict, run)
+        if not verdict.leak:
+            for holder in run.holders:
+                holder.growing = False
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
-    verdict.summary = describe(verdict, run)
+    if not verdict.summary.startswith("Undecided"):
+        verdict.summary = describe(verdict, run)
     run.verdict = verdict
     return run
+
+
+def _user_attributed(run: Run) -> bool:
+    """Whether the growth is in the user's own code: a growing site or container of theirs."""
+    verdict_rate = max((s.bytes_per_iteration for s in run.sites if s.growing), default=0)
+    for site in run.sites:
+        # A user line counts when it carries a real share of the growth, not
+        # a few bytes of free-list noise beside a framework's filling cache.
+        if site.growing and site.user_frame is not None and (
+            site.bytes_per_iteration >= USER_SHARE * verdict_rate
+        ):
+            return True
+    for holder in run.holders:
+        if not holder.growing:
+            continue
+        lines = holder.items_made_at + holder.callables_defined_at + (
+            [holder.grown_at] if holder.grown_at else [])
+        if any(is_user_file(line.rsplit(":", 1)[0]) for line in lines):
+            return True
+    return False
+
+
+def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
+    """A real worker's growth that only the framework's code makes, over too few units.
+
+    See FRAMEWORK_HORIZON: the verdict stays "no leak" and says how many more
+    units would tell a filling bound from a leak.
+    """
+    measured = len(run.measured)
+    if not verdict.leak or measured >= FRAMEWORK_HORIZON or _user_attributed(run):
+        return verdict
+    needed = FRAMEWORK_HORIZON - measured
+    unit = run.unit
+    where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
+    inside = f" (first at {where})" if where else ""
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
+    what = "native memory" if verdict.kind == "native" else "memory"
+    evidence = {**verdict.evidence, "needs_units": needed, "undecided_kind": verdict.kind,
+                "undecided_rate": verdict.bytes_per_iteration}
+    return replace(
+        verdict, leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+        evidence=evidence,
+        summary=(
+            f"Undecided, not called a leak: {rate} of {what} grows only inside framework "
+            f"or library code{inside}, which may be a bound still filling; run about "
+            f"{needed:,} more {unit}s ({FRAMEWORK_HORIZON:,} in all) to tell."
+        ),
+    )

@@ -311,6 +311,26 @@ class Walk:
             self._next_objects.append(child)
             self._next_nodes.append(node)
 
+    def _declared_bound(self, instance_dict: dict) -> None:
+        """An object that says ``self.maxlen = 1000`` bounds the containers it holds.
+
+        Frameworks keep their bounded structures in small classes of their own
+        (Celery's ``LimitedSet`` holds a dict and a heap under ``maxlen``); the
+        attribute is read from the instance dict, never through the class.
+        """
+        bound = None
+        for name in BOUND_ATTRIBUTES:
+            value = instance_dict.get(name)
+            if type(value) is int and value > 0:
+                bound = value
+                break
+        if bound is None:
+            return
+        for value in instance_dict.values():
+            key = id(value)
+            if key in self.length_of and key not in self.bound_of:
+                self.bound_of[key] = bound
+
     def _record(self, obj: Any, kind: int, node: int, key: int | None = None) -> None:
         """Note a container's length; its type name and bound only when needed."""
         key = id(obj) if key is None else key
@@ -396,10 +416,15 @@ class Walk:
                         for name, value in instance_dict.items():
                             if type(name) is str:
                                 push(value, _L_ATTR, name, node)
+                        self._declared_bound(instance_dict)
         except (RuntimeError, AttributeError, TypeError):
             # Another thread changed the dict under us; its length is still
             # recorded, and the next checkpoint walks it again.
             pass
+
+
+# Instance attributes by which a class declares the size its containers stop at.
+BOUND_ATTRIBUTES = ("maxlen", "maxsize", "max_size", "max_entries", "capacity")
 
 
 # True while this process forks a copy to walk: at-fork handlers (leakscope
@@ -764,8 +789,10 @@ class HolderProbe:
         self._growing = []
         if final and walk is not None:
             self._describe_growing(walk)
-        self.walk_seconds += time.perf_counter() - started
-        return {"containers": len(lengths), "visited": visited}
+        seconds = time.perf_counter() - started
+        self.walk_seconds += seconds
+        return {"containers": len(lengths), "visited": visited, "seconds": round(seconds, 4),
+                "forked": forked is not None}
 
     def describe_now(self) -> bool:
         """Walk here and describe the containers that grew so far, adding no checkpoint.

@@ -5,7 +5,7 @@ appends a closure to ``Signals.on_order_paid`` and nothing ever removes it.
 Under ``--pool=prefork`` each pool child runs tasks, so each child leaks;
 the main process runs none.
 
-Expected: leak=true kind=reachable line=celery_leak.py:34
+Expected: leak=yes kind=reachable line=scenarios/workers/celery_leak.py:34
 Holder: celery_leak.Signals.on_order_paid
 Leaking: celery pool child
 Command: celery -A celery_leak worker --pool=prefork --concurrency=2 -O fair --loglevel=WARNING

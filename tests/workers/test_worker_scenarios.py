@@ -1,0 +1,136 @@
+"""Every scenario under scenarios/workers/, through `leakscope run` on the real framework.
+
+A real Redis, real Celery (prefork with two children, and solo), RQ
+(SimpleWorker and the forking Worker) and gunicorn (two sync workers) fed by
+real HTTP requests: each scenario's docstring says which processes leak, the
+verdict, the user line and the holder.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import SCENARIOS, expected, load_json
+from tests.workers.conftest import free_port, leakscope_popen, worker_env
+
+WORKERS = SCENARIOS / "workers"
+CASES = sorted(p for p in WORKERS.glob("*.py") if "Command:" in p.read_text())
+# Enough units that each process gets past its warm-up (10) and three holder
+# checkpoints (0, 10, 30 traced units) with some to spare.
+UNITS = {"celery": 150, "rq": 120, "gunicorn": 150}
+
+
+def _command(scenario) -> list[str]:
+    return shlex.split(re.search(r"^Command: (.*)$", scenario.read_text(), re.M).group(1))
+
+
+def _leaking_role(scenario) -> str | None:
+    match = re.search(r"^Leaking: (.*)$", scenario.read_text(), re.M)
+    return match.group(1).strip() if match else None
+
+
+def _run_celery(scenario, command, out, env):
+    from celery import Celery
+
+    proc = leakscope_popen(["run", "--quiet", "--units", str(UNITS["celery"]), "--timeout", "60",
+                            "--json", str(out), "--", *command], env)
+    client = Celery(broker=env["LEAKSCOPE_BROKER"])
+    for i in range(UNITS["celery"] + 60):
+        client.send_task(f"{scenario.stem}.handle", args=[i], ignore_result=True)
+    return proc
+
+
+def _run_rq(scenario, command, out, env):
+    from redis import Redis
+    from rq import Queue
+
+    queue = Queue(connection=Redis.from_url(env["LEAKSCOPE_BROKER"]))
+    for i in range(UNITS["rq"]):
+        queue.enqueue(f"{scenario.stem}.handle", i)
+    return leakscope_popen(["run", "--quiet", "--timeout", "60", "--json", str(out), "--",
+                            *command, "--url", env["LEAKSCOPE_BROKER"]], env)
+
+
+def _run_gunicorn(scenario, command, out, env):
+    port = free_port()
+    proc = leakscope_popen(["run", "--quiet", "--units", str(UNITS["gunicorn"]), "--timeout",
+                            "60", "--json", str(out), "--", *command, "-b", f"127.0.0.1:{port}"],
+                           env)
+    sent, deadline = 0, time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/orders?user={sent}",
+                                        timeout=5) as response:
+                response.read()
+            sent += 1
+        except OSError:
+            time.sleep(0.1)  # not listening yet, or stopping
+    return proc
+
+
+DRIVERS = {"celery": _run_celery, "rq": _run_rq, "gunicorn": _run_gunicorn}
+
+
+@pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
+def test_worker_scenario(scenario, redis_url, tmp_path):
+    want = expected(scenario)
+    command = _command(scenario)
+    out = tmp_path / "run.json"
+    env = worker_env(redis_url)
+    proc = DRIVERS[command[0]](scenario, command, out, env)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr + stdout
+    assert "Traceback" not in stderr
+    run = load_json(out)
+    processes = run["processes"]
+    assert processes, "no process was traced"
+    for process in processes:
+        info = process["process"]
+        assert {"pid", "parent_pid", "role", "command"} <= set(info), info
+        assert command[0] in info["command"]
+    verdict = run["verdict"]
+    assert verdict["leak"] is (want["leak"] == "yes"), verdict["summary"]
+    assert verdict["kind"] == want["kind"], verdict["summary"]
+    leaking = [p for p in processes if p["verdict"]["leak"]]
+    role = _leaking_role(scenario)
+    if role is None:
+        assert not leaking, [p["verdict"]["summary"] for p in leaking]
+    else:
+        assert leaking and all(p["process"]["role"] == role for p in leaking), [
+            (p["process"]["role"], p["verdict"]["summary"]) for p in processes]
+        # Every process of that role that did real work leaks; the others do not.
+        busy = [p for p in processes if p["process"]["role"] == role
+                and len([loop for loop in p["loops"] if not loop["warmup"]]) >= 30]
+        assert busy and all(p["verdict"]["leak"] for p in busy)
+        idle = [p for p in processes if p["process"]["role"] != role]
+        assert not any(p["verdict"]["leak"] for p in idle)
+    growing = [s for s in run["sites"] if s["growing"]]
+    if want["leak"] == "yes":
+        lines = [f"{s['user_frame']['file']}:{s['user_frame']['line']}"
+                 for s in growing if s["user_frame"]]
+        assert want["line"] in lines[:3], (lines, verdict["summary"])
+    else:
+        assert not [s for s in growing if scenario.name in (s["user_frame"] or {}).get("file", "")]
+    holders = [h for h in run["holders"] if h["growing"]]
+    if "holder" in want:
+        assert holders and holders[0]["path"] == want["holder"], [h["path"] for h in holders]
+        assert holders[0]["grown_at"], holders[0]
+        assert want["holder"] in verdict["summary"]
+    else:
+        assert not holders, holders[:1]
+    if scenario.stem == "rq_fork_leak":
+        worker = next(p for p in processes if p["process"]["role"] == "rq worker")
+        assert worker["process"]["forks_per_unit"] is True
+        assert "dies with its" in stdout
+    title = "NO LEAK" if want["leak"] == "no" else "LEAK "
+    assert title in stdout
