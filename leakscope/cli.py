@@ -579,7 +579,7 @@ def run_command(
     if interrupted:
         raise Interrupted
     if gathered.exit_code not in (None, 0):
-        last = gathered.output_tail[-1] if gathered.output_tail else ""
+        last = launcher.last_words(gathered.output_tail)
         raise WorkerError(
             f"{os.path.basename(command[0])} exited with code {gathered.exit_code} "
             f"after {gathered.seconds:.1f}s" + (f"; its last output: {last}" if last else "")

@@ -269,7 +269,7 @@ class Walk:
         self._kinds: dict[type, int] = {}
         self._layouts: dict[type, tuple[Any, list]] = {}
         objects = [module for _, module in roots]
-        nodes = [self._node(-1, _L_ATTR, name) for name, _ in roots]
+        nodes = [self._node(-1, _L_ATTR, _root_name(name, module)) for name, module in roots]
         depth = 0
         while objects and depth < self.max_depth and self.visited < self.max_nodes:
             self._next_objects: list[Any] = []
@@ -1046,6 +1046,16 @@ def _container_holding(lines: set[tuple[str, int]]) -> Any:
                     best, best_length = obj, length
                     break
     return best
+
+
+def _root_name(name: str, module: types.ModuleType) -> str:
+    """A script run as ``__main__`` is named by its file, as a person finds it."""
+    if name != "__main__":
+        return name
+    filename = _MODULE_DICT.__get__(module).get("__file__")
+    if type(filename) is str and filename.endswith(".py"):
+        return os.path.basename(filename)[:-3]
+    return name
 
 
 def _module_name(module: types.ModuleType) -> str:

@@ -38,6 +38,8 @@ POLL_SECONDS = 0.2
 CHILDREN_GRACE = 5.0
 # Output lines of the command kept for error messages.
 OUTPUT_TAIL = 15
+# Output lines that carry an error, preferred for the one-line message.
+ERROR_WORDS = ("ERROR", "Error", "error:", "Exception", "CRITICAL", "Cannot", "refused")
 STARTUP_DIR = Path(leakscope.__file__).resolve().parent / "_startup"
 
 
@@ -367,13 +369,21 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     return run
 
 
+def last_words(tail: list[str]) -> str:
+    """The line of the command's output that says what went wrong: its last error, if any."""
+    for line in reversed(tail):
+        if any(word in line for word in ERROR_WORDS):
+            return line.strip()
+    return tail[-1].strip() if tail else ""
+
+
 def raise_for_nothing_done(gathered: Gathered, argv: list[str], timeout: float) -> None:
     """No unit anywhere: say why in one line, with the command's own last words."""
     watch = gathered.watch
     if watch.units > 0 or gathered.reason == "interrupted":
         return
     name = os.path.basename(argv[0])
-    last = next((line for line in reversed(gathered.output_tail) if line.strip()), "")
+    last = last_words(gathered.output_tail)
     said = f"; its last output: {last}" if last else ""
     if not watch.processes:
         if gathered.exit_code not in (None, 0):

@@ -20,7 +20,7 @@ SCENARIOS = ROOT / "scenarios"
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 180, env: dict | None = None):
     """Run ``python -m leakscope ARGS`` and return the completed process."""
-    full_env = dict(os.environ, COLUMNS="120", NO_COLOR="1", **(env or {}))
+    full_env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "leakscope", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,

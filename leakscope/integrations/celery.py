@@ -9,6 +9,7 @@ sends before it ends the child with ``os._exit`` (at shutdown and after
 
 from __future__ import annotations
 
+import os
 import types
 from typing import Any
 
@@ -16,10 +17,13 @@ from typing import Any
 def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
     from celery import signals
 
+    main_pid: list[int] = []
+
     def task_done(**_: Any) -> None:
         agent.unit_done()
 
     def worker_started(sender: Any = None, **_: Any) -> None:
+        main_pid.append(os.getpid())
         pool = _pool_name(getattr(sender, "pool_cls", None))
         role = "celery main process" if pool == "prefork" else f"celery worker ({pool} pool)"
         max_memory = getattr(sender, "max_memory_per_child", None)
@@ -32,6 +36,8 @@ def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
         )
 
     def pool_child_started(**_: Any) -> None:
+        if os.getpid() in main_pid:
+            return  # solo and threads pools send it in the main process too
         agent.describe("celery pool child", unit="task", framework="celery")
 
     def pool_child_ending(**_: Any) -> None:
