@@ -218,10 +218,26 @@ class Agent:
                     recorder = self._start_recorder()
                 recorder.end_loop()
                 self.units += 1
+            except Exception as exc:  # noqa: BLE001 - leakscope must never break the worker
+                self._give_up(exc)
             finally:
                 self._busy = False
         if self._deferred_signal is not None:
             self._on_signal(self._deferred_signal, None)
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Stop measuring this process, say why in its log, and let the worker go on."""
+        self.send({"t": "agent-error", "message": f"{type(exc).__name__}: {exc}"})
+        recorder, self.recorder = self.recorder, None
+        self.disarmed = True
+        if recorder is not None:
+            try:
+                recorder.abandon()
+            except Exception:  # noqa: BLE001, S110 - already giving up
+                pass
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        hook.install(None)
 
     def _start_recorder(self) -> Any:
         from leakscope.worker_collector import UnitCollector

@@ -116,6 +116,8 @@ class ProcessLog:
                                  **(message.get("info") or {})})
         elif kind == "holders":
             self.holders = message["report"]
+        elif kind == "agent-error":
+            self.process["agent_error"] = message.get("message")
         else:
             _dispatch(message, self.builder, NullObserver())
 
@@ -341,6 +343,10 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     if "holders" not in final and log.holders:
         final["holders"] = log.holders
     run.observations["cwd"] = log.cwd
+    if settings.sample > 1:
+        # Sampled: a holder's items per unit count every unit, not only the traced ones.
+        for checkpoint in builder.checkpoints:
+            checkpoint["measured_done"] = checkpoint["loops_done"]
     _finish(run, builder)
     run.process = {
         key: log.process.get(key) for key in ("pid", "parent_pid", "role", "command")

@@ -60,7 +60,13 @@ class UnitCollector(Collector):
         self.sample = max(1, settings.sample)
         if self.sample > 1:
             settings.mode = "fast"
+            # Fast mode's preallocated per-loop arrays are for a known count;
+            # a sampled worker records every unit as it comes instead.
+            settings.iterations = 0
         super().__init__(settings, observer, holder_probe)
+        settings.iterations = 1 << 40
+        if self.sample > 1:
+            self.observer = _JoinedWindows(observer)
         self._checkpoints = CheckpointSchedule(settings.checkpoint_every)
         self._locator_running = False
         self._described = False
@@ -85,18 +91,23 @@ class UnitCollector(Collector):
         self.closed = True
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
-        if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
-            self._observe_end()
-            if self.holder_probe is not None:
-                self._checkpoint(final=True)
-                self._backref_fallback()
-        elif self._window_tracebacks and self._end is None:
-            # --sample, between windows: no final collection to read, only
-            # the tracebacks the windows kept.
+        if self.sample > 1:
+            # Sampled: a window cut short proves nothing, and a final
+            # collection would see one window's traces, not the run's; the
+            # sites take the tracebacks the windows kept.
+            if self._window_left and tracemalloc.is_tracing():
+                tracemalloc.stop()
             self._end = {"tracebacks": [
                 [list(key), [list(frame) for frame in frames]]
                 for key, frames in self._window_tracebacks.items()
             ]}
+            if self.holder_probe is not None and self.traced > 0:
+                self._checkpoint(final=True)
+        elif self.measuring and self.traced > 0 and tracemalloc.is_tracing():
+            self._observe_end()
+            if self.holder_probe is not None:
+                self._checkpoint(final=True)
+                self._backref_fallback()
         return self.finish()
 
     def abandon(self) -> None:
@@ -143,6 +154,8 @@ class UnitCollector(Collector):
             self._record_detect_unit(index, seconds)
             self._window_left -= 1
         elif self._window_left == 1:
+            self.observer.window_base = (  # type: ignore[attr-defined]
+                self._previous.total_bytes, self._previous.total_blocks)
             self._traced_target = self.traced + 1
             self._record_measured(index, seconds)
             self._window_left = 0
@@ -177,3 +190,29 @@ class UnitCollector(Collector):
         }
         self.measured += 1
         self.observer.on_loop(loop, [])
+
+
+class _JoinedWindows:
+    """--sample: each window's traced figures continue the previous window's.
+
+    tracemalloc restarts at every window, so its totals start from zero each
+    time; the decision rule wants one series of what the traced units kept,
+    so each window's gain is added to the sum of the earlier ones.
+    """
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.window_base = (0, 0)
+        self.kept_bytes = 0
+        self.kept_blocks = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.observer, name)
+
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+        if loop.get("traced_bytes") is not None:
+            self.kept_bytes += loop["traced_bytes"] - self.window_base[0]
+            self.kept_blocks += loop["traced_blocks"] - self.window_base[1]
+            loop["traced_bytes"] = self.kept_bytes
+            loop["traced_blocks"] = self.kept_blocks
+        self.observer.on_loop(loop, changes)
