@@ -32,7 +32,7 @@ from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
 from leakscope.supervisor import NullObserver, RunBuilder, _dispatch, _finish, now_iso
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.5
 # After the command's main process is gone, how long its children get to
 # write their final messages before the whole process group is killed.
 CHILDREN_GRACE = 5.0
@@ -219,6 +219,23 @@ def gather(
 ) -> Gathered:
     """Run the command armed until it ends or a limit is reached; stop it; read every log."""
     preflight(argv)
+    # A supervisor stops `leakscope run` with SIGTERM: treat it as Ctrl-C, so
+    # the command is stopped in turn and everything gathered is still saved.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _gather(argv, settings, limits, on_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _gather(
+    argv: list[str], settings: Settings, limits: RunLimits,
+    on_progress: Callable[[Watch, float], None] | None,
+) -> Gathered:
     directory = Path(tempfile.mkdtemp(prefix="leakscope-run-"))
     output_path = directory / "command.log"
     watch = Watch(directory, settings.top)

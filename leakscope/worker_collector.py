@@ -18,6 +18,7 @@ windows join into one series, as fast mode's locate loops do.
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from typing import Any
 
@@ -33,8 +34,18 @@ from leakscope.settings import Settings
 
 # Holder walks at these traced-unit counts, then every `checkpoint_every`.
 EARLY_CHECKPOINTS = (0, 10, 30, 60)
+# The first walks always run (three show a container growing); later ones
+# are skipped while walking has taken more than this share of the time.
+EARLY_WALKS = 3
+WALK_BUDGET = 0.1
 # With --sample, the traced window: one unit for the baseline, one measured.
 WINDOW_UNITS = 2
+# Aggregating the traces by line costs in proportion to the traces alive,
+# and a long-running worker holds many: do it at most this share of a unit's
+# time (the traced total, read in O(1), still makes one point per unit) ...
+AGGREGATE_BUDGET = 0.2
+# ... but at least once in this many units.
+MAX_AGGREGATE_GAP = 50
 
 
 class CheckpointSchedule:
@@ -70,6 +81,14 @@ class UnitCollector(Collector):
         self._checkpoints = CheckpointSchedule(settings.checkpoint_every)
         self._locator_running = False
         self._described = False
+        # Full mode: aggregate the traces by line every `_gap` units, where the
+        # gap keeps the aggregation under AGGREGATE_BUDGET of the unit time.
+        self._gap = 1
+        self._skipped = 0
+        self._own_bytes = 0
+        self._unit_seconds: float | None = None
+        self._last_traced: int | None = None
+        self._measuring_since: float | None = None
         self.closed = False
         # --sample: units since the last window, and where the window is.
         self._untraced_run = 0
@@ -121,15 +140,86 @@ class UnitCollector(Collector):
 
     def _record_measured(self, index: int, seconds: float) -> None:
         stop_locator = self._locator_running
-        super()._record_measured(index, seconds)
+        self._unit_seconds = seconds if self._unit_seconds is None else (
+            0.9 * self._unit_seconds + 0.1 * seconds)
+        due = (
+            self.sample > 1 or self._skipped >= self._gap - 1 or stop_locator
+            # the checkpoint's own unit, and the one after (leakscope's bytes moved)
+            or (self.traced + 1) in self._checkpoints or self.traced in self._checkpoints
+        )
+        if due:
+            self._aggregated_unit(index, seconds)
+        else:
+            self._cheap_unit(index, seconds)
         if stop_locator and self.holder_probe is not None:
             self.holder_probe.stop_locating()
             self._locator_running = False
 
+    def _aggregated_unit(self, index: int, seconds: float) -> None:
+        """The per-line diff of full mode, and how often it can be afforded."""
+        import time
+
+        started = time.perf_counter()
+        raw = tracemalloc.get_traced_memory()[0]
+        super()._record_measured(index, seconds)
+        spent = time.perf_counter() - started
+        # What leakscope itself holds in the traced heap (its own lines are
+        # left out of the aggregate): cheap units subtract it from the total.
+        self._own_bytes = raw - self._previous.total_bytes
+        self._last_traced = None
+        self._skipped = 0
+        if self.sample == 1 and self._unit_seconds:
+            self._gap = max(1, min(MAX_AGGREGATE_GAP, math.ceil(
+                spent / (AGGREGATE_BUDGET * self._unit_seconds))))
+
+    def _cheap_unit(self, index: int, seconds: float) -> None:
+        """A unit between per-line diffs: the traced total in O(1), counters, no lines.
+
+        The verdict's series stays one point per unit; the per-line changes
+        of the units in between arrive summed in the next aggregated unit.
+        """
+        import sys
+
+        from leakscope import counters
+
+        traced = tracemalloc.get_traced_memory()[0] - self._own_bytes
+        previous = self._last_traced if self._last_traced is not None else (
+            self._previous.total_bytes)
+        malloc = counters.malloc_in_use()
+        native = None
+        if malloc is not None:
+            native = int(
+                malloc - self._previous.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+                - self._trace_overhead * self._previous.all_blocks
+            )
+        loop = {
+            "index": index, "warmup": False, "phase": "measure",
+            "traced_bytes": traced, "traced_blocks": self._previous.total_blocks,
+            "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
+            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
+            "native_bytes": native, "allocated_blocks": sys.getallocatedblocks(),
+            "gc_collections": self._gc_counter.collections, "seconds": seconds,
+        }
+        self._last_traced = traced
+        self.measured += 1
+        self.traced += 1
+        self._skipped += 1
+        self.observer.on_loop(loop, [])
+
     def _checkpoint(self, final: bool = False) -> None:
-        super()._checkpoint(final)
+        import time
+
         probe = self.holder_probe
         assert probe is not None
+        now = time.perf_counter()
+        if self._measuring_since is None:
+            self._measuring_since = now
+        if (
+            not final and probe.checkpoints >= EARLY_WALKS
+            and probe.walk_seconds > WALK_BUDGET * (now - self._measuring_since)
+        ):
+            return  # walks already took their share of this worker's time
+        super()._checkpoint(final)
         if (
             not final and not self._described and probe.checkpoints >= 3
             and probe.describe_now()
@@ -156,7 +246,6 @@ class UnitCollector(Collector):
         elif self._window_left == 1:
             self.observer.window_base = (  # type: ignore[attr-defined]
                 self._previous.total_bytes, self._previous.total_blocks)
-            self._traced_target = self.traced + 1
             self._record_measured(index, seconds)
             self._window_left = 0
             # Sites need their tracebacks, and tracemalloc forgets them at stop.

@@ -1,0 +1,128 @@
+"""Task throughput of a real Celery worker, with and without `leakscope run` (issue 7).
+
+A real Redis on a free loopback port; a prefork worker with 2 children and
+`-O fair`; TASKS tasks queued before the worker starts. The clock runs from
+the first task taken off the queue to the queue's last task taken (start-up
+and shutdown, which leakscope lengthens, are not task time). Each
+configuration runs ROUNDS times, alternating, and the median counts:
+
+- plain: `celery -A celery_tasks worker ...`
+- default: `leakscope run -- celery ...` (every unit traced after warm-up,
+  holder walks every 100 traced units)
+- sampled: `leakscope run --sample 20 -- celery ...` (and `--sample 100`)
+- with BENCH_EXTRA=1, where the cost goes: glibc's tcache off alone, and the
+  agent armed but never past warm-up
+
+    .venv/bin/python bench/workers_bench.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TASKS = int(os.environ.get("BENCH_TASKS", "3000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SAMPLE = 20
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CELERY = [str(BIN / "celery"), "-A", "celery_tasks", "worker", "--pool=prefork",
+          "--concurrency=2", "-O", "fair", "--loglevel=WARNING"]
+CONFIGS = {
+    "plain": [],
+    "default": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60"],
+    "sampled": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60",
+                "--sample", str(SAMPLE)],
+    "sampled-100": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60",
+                    "--sample", "100"],
+}
+
+
+if os.environ.get("BENCH_EXTRA"):
+    # Where the cost goes: glibc's tcache off alone, and the agent armed but
+    # never past warm-up (per-unit counters and event lines only).
+    CONFIGS["tcache-off"] = ["env", "GLIBC_TUNABLES=glibc.malloc.tcache_count=0"]
+    CONFIGS["armed"] = CONFIGS["default"] + ["--warmup", "1000000"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def one_round(name: str, prefix: list[str], redis_url: str, client, workdir: Path) -> float:
+    from celery import Celery
+
+    client.flushall()
+    app = Celery(broker=redis_url)
+    for i in range(TASKS):
+        app.send_task("celery_tasks.render", args=[i], ignore_result=True)
+    env = {**os.environ, "LEAKSCOPE_BENCH_BROKER": redis_url,
+           "PYTHONPATH": str(ROOT / "bench"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    leakscope = prefix[:1] == [sys.executable]
+    args = prefix + (["--json", str(workdir / f"{name}.json"), "--"] if leakscope else []) + CELERY
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    started = None
+    while True:
+        left = client.llen("celery")
+        now = time.perf_counter()
+        if started is None and left < TASKS:
+            started, first_left = now, left
+        if left == 0:
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name}: worker exited early")
+        time.sleep(0.01)
+    seconds = now - started
+    proc.send_signal(15)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    return seconds / max(1, first_left)
+
+
+def main() -> None:
+    from redis import Redis
+
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="leakscope-bench-"))
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL)
+    client = Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except Exception:  # noqa: BLE001 - still starting
+            time.sleep(0.05)
+    url = f"redis://127.0.0.1:{port}/0"
+    per_task: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    try:
+        for _ in range(ROUNDS):
+            for name, prefix in CONFIGS.items():
+                per_task[name].append(one_round(name, prefix, url, client, workdir))
+    finally:
+        server.terminate()
+        server.wait()
+    plain = statistics.median(per_task["plain"])
+    print(f"Celery prefork, 2 children, {TASKS} tasks, median of {ROUNDS} rounds")
+    for name, values in per_task.items():
+        median = statistics.median(values)
+        print(f"  {name:8s} {median * 1000:7.3f} ms/task  {median / plain:5.2f}x plain  "
+              f"({', '.join(f'{v * 1000:.3f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
