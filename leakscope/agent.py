@@ -101,6 +101,9 @@ class _Observer:
         self.agent.send({"t": "checkpoint", "loops_done": loops_done,
                          "observation": observation})
 
+    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None:
+        self.agent.send({"t": "lines", "changes": changes})
+
     def on_holders(self, report: dict[str, Any]) -> None:
         self.agent.send({"t": "holders", "report": report})
 

@@ -116,6 +116,8 @@ class ProcessLog:
                                  **(message.get("info") or {})})
         elif kind == "holders":
             self.holders = message["report"]
+        elif kind == "lines":
+            self.builder.add_late_changes(message["changes"])
         elif kind == "agent-error":
             self.process["agent_error"] = message.get("message")
         else:

@@ -104,6 +104,26 @@ class RunBuilder:
         self.run.loops.append(loop)
         return loop, changes
 
+    def add_late_changes(self, raw_changes: list[list]) -> None:
+        """Line changes that belong to the last measured loop, sent after it.
+
+        A real worker's process diffs its lines only every few units; the
+        units since its last diff arrive as one change when it exits.
+        """
+        if self.measured == 0:
+            return
+        last = self.measured - 1
+        for filename, line, size_diff, count_diff in raw_changes:
+            key = (filename, line)
+            size, count = self.current.get(key, (0, 0))
+            size, count = size + size_diff, count + count_diff
+            self.current[key] = (size, count)
+            points = self.points.setdefault(key, [])
+            if points and points[-1][0] == last:
+                points[-1] = (last, size, count)
+            else:
+                points.append((last, size, count))
+
     def add_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
         observation["loops_done"] = loops_done
         observation["measured_done"] = self.measured

@@ -123,6 +123,13 @@ class UnitCollector(Collector):
             if self.holder_probe is not None and self.traced > 0:
                 self._checkpoint(final=True)
         elif self.measuring and self.traced > 0 and tracemalloc.is_tracing():
+            if self._skipped:
+                # The last units were cheap ones: their lines arrive now, so
+                # each line's series ends where the run ends.
+                totals = sites.aggregate(_get_traces(), self._is_own)
+                self.observer.on_lines(sites.diff(self._previous, totals))  # type: ignore[attr-defined]
+                self._previous = totals
+                self._skipped = 0
             self._observe_end()
             if self.holder_probe is not None:
                 self._checkpoint(final=True)
@@ -169,8 +176,10 @@ class UnitCollector(Collector):
         self._last_traced = None
         self._skipped = 0
         if self.sample == 1 and self._unit_seconds:
-            self._gap = max(1, min(MAX_AGGREGATE_GAP, math.ceil(
-                spent / (AGGREGATE_BUDGET * self._unit_seconds))))
+            affordable = math.ceil(spent / (AGGREGATE_BUDGET * self._unit_seconds))
+            # At least ten diffs over the run so far: a line's series must be
+            # a staircase with many steps for its slope to be its rate.
+            self._gap = max(1, min(MAX_AGGREGATE_GAP, affordable, self.traced // 10))
 
     def _cheap_unit(self, index: int, seconds: float) -> None:
         """A unit between per-line diffs: the traced total in O(1), counters, no lines.

@@ -1,0 +1,98 @@
+"""Per-process runs combined into one, the recycling advice, and the framework-growth rule."""
+
+from __future__ import annotations
+
+from leakscope.analysis import FRAMEWORK_HORIZON, _framework_growth_undecided
+from leakscope.combine import advice, combine, ru_maxrss_spike
+from leakscope.runfile import Frame, Loop, Run, Site, Verdict
+from leakscope.worker_collector import CheckpointSchedule
+
+MiB = 1024 * 1024
+
+
+def _run(role: str, leak: bool, rate: float, units: int = 100, **process) -> Run:
+    run = Run(target="celery worker", python="3.11", started_at="t", settings={})
+    run.unit = "task"
+    run.loops = [Loop(index=i, warmup=False, rss_bytes=50 * MiB) for i in range(units)]
+    run.verdict = Verdict(leak=leak, kind="reachable" if leak else "none",
+                          bytes_per_iteration=rate, blocks_per_iteration=1.0,
+                          confidence=0.99, summary=f"{role} summary",
+                          memory_limit_bytes=512 * MiB)
+    run.process = {"pid": len(role), "parent_pid": 1, "role": role, "command": "celery",
+                   **process}
+    return run
+
+
+def test_worst_leaking_process_leads():
+    quiet = _run("celery main process", False, 0.0, units=0)
+    small = _run("celery pool child", True, 100.0)
+    big = _run("celery pool child", True, 900.0)
+    run = combine([quiet, small, big], "celery worker", {}, "t")
+    assert run.verdict.leak and run.verdict.bytes_per_iteration == 900.0
+    assert "1 more process leak" in run.verdict.summary
+    assert run.processes == [quiet, small, big]
+    assert run.unit == "task"
+
+
+def test_no_leak_anywhere_is_one_combined_verdict():
+    run = combine([_run("gunicorn worker", False, 0.0), _run("gunicorn worker", False, 0.0)],
+                  "gunicorn", {}, "t")
+    assert not run.verdict.leak and run.verdict.kind == "none"
+    assert "No leak in any of the 2 processes" in run.verdict.summary
+
+
+def test_recycle_advice_in_the_frameworks_terms():
+    celery = _run("celery pool child", True, 1024.0, framework="celery")
+    (line,) = advice(celery)
+    # (0.9 * (512 - 50) MiB) / 1 KiB per task
+    assert f"--max-tasks-per-child={int(0.9 * 462 * 1024)}" in line
+    gunicorn = _run("gunicorn worker", True, 1024.0, framework="gunicorn")
+    assert "--max-requests " in advice(gunicorn)[0] and "--max-requests-jitter" in advice(
+        gunicorn)[0]
+    limited = _run("celery pool child", True, 1024.0, framework="celery",
+                   max_memory_per_child_bytes=100 * MiB)
+    assert f"--max-tasks-per-child={int(0.9 * 50 * 1024)}" in advice(limited)[0]
+
+
+def test_peak_rss_spike_is_named_for_celery():
+    spiked = _run("celery pool child", False, 0.0, framework="celery",
+                  peak_rss_bytes=300 * MiB, rss_bytes=60 * MiB,
+                  max_memory_per_child_bytes=200 * MiB)
+    text = ru_maxrss_spike(spiked)
+    assert text and "ru_maxrss" in text and "recycled after every task" in text
+    steady = _run("celery pool child", False, 0.0, framework="celery",
+                  peak_rss_bytes=62 * MiB, rss_bytes=60 * MiB)
+    assert ru_maxrss_spike(steady) is None
+
+
+def _growing_site(file: str, rate: float, user: bool) -> Site:
+    frame = Frame(file, 10, "f")
+    return Site(file=file, line=10, function="f", traceback=[frame],
+                user_frame=frame if user else None, bytes_per_iteration=rate,
+                blocks_per_iteration=1.0, growing=True)
+
+
+def test_framework_only_growth_is_undecided_until_the_horizon():
+    run = _run("rq worker", True, 500.0, units=200)
+    run.sites = [_growing_site(".venv/lib/site-packages/rq/utils.py", 500.0, user=False)]
+    verdict = _framework_growth_undecided(run.verdict, run)
+    assert not verdict.leak
+    assert verdict.evidence["needs_units"] == FRAMEWORK_HORIZON - 200
+    assert "Undecided" in verdict.summary and "800 more tasks" in verdict.summary
+    longer = _run("rq worker", True, 500.0, units=FRAMEWORK_HORIZON)
+    longer.sites = run.sites
+    assert _framework_growth_undecided(longer.verdict, longer).leak
+
+
+def test_a_users_line_with_a_real_share_decides_at_once():
+    run = _run("celery pool child", True, 500.0, units=60)
+    run.sites = [_growing_site("lib/site-packages/celery/x.py", 500.0, user=False),
+                 _growing_site("app/tasks.py", 200.0, user=True)]
+    assert _framework_growth_undecided(run.verdict, run).leak
+    run.sites[1].bytes_per_iteration = 4.0  # free-list noise beside the framework's cache
+    assert not _framework_growth_undecided(run.verdict, run).leak
+
+
+def test_checkpoint_schedule_is_dense_early_then_regular():
+    schedule = CheckpointSchedule(100)
+    assert [n for n in range(0, 401) if n in schedule] == [0, 10, 30, 60, 100, 200, 300, 400]

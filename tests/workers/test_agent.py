@@ -1,0 +1,81 @@
+"""The agent in a process of its own: forks, inherited traces, integrations armed only on import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from leakscope.launcher import agent_env
+from leakscope.settings import Settings
+from tests.conftest import load_json, run_cli
+
+FORKING = textwrap.dedent(
+    """
+    import os
+    import leakscope
+
+    KEPT = []
+    for i in range(30):           # the parent leaks 200 KiB per unit
+        KEPT.append(bytearray(200 * 1024))
+        leakscope.tick()
+    pid = os.fork()
+    if pid == 0:
+        for i in range(30):       # the child keeps nothing of its own
+            leakscope.tick()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    """
+)
+
+
+def test_forked_child_is_its_own_run_without_the_parents_traces(tmp_path):
+    script = tmp_path / "forker.py"
+    script.write_text(FORKING)
+    out = tmp_path / "run.json"
+    proc = run_cli("run", "--quiet", "--no-holders", "--json", str(out), "--",
+                   sys.executable, str(script))
+    assert proc.returncode == 0, proc.stderr
+    run = load_json(out)
+    by_role = {p["process"]["role"]: p for p in run["processes"]}
+    parent, child = by_role["forker.py"], by_role["forked from forker.py"]
+    assert child["process"]["parent_pid"] == parent["process"]["pid"]
+    # Saved by the os._exit wrapper: every unit is there.
+    assert len(child["loops"]) == 30 and len(parent["loops"]) == 30
+    assert parent["verdict"]["leak"] is True
+    assert child["verdict"]["leak"] is False
+    traced = [loop["traced_bytes"] for loop in child["loops"] if not loop["warmup"]]
+    # The parent's 6 MiB of traced bytearrays are not the child's.
+    assert max(traced) < 200 * 1024, traced
+
+
+def test_integrations_wait_for_their_framework(tmp_path):
+    code = textwrap.dedent(
+        """
+        import sys
+        from leakscope import agent
+        assert agent.current() is not None
+        assert "celery" not in sys.modules and "rq" not in sys.modules
+        from celery import signals
+        receivers = [r for r in signals.task_postrun.receivers]
+        print(len(receivers))
+        """
+    )
+    env = agent_env(tmp_path, Settings())
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip()) >= 1
+    hello = json.loads(next(tmp_path.glob("*.jsonl")).read_text().splitlines()[0])
+    assert hello["t"] == "hello" and hello["role"] == "python -c"
+
+
+def test_outside_leakscope_run_the_startup_hook_does_nothing(tmp_path):
+    env = agent_env(tmp_path, Settings())
+    env.pop("LEAKSCOPE_AGENT")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from leakscope import agent; print(agent.current())"],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "None", proc.stderr
+    assert not list(tmp_path.glob("*.jsonl"))
