@@ -24,6 +24,8 @@ WATCHED = {
     "rq": "rq",
     "gunicorn.arbiter": "gunicorn",
     "gunicorn.workers.base": "gunicorn",
+    "uvicorn.config": "asgi",
+    "dramatiq": "dramatiq",
 }
 
 

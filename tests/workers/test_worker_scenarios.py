@@ -59,9 +59,10 @@ def _run_rq(scenario, command, out, env):
 
 def _run_gunicorn(scenario, command, out, env):
     port = free_port()
+    bind = ["-b", f"127.0.0.1:{port}"] if command[0] == "gunicorn" else [
+        "--host", "127.0.0.1", "--port", str(port)]
     proc = leakscope_popen(["run", "--quiet", "--units", str(UNITS["gunicorn"]), "--timeout",
-                            "60", "--json", str(out), "--", *command, "-b", f"127.0.0.1:{port}"],
-                           env)
+                            "60", "--json", str(out), "--", *command, *bind], env)
     sent, deadline = 0, time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -74,13 +75,26 @@ def _run_gunicorn(scenario, command, out, env):
     return proc
 
 
+def _run_dramatiq(scenario, command, out, env):
+    from dramatiq import Message
+    from dramatiq.brokers.redis import RedisBroker
+
+    proc = leakscope_popen(["run", "--quiet", "--units", "100", "--timeout", "60",
+                            "--json", str(out), "--", *command], env)
+    broker = RedisBroker(url=env["LEAKSCOPE_BROKER"])
+    for i in range(130):
+        broker.enqueue(Message(queue_name="default", actor_name="handle", args=(i,),
+                               kwargs={}, options={}))
+    return proc
+
+
 def _run_python(scenario, command, out, env):
     return leakscope_popen(["run", "--quiet", "--units", "80", "--timeout", "60",
                             "--json", str(out), "--", *command], env)
 
 
 DRIVERS = {"celery": _run_celery, "rq": _run_rq, "gunicorn": _run_gunicorn,
-           "python": _run_python}
+           "uvicorn": _run_gunicorn, "dramatiq": _run_dramatiq, "python": _run_python}
 
 
 @pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
