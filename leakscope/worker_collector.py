@@ -167,12 +167,13 @@ class UnitCollector(Collector):
         import time
 
         started = time.perf_counter()
-        raw = tracemalloc.get_traced_memory()[0]
         super()._record_measured(index, seconds)
         spent = time.perf_counter() - started
         # What leakscope itself holds in the traced heap (its own lines are
-        # left out of the aggregate): cheap units subtract it from the total.
-        self._own_bytes = raw - self._previous.total_bytes
+        # left out of the aggregate), read after the new line totals replaced
+        # the old ones and the diff's temporaries are gone: cheap units
+        # subtract it from the raw total.
+        self._own_bytes = tracemalloc.get_traced_memory()[0] - self._previous.total_bytes
         self._last_traced = None
         self._skipped = 0
         if self.sample == 1 and self._unit_seconds:

@@ -5,7 +5,7 @@ Every message's id is remembered in a module-level "seen" set for
 de-duplication and never expired.
 
 Expected: leak=yes kind=reachable line=scenarios/tick_consumer.py:23
-Holder: __main__.SEEN role=registry
+Holder: tick_consumer.SEEN role=registry
 """
 
 from __future__ import annotations
