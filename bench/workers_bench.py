@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS = int(os.environ.get("BENCH_TASKS", "3000"))
+TASKS = int(os.environ.get("BENCH_TASKS", "4000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SAMPLE = 20
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,24 +71,27 @@ def one_round(name: str, prefix: list[str], redis_url: str, client, workdir: Pat
     args = prefix + (["--json", str(workdir / f"{name}.json"), "--"] if leakscope else []) + CELERY
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    started = None
+    started = half = None
     while True:
         left = client.llen("celery")
         now = time.perf_counter()
         if started is None and left < TASKS:
             started, first_left = now, left
+        if half is None and left <= TASKS // 2:
+            half, half_left = now, left
         if left == 0:
             break
         if proc.poll() is not None:
             raise RuntimeError(f"{name}: worker exited early")
         time.sleep(0.01)
-    seconds = now - started
     proc.send_signal(15)
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
-    return seconds / max(1, first_left)
+    # Per task over the whole run, and over its second half (steady state:
+    # warm-up and the early holder walks are behind it).
+    return (now - started) / max(1, first_left), (now - half) / max(1, half_left)
 
 
 def main() -> None:
@@ -109,19 +112,24 @@ def main() -> None:
             time.sleep(0.05)
     url = f"redis://127.0.0.1:{port}/0"
     per_task: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    steady: dict[str, list[float]] = {name: [] for name in CONFIGS}
     try:
         for _ in range(ROUNDS):
             for name, prefix in CONFIGS.items():
-                per_task[name].append(one_round(name, prefix, url, client, workdir))
+                whole, second_half = one_round(name, prefix, url, client, workdir)
+                per_task[name].append(whole)
+                steady[name].append(second_half)
     finally:
         server.terminate()
         server.wait()
-    plain = statistics.median(per_task["plain"])
     print(f"Celery prefork, 2 children, {TASKS} tasks, median of {ROUNDS} rounds")
-    for name, values in per_task.items():
-        median = statistics.median(values)
-        print(f"  {name:8s} {median * 1000:7.3f} ms/task  {median / plain:5.2f}x plain  "
-              f"({', '.join(f'{v * 1000:.3f}' for v in values)})")
+    for title, table in (("whole run", per_task), ("second half (steady state)", steady)):
+        plain = statistics.median(table["plain"])
+        print(f" {title}:")
+        for name, values in table.items():
+            median = statistics.median(values)
+            print(f"  {name:12s} {median * 1000:7.3f} ms/task  {median / plain:5.2f}x plain  "
+                  f"({', '.join(f'{v * 1000:.3f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -371,9 +371,16 @@ def _processes(run: Run) -> list[dict[str, Any]]:
             "role": _text(info.get("role", "-")),
             "command": _text(info.get("command", "-")),
             "leak": bool(verdict and verdict.leak),
+            "units": f"{len(child.measured):,} + {len(child.loops) - len(child.measured):,} "
+                     f"warm-up {child.unit}s",
             "summary": verdict.summary if verdict else "no verdict",
         })
     return rows
+
+
+def _advice(run: Run) -> list[str]:
+    advice = run.observations.get("advice")
+    return [_text(line) for line in advice] if isinstance(advice, list) else []
 
 
 def view_model(run: Run) -> dict[str, Any]:
@@ -407,6 +414,7 @@ def view_model(run: Run) -> dict[str, Any]:
         "run": _run_facts(run),
         "settings": _settings(run),
         "processes": _processes(run),
+        "advice": _advice(run),
     }
 
 

@@ -226,3 +226,35 @@ def test_hostile_names_run_no_script(browser, real_run, tmp_path, csp):
         assert payload in text, payload
     expect(page.locator("#site-list .source tr.hl .code").first).to_contain_text(PAYLOADS[2])
     context.close()
+
+
+def test_report_of_a_real_worker_run(browser, tmp_path):
+    """`leakscope run` on two processes (a parent and its forked child): the page lists
+    both, marks the leaking one, shows the advice, and fetches nothing."""
+    script = tmp_path / "forking_consumer.py"
+    script.write_text(
+        "import os\nimport leakscope\n\nclass Hub:\n    listeners = []\n\n"
+        "pid = os.fork()\nfor i in range(60):\n"
+        "    if pid:\n        Hub.listeners.append(lambda i=i: i)\n"
+        "    leakscope.tick()\n"
+        "if pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+    )
+    run_json, report = tmp_path / "run.json", tmp_path / "run.html"
+    proc = run_cli("run", "--quiet", "--json", str(run_json), "--html", str(report), "--",
+                   sys.executable, str(script))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = load_json(run_json)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    seen = _open(page, report)
+    expect(page.locator("#verdict .verdict-status")).to_have_text("LEAK")
+    expect(page.locator("#verdict .summary")).to_contain_text("forking_consumer.Hub.listeners")
+    rows = page.locator("#processes tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#processes tbody tr.growing")).to_have_count(1)
+    leaking = next(p for p in run["processes"] if p["verdict"]["leak"])
+    expect(page.locator("#processes tbody tr.growing")).to_contain_text(
+        str(leaking["process"]["pid"]))
+    expect(page.locator("#processes ul.advice li").first).to_contain_text("recycling")
+    assert not [url for url in seen["requests"] if not url.startswith("file:")], seen
+    assert not seen["errors"] and not seen["dialogs"], seen
+    page.close()

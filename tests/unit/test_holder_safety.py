@@ -216,3 +216,25 @@ def test_probe_checkpoints_and_locator_call_no_user_code(booby_module):
     # A key with no safe repr is named by its type, never by calling __repr__.
     assert growing["booby_worker.Registry.by_key"]["keys_sample"][0] == "<object>"
     assert growing["booby_worker.Registry.handlers"]["grown_at_stack"][0][0] == __file__
+
+
+def test_declared_bounds_and_mid_run_description_call_no_user_code(booby_module):
+    """A worker's mid-run description (``describe_now``) and an owner's ``maxlen``
+    read the instance dict directly: still no user code."""
+    bounded = Booby("bounded")
+    object.__getattribute__(bounded, "__dict__")["maxlen"] = 50
+    sys.modules["booby_worker"].bounded = bounded
+    probe = HolderProbe()
+    tracemalloc.start(5)
+    try:
+        for _ in range(3):
+            booby_module(2)
+            probe.observe()
+        assert probe.describe_now()
+        walk = Walk().run()
+    finally:
+        tracemalloc.stop()
+    assert CALLS == []
+    items = object.__getattribute__(bounded, "__dict__")["items"]
+    assert walk.bound(id(items)) == 50
+    assert "booby_worker.Registry.handlers" in probe.growing_paths()

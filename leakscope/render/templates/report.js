@@ -614,16 +614,22 @@
     add(box, el("h3", null, "Processes"));
     var t = el("table", "grid-table");
     var hr = el("tr");
-    ["pid", "parent", "role", "command", "verdict"].forEach(function (name) { add(hr, el("th", null, name)); });
+    ["pid", "parent", "role", "units", "command", "verdict"].forEach(function (name) { add(hr, el("th", null, name)); });
     add(t, add(el("thead"), hr));
     var tbody = el("tbody");
     data.processes.forEach(function (p) {
       var tr = el("tr", p.leak ? "growing" : null);
       add(tr, el("td", "num", p.pid), el("td", "num", p.parent), el("td", null, p.role),
-        add(el("td"), el("code", null, p.command)), el("td", null, p.summary));
+        el("td", null, p.units), add(el("td"), el("code", null, p.command)),
+        el("td", null, p.summary));
       add(tbody, tr);
     });
     add(box, add(t, tbody));
+    if (!data.advice.length) return;
+    add(box, el("h3", null, "Advice"));
+    var list = el("ul", "advice");
+    data.advice.forEach(function (line) { add(list, el("li", null, line)); });
+    add(box, list);
   }
 
   // -------------------------------------------------------------------- start
