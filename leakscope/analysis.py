@@ -88,6 +88,9 @@ FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the fastest growing line.
 USER_SHARE = 0.1
+# Framework-only growth whose rate in the second half of the run is below
+# this share of the first half's is settling (a bound filling), at any length.
+SETTLING_RATIO = 0.5
 SERIES_POINTS = 200
 SITE_LIMIT = 25
 
@@ -665,6 +668,20 @@ def _user_attributed(run: Run) -> bool:
     return False
 
 
+def _half_rates(run: Run) -> tuple[float, float]:
+    """Growth rates (per unit) of the kept-bytes floor in the first and second half."""
+    loops = [loop for loop in run.measured if loop.traced_bytes is not None]
+    values = [float(loop.traced_bytes) for loop in loops]
+    if len(values) < 2 * MIN_LOOPS:
+        return 0.0, 0.0
+    floor = suffix_minima(values)
+    half = len(floor) // 2
+    # Per unit, not per traced loop: with --sample, traced loops are K units apart.
+    units_per_point = max(1.0, len(run.measured) / len(values))
+    return (theil_sen(floor[:half]) / units_per_point,
+            theil_sen(floor[half:]) / units_per_point)
+
+
 def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     """A real worker's growth that only the framework's code makes, over too few units.
 
@@ -672,22 +689,31 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     units would tell a filling bound from a leak.
     """
     measured = len(run.measured)
-    if not verdict.leak or measured >= FRAMEWORK_HORIZON or _user_attributed(run):
+    if not verdict.leak or _user_attributed(run):
         return verdict
-    needed = FRAMEWORK_HORIZON - measured
+    first, second = _half_rates(run)
+    settling = first > 0 and second < SETTLING_RATIO * first
+    if measured >= FRAMEWORK_HORIZON and not settling:
+        return verdict
+    # Still short of the horizon, or the rate is dying away as a bound fills:
+    # a run as long again would show whether it levels off.
+    needed = max(FRAMEWORK_HORIZON - measured, measured if settling else 0)
     unit = run.unit
     where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
     inside = f" (first at {where})" if where else ""
     rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
     what = "native memory" if verdict.kind == "native" else "memory"
     evidence = {**verdict.evidence, "needs_units": needed, "undecided_kind": verdict.kind,
-                "undecided_rate": verdict.bytes_per_iteration}
+                "undecided_rate": verdict.bytes_per_iteration,
+                "first_half_rate": round(first, 1), "second_half_rate": round(second, 1)}
+    slowing = (f"; its rate fell from {format_bytes(first)} to {format_bytes(second)}/"
+               f"{short_unit(unit)} between the halves of the run" if settling else "")
     return replace(
         verdict, leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
         evidence=evidence,
         summary=(
             f"Undecided, not called a leak: {rate} of {what} grows only inside framework "
-            f"or library code{inside}, which may be a bound still filling; run about "
-            f"{needed:,} more {unit}s ({FRAMEWORK_HORIZON:,} in all) to tell."
+            f"or library code{inside}{slowing}, which may be a bound still filling; run "
+            f"about {needed:,} more {unit}s ({measured + needed:,} in all) to tell."
         ),
     )

@@ -38,8 +38,11 @@ EARLY_CHECKPOINTS = (0, 10, 30, 60)
 # are skipped while walking has taken more than this share of the time.
 EARLY_WALKS = 3
 WALK_BUDGET = 0.1
-# With --sample, the traced window: one unit for the baseline, one measured.
-WINDOW_UNITS = 2
+# With --sample, the traced window: units to settle, one whose end is the
+# baseline, one measured.
+# Three units: with two, the interpreter's free lists (filled by the first
+# traced unit) made every window look like a unit kept a few KiB.
+WINDOW_UNITS = 3
 # Aggregating the traces by line costs in proportion to the traces alive,
 # and a long-running worker holds many: do it at most this share of a unit's
 # time (the traced total, read in O(1), still makes one point per unit) ...
@@ -241,15 +244,21 @@ class UnitCollector(Collector):
         self.observer.on_holders(probe.snapshot())  # type: ignore[attr-defined]
 
     def _end_sampled_unit(self) -> bool:
-        """--sample K: count every unit untraced; trace a two-unit window every K."""
+        """--sample K: count every unit untraced; trace a short window every K."""
         import time
 
         started = time.perf_counter()
         seconds = started - self._last_time
         index = self.index
         self.index += 1
-        if self._window_left == WINDOW_UNITS:
-            # The window's first unit ran traced: its end is the baseline.
+        if self._window_left > 2:
+            # The window's first units run traced and unmeasured: objects the
+            # interpreter recycles (free lists, str and int caches) settle
+            # into traces before the baseline is taken.
+            self._record_detect_unit(index, seconds)
+            self._window_left -= 1
+        elif self._window_left == 2:
+            # Its end is the baseline of the one unit measured next.
             self._previous = sites.aggregate(_get_traces(), self._is_own)
             self._record_detect_unit(index, seconds)
             self._window_left -= 1

@@ -96,3 +96,19 @@ def test_a_users_line_with_a_real_share_decides_at_once():
 def test_checkpoint_schedule_is_dense_early_then_regular():
     schedule = CheckpointSchedule(100)
     assert [n for n in range(0, 401) if n in schedule] == [0, 10, 30, 60, 100, 200, 300, 400]
+
+
+def test_framework_growth_that_slows_down_is_settling_at_any_length():
+    units = FRAMEWORK_HORIZON + 200
+    settling = _run("celery pool child", True, 20.0, units=units)
+    for i, loop in enumerate(settling.loops):  # fast at first, then a trickle
+        loop.traced_bytes = int(40 * min(i, 600) + 4 * max(0, i - 600))
+    settling.sites = [_growing_site("lib/site-packages/billiard/common.py", 20.0, user=False)]
+    verdict = _framework_growth_undecided(settling.verdict, settling)
+    assert not verdict.leak and "its rate fell from" in verdict.summary
+    assert verdict.evidence["needs_units"] == units
+    steady = _run("celery pool child", True, 20.0, units=units)
+    for i, loop in enumerate(steady.loops):
+        loop.traced_bytes = 20 * i
+    steady.sites = settling.sites
+    assert _framework_growth_undecided(steady.verdict, steady).leak
