@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 
 import psutil
@@ -39,11 +40,29 @@ def _load_mallinfo2():
 
 
 _mallinfo2 = _load_mallinfo2()
-_process = psutil.Process()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Per process: a forked child must read its own figures, not its parent's
+# (psutil.Process and an open /proc/self file both stay bound to one pid).
+_process: tuple[int, psutil.Process] | None = None
+_statm: tuple[int, int] | None = None
 
 
 def rss_bytes() -> int:
-    return _process.memory_info().rss
+    """Resident set size of this process, now."""
+    global _statm, _process
+    pid = os.getpid()
+    if sys.platform.startswith("linux"):
+        try:
+            if _statm is None or _statm[0] != pid:
+                if _statm is not None:
+                    os.close(_statm[1])
+                _statm = (pid, os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC))
+            return int(os.pread(_statm[1], 128, 0).split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            pass
+    if _process is None or _process[0] != pid:
+        _process = (pid, psutil.Process(pid))
+    return _process[1].memory_info().rss
 
 
 def malloc_in_use() -> int | None:

@@ -227,8 +227,10 @@ class UnitCollector(Collector):
         now = time.perf_counter()
         if self._measuring_since is None:
             self._measuring_since = now
+        # Sampled runs are for production: only the first walk is free there.
+        early = EARLY_WALKS if self.sample == 1 else 1
         if (
-            not final and probe.checkpoints >= EARLY_WALKS
+            not final and probe.checkpoints >= early
             and probe.walk_seconds > WALK_BUDGET * (now - self._measuring_since)
         ):
             return  # walks already took their share of this worker's time
