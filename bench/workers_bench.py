@@ -7,9 +7,10 @@ and shutdown, which leakscope lengthens, are not task time). Each
 configuration runs ROUNDS times, alternating, and the median counts:
 
 - plain: `celery -A celery_tasks worker ...`
-- default: `leakscope run -- celery ...` (every unit traced after warm-up,
-  holder walks every 100 traced units)
-- sampled: `leakscope run --sample 20 -- celery ...` (and `--sample 100`)
+- default: `leakscope run -- celery ...` (`--sample auto`: each pool child
+  prices tracing on five trial units and samples windows when it is dear)
+- every-unit: `--sample 1`, every unit traced after warm-up
+- sample-20, sample-100: `--sample K`
 - with BENCH_EXTRA=1, where the cost goes: glibc's tcache off alone, and the
   agent armed but never past warm-up
 
@@ -35,13 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELERY = [str(BIN / "celery"), "-A", "celery_tasks", "worker", "--pool=prefork",
           "--concurrency=2", "-O", "fair", "--loglevel=WARNING"]
+RUN = [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60"]
 CONFIGS = {
     "plain": [],
-    "default": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60"],
-    "sampled": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60",
-                "--sample", str(SAMPLE)],
-    "sampled-100": [sys.executable, "-m", "leakscope", "run", "--quiet", "--stop-timeout", "60",
-                    "--sample", "100"],
+    "default": RUN,  # --sample auto
+    "every-unit": RUN + ["--sample", "1"],
+    "sample-20": RUN + ["--sample", str(SAMPLE)],
+    "sample-100": RUN + ["--sample", "100"],
 }
 
 

@@ -77,6 +77,19 @@ def _warmup(value: str) -> int | str:
     return count
 
 
+def _sample(value: str) -> int:
+    """--sample: a count of units (1 traces every unit), or 'auto' (0)."""
+    if value == "auto":
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        raise UsageError(f"--sample: expected a number or 'auto', got {value!r}") from None
+    if count < 1:
+        raise UsageError("--sample: must be 1 or more (or 'auto')")
+    return count
+
+
 def _size(option: str, text: str) -> int:
     try:
         return parse_size(text)
@@ -493,9 +506,10 @@ def run_command(
     ),
     warmup: int = typer.Option(DEFAULT_RUN_WARMUP, "--warmup", "-w", min=0,
                                help="Untraced units first, in each process."),
-    sample: int = typer.Option(
-        1, "--sample", min=1,
-        help="Trace one unit window in K (cheap counters watch every unit): for production.",
+    sample: str = typer.Option(
+        "auto", "--sample",
+        help="Trace one short window in every K units (cheap counters watch every unit); "
+             "'auto' traces every unit unless that slows a unit more than 1.8x.",
     ),
     checkpoint_every: int = typer.Option(
         DEFAULT_CHECKPOINT_EVERY, "--checkpoint-every", min=1,
@@ -539,10 +553,11 @@ def run_command(
     _check_writable(json_path, "--json")
     if html_path is not None:
         _check_writable(html_path, "--html")
+    every = _sample(sample)
     settings = Settings(
         warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
-        timeout=timeout, top=top, holders=not no_holders, sample=sample,
-        checkpoint_every=checkpoint_every, mode="fast" if sample > 1 else "full",
+        timeout=timeout, top=top, holders=not no_holders, sample=every,
+        checkpoint_every=checkpoint_every, mode="fast" if every > 1 else "full",
     )
     limits = launcher.RunLimits(units=units, duration=duration, timeout=timeout,
                                 stop_timeout=stop_timeout)

@@ -352,7 +352,11 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     run = builder.run
     run.settings = settings.to_dict()
     run.settings.pop("args", None)
-    run.mode = "fast" if settings.sample > 1 else "full"
+    # --sample auto: each process chose for itself after pricing tracing.
+    chosen = next((phase for phase in run.observations.get("phases", [])
+                   if phase.get("phase") == "sampling"), None)
+    sample = int(chosen["sample"]) if chosen else max(1, settings.sample)
+    run.mode = "fast" if sample > 1 else "full"
     run.unit = log.process.get("unit") or "unit"
     final = builder.final
     if final is None:
@@ -362,7 +366,7 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     if "holders" not in final and log.holders:
         final["holders"] = log.holders
     run.observations["cwd"] = log.cwd
-    if settings.sample > 1:
+    if sample > 1:
         # Sampled: a holder's items per unit count every unit, not only the traced ones.
         for checkpoint in builder.checkpoints:
             checkpoint["measured_done"] = checkpoint["loops_done"]
@@ -375,6 +379,9 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
         if key not in run.process and value is not None
     })
     run.process["units"] = len(run.loops)
+    run.process["sample"] = sample
+    if chosen:
+        run.process["tracing_slowdown"] = chosen.get("slowdown")
     for key in ("rss_bytes", "peak_rss_bytes"):
         if final.get(key) is not None:
             run.process[key] = final[key]

@@ -42,8 +42,9 @@ class Settings:
     holders: bool = True
     mode: str = "full"  # or "fast"
     locate_loops: int = DEFAULT_LOCATE_LOOPS
-    # `leakscope run` only: trace one unit in `sample` (1: every unit), and
-    # walk for holders every `checkpoint_every` traced units.
+    # `leakscope run` only: trace one window in `sample` units (1: every unit;
+    # 0: auto, priced per process), and walk for holders every
+    # `checkpoint_every` traced units.
     sample: int = 1
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     args: list[str] = field(default_factory=list)

@@ -43,6 +43,13 @@ WALK_BUDGET = 0.1
 # Three units: with two, the interpreter's free lists (filled by the first
 # traced unit) made every window look like a unit kept a few KiB.
 WINDOW_UNITS = 3
+# --sample auto: trial units traced after warm-up to price tracing; above
+# this slowdown of a unit's wall time the process measures in sampled windows,
+# with K chosen so the windows cost at most AUTO_WINDOW_BUDGET of its time.
+AUTO_TRIAL_UNITS = 5
+AUTO_MAX_SLOWDOWN = 1.8
+AUTO_WINDOW_BUDGET = 0.5
+AUTO_MAX_SAMPLE = 200
 # Aggregating the traces by line costs in proportion to the traces alive,
 # and a long-running worker holds many: do it at most this share of a unit's
 # time (the traced total, read in O(1), still makes one point per unit) ...
@@ -63,6 +70,27 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
+class UnitSchedule:
+    """Sampled runs: holder walks by units done, at the first window due after each mark.
+
+    Windows are K units apart, so counting them would put the third walk
+    (the one that shows a container growing) thousands of units in.
+    """
+
+    def __init__(self, collector: Collector, every: int) -> None:
+        self.collector = collector
+        self.every = CheckpointSchedule(every)
+        self.next_mark = 0
+
+    def __contains__(self, traced: object) -> bool:
+        done = self.collector.measured
+        if done < self.next_mark:
+            return False
+        self.next_mark = next(n for n in range(done + 1, done + 10 * self.every.every + 2)
+                              if n in self.every)
+        return True
+
+
 class UnitCollector(Collector):
     """One process of a real worker, fed one ``end_loop()`` per unit of work."""
 
@@ -71,6 +99,8 @@ class UnitCollector(Collector):
     ) -> None:
         # The parent stops the command; the collector itself never ends a run.
         settings.iterations = 1 << 40
+        # 0 is "auto": trace every unit unless tracing would slow units too much.
+        self.auto = settings.sample <= 0
         self.sample = max(1, settings.sample)
         if self.sample > 1:
             settings.mode = "fast"
@@ -79,9 +109,10 @@ class UnitCollector(Collector):
             settings.iterations = 0
         super().__init__(settings, observer, holder_probe)
         settings.iterations = 1 << 40
+        self._checkpoints: Any = CheckpointSchedule(settings.checkpoint_every)
         if self.sample > 1:
             self.observer = _JoinedWindows(observer)
-        self._checkpoints = CheckpointSchedule(settings.checkpoint_every)
+            self._checkpoints = UnitSchedule(self, settings.checkpoint_every)
         self._locator_running = False
         self._described = False
         # Full mode: aggregate the traces by line every `_gap` units, where the
@@ -97,6 +128,11 @@ class UnitCollector(Collector):
         self._untraced_run = 0
         self._window_left = 0
         self._window_tracebacks: dict[tuple[str, int], Any] = {}
+        # --sample auto: untraced and traced seconds of the trial units.
+        self._trial_untraced: list[float] = []
+        self._trial_traced: list[float] = []
+        self.decision: dict[str, Any] = {}
+        self._last_seconds: float | None = None
 
     # -------------------------------------------------------------- driving
 
@@ -145,6 +181,60 @@ class UnitCollector(Collector):
         self._gc_counter.__exit__()
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
+
+    # ------------------------------------------------------------ --sample auto
+
+    def _warmup_finished(self) -> bool:
+        """After warm-up, --sample auto traces a few trial units to price tracing.
+
+        tracemalloc's cost is per allocation: a unit that is mostly I/O (a
+        task waiting on its broker, a request on its client) barely notices
+        it, an allocation-heavy one can run ten times slower. The trial runs
+        as warm-up; if tracing more than AUTO_MAX_SLOWDOWN times the unit's
+        wall time, the process measures in sampled windows with the K that
+        keeps them under AUTO_WINDOW_BUDGET of its time.
+        """
+        done = super()._warmup_finished()
+        if not self.auto or not done:
+            if self.auto and self._last_seconds is not None:
+                self._trial_untraced.append(self._last_seconds)
+            return done
+        if not self._trial_traced and not tracemalloc.is_tracing():
+            tracemalloc.start(self.settings.frames)
+            self._trial_traced.append(-1.0)  # the unit now ending ran untraced
+            return False
+        self._trial_traced.append(self._last_seconds or 0.0)
+        if len(self._trial_traced) <= AUTO_TRIAL_UNITS:
+            return False
+        self._decide_sampling()
+        return True
+
+    def _decide_sampling(self) -> None:
+        untraced = _median(self._trial_untraced[-AUTO_TRIAL_UNITS:])
+        traced = _median(self._trial_traced[1:])
+        slowdown = traced / untraced if untraced > 0 else 1.0
+        self.auto = False
+        self.decision = {"untraced_seconds": round(untraced, 6),
+                         "traced_seconds": round(traced, 6), "slowdown": round(slowdown, 2)}
+        if slowdown <= AUTO_MAX_SLOWDOWN:
+            self.decision["sample"] = 1
+            self.observer.on_phase("sampling", self.decision)
+            return
+        # Tracing stops here; sampled windows start it again.
+        tracemalloc.stop()
+        self.sample = min(AUTO_MAX_SAMPLE, math.ceil(
+            WINDOW_UNITS * (slowdown - 1) / AUTO_WINDOW_BUDGET))
+        self.decision["sample"] = self.sample
+        self.observer.on_phase("sampling", self.decision)
+        self.settings.mode = "fast"
+        self.fast = True
+        self._traced_target = 0
+        self.observer = _JoinedWindows(self.observer)
+        self._checkpoints = UnitSchedule(self, self.settings.checkpoint_every)
+
+    def _record_warmup(self, index: int, seconds: float) -> None:
+        self._last_seconds = seconds
+        super()._record_warmup(index, seconds)
 
     # ------------------------------------------------------------ internals
 
@@ -227,10 +317,8 @@ class UnitCollector(Collector):
         now = time.perf_counter()
         if self._measuring_since is None:
             self._measuring_since = now
-        # Sampled runs are for production: only the first walk is free there.
-        early = EARLY_WALKS if self.sample == 1 else 1
         if (
-            not final and probe.checkpoints >= early
+            not final and probe.checkpoints >= EARLY_WALKS
             and probe.walk_seconds > WALK_BUDGET * (now - self._measuring_since)
         ):
             return  # walks already took their share of this worker's time
@@ -326,3 +414,8 @@ class _JoinedWindows:
             loop["traced_bytes"] = self.kept_bytes
             loop["traced_blocks"] = self.kept_blocks
         self.observer.on_loop(loop, changes)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0

@@ -34,7 +34,7 @@ def test_forked_child_is_its_own_run_without_the_parents_traces(tmp_path):
     script = tmp_path / "forker.py"
     script.write_text(FORKING)
     out = tmp_path / "run.json"
-    proc = run_cli("run", "--quiet", "--no-holders", "--json", str(out), "--",
+    proc = run_cli("run", "--quiet", "--sample", "1", "--no-holders", "--json", str(out), "--",
                    sys.executable, str(script))
     assert proc.returncode == 0, proc.stderr
     run = load_json(out)

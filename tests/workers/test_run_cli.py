@@ -82,7 +82,7 @@ def test_ctrl_c_saves_what_every_process_gathered(tmp_path, redis_url):
 
 def test_run_file_is_read_by_report_html_check_and_diff(tmp_path, redis_url):
     out = tmp_path / "run.json"
-    proc = run_cli("run", "--quiet", "--units", "80", "--json", str(out), "--",
+    proc = run_cli("run", "--quiet", "--sample", "1", "--units", "80", "--json", str(out), "--",
                    "python", "scenarios/workers/consumer_tick.py", env=worker_env(redis_url))
     assert proc.returncode == 0, proc.stderr
     run = load_json(out)

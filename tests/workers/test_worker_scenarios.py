@@ -1,5 +1,9 @@
 """Every scenario under scenarios/workers/, through `leakscope run` on the real framework.
 
+The scenarios run with ``--sample 1`` (every unit traced), whose verdict needs
+the fewest units; the default ``--sample auto`` is tested on a longer Celery
+run at the end, where it chooses sampled windows.
+
 A real Redis, real Celery (prefork with two children, and solo), RQ
 (SimpleWorker and the forking Worker) and gunicorn (two sync workers) fed by
 real HTTP requests: each scenario's docstring says which processes leak, the
@@ -38,8 +42,8 @@ def _leaking_role(scenario) -> str | None:
 def _run_celery(scenario, command, out, env):
     from celery import Celery
 
-    proc = leakscope_popen(["run", "--quiet", "--units", str(UNITS["celery"]), "--timeout", "60",
-                            "--json", str(out), "--", *command], env)
+    proc = leakscope_popen(["run", "--quiet", "--sample", "1", "--units", str(UNITS["celery"]),
+                            "--timeout", "60", "--json", str(out), "--", *command], env)
     client = Celery(broker=env["LEAKSCOPE_BROKER"])
     for i in range(UNITS["celery"] + 60):
         client.send_task(f"{scenario.stem}.handle", args=[i], ignore_result=True)
@@ -53,16 +57,16 @@ def _run_rq(scenario, command, out, env):
     queue = Queue(connection=Redis.from_url(env["LEAKSCOPE_BROKER"]))
     for i in range(UNITS["rq"]):
         queue.enqueue(f"{scenario.stem}.handle", i)
-    return leakscope_popen(["run", "--quiet", "--timeout", "60", "--json", str(out), "--",
-                            *command, "--url", env["LEAKSCOPE_BROKER"]], env)
+    return leakscope_popen(["run", "--quiet", "--sample", "1", "--timeout", "60", "--json",
+                            str(out), "--", *command, "--url", env["LEAKSCOPE_BROKER"]], env)
 
 
 def _run_gunicorn(scenario, command, out, env):
     port = free_port()
     bind = ["-b", f"127.0.0.1:{port}"] if command[0] == "gunicorn" else [
         "--host", "127.0.0.1", "--port", str(port)]
-    proc = leakscope_popen(["run", "--quiet", "--units", str(UNITS["gunicorn"]), "--timeout",
-                            "60", "--json", str(out), "--", *command, *bind], env)
+    proc = leakscope_popen(["run", "--quiet", "--sample", "1", "--units", str(UNITS["gunicorn"]),
+                            "--timeout", "60", "--json", str(out), "--", *command, *bind], env)
     sent, deadline = 0, time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -79,8 +83,8 @@ def _run_dramatiq(scenario, command, out, env):
     from dramatiq import Message
     from dramatiq.brokers.redis import RedisBroker
 
-    proc = leakscope_popen(["run", "--quiet", "--units", "100", "--timeout", "60",
-                            "--json", str(out), "--", *command], env)
+    proc = leakscope_popen(["run", "--quiet", "--sample", "1", "--units", "100", "--timeout",
+                            "60", "--json", str(out), "--", *command], env)
     broker = RedisBroker(url=env["LEAKSCOPE_BROKER"])
     for i in range(130):
         broker.enqueue(Message(queue_name="default", actor_name="handle", args=(i,),
@@ -89,8 +93,8 @@ def _run_dramatiq(scenario, command, out, env):
 
 
 def _run_python(scenario, command, out, env):
-    return leakscope_popen(["run", "--quiet", "--units", "80", "--timeout", "60",
-                            "--json", str(out), "--", *command], env)
+    return leakscope_popen(["run", "--quiet", "--sample", "1", "--units", "80", "--timeout",
+                            "60", "--json", str(out), "--", *command], env)
 
 
 DRIVERS = {"celery": _run_celery, "rq": _run_rq, "gunicorn": _run_gunicorn,
@@ -154,3 +158,32 @@ def test_worker_scenario(scenario, redis_url, tmp_path):
         assert "dies with its" in stdout
     title = "NO LEAK" if want["leak"] == "no" else "LEAK "
     assert title in stdout
+
+
+def test_default_sampling_still_names_the_leaking_children(redis_url, tmp_path):
+    """`--sample auto` (the default) prices tracing in each pool child; on this
+    allocation-light task it may trace every unit or sample windows, and either
+    way the leaking children, the holder and the user line come out."""
+    from celery import Celery
+
+    scenario = WORKERS / "celery_leak.py"
+    want = expected(scenario)
+    out = tmp_path / "run.json"
+    env = worker_env(redis_url)
+    proc = leakscope_popen(["run", "--quiet", "--units", "700", "--timeout", "60",
+                            "--json", str(out), "--", *_command(scenario)], env)
+    client = Celery(broker=env["LEAKSCOPE_BROKER"])
+    for i in range(800):
+        client.send_task("celery_leak.handle", args=[i], ignore_result=True)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr + stdout
+    run = load_json(out)
+    children = [p for p in run["processes"] if p["process"]["role"] == "celery pool child"]
+    assert len(children) == 2
+    assert all(p["process"]["sample"] >= 1 for p in children)
+    assert all(p["verdict"]["leak"] for p in children), [p["verdict"] for p in children]
+    assert run["verdict"]["leak"] and run["verdict"]["kind"] == "reachable"
+    assert run["holders"][0]["path"] == want["holder"]
+    lines = [f"{s['user_frame']['file']}:{s['user_frame']['line']}"
+             for s in run["sites"] if s["growing"] and s["user_frame"]]
+    assert want["line"] in lines[:3] or "scenarios/workers/celery_leak.py:31" in lines[:3], lines
