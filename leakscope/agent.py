@@ -246,15 +246,37 @@ class Agent:
         from leakscope.worker_collector import UnitCollector
 
         settings = Settings.from_dict(self.config["settings"])
+        may_trace = True
+        if settings.sample > 1:
+            # --sample K: every Kth process to do work is traced in full; the
+            # others are watched with the counters only.
+            slot = self._claim_slot()
+            may_trace = slot % settings.sample == 0
+            settings.sample = 1 if may_trace else 0
+            self.describe(sample_slot=slot, traced=may_trace)
         probe = None
-        if settings.holders:
+        if settings.holders and may_trace:
             from leakscope.holders import HolderProbe
 
             probe = HolderProbe()
-        recorder = self.recorder = UnitCollector(settings, _Observer(self), probe)
+        recorder = self.recorder = UnitCollector(settings, _Observer(self), probe, may_trace)
         recorder.begin()
         hook.install(self)  # ticks come here, not straight to the collector
         return recorder
+
+    def _claim_slot(self) -> int:
+        """This process's number among those that did work, first come first served."""
+        for slot in range(100000):
+            try:
+                fd = os.open(os.path.join(self.directory, f"slot-{slot}"),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            except OSError:
+                return 0
+            os.close(fd)
+            return slot
+        return 0
 
     # ------------------------------------------------------------ endings
 

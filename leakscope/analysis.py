@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from leakscope.runfile import Holder, Loop, Run, Site, Verdict
 from leakscope.sites import is_user_file
@@ -88,6 +89,10 @@ FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the fastest growing line.
 USER_SHARE = 0.1
+# A watched worker process (`leakscope run --sample auto`) starts tracing when
+# its counters grow this fast (worker_collector reads these): one small
+# object per unit. Malloc growth must reach NATIVE_MIN_RATE.
+TRACE_MIN_BLOCKS_RATE = 0.5
 # Framework-only growth whose rate in the second half of the run is below
 # this share of the first half's is settling (a bound filling), at any length.
 SETTLING_RATIO = 0.5
@@ -341,6 +346,15 @@ def _decide_fast(run: Run) -> Verdict:
         "malloc_p_value": malloc_evidence.p_value if malloc_evidence else None,
         "malloc_rate": round(malloc_evidence.slope, 1) if malloc_evidence else None,
     }
+    if run.process is not None:
+        # `leakscope run` watched this process: growth under the rates that
+        # start tracing (worker_collector) is not traced, so it is not called.
+        block_evidence.leak = block_evidence.leak and block_evidence.slope >= TRACE_MIN_BLOCKS_RATE
+        malloc_grows = malloc_grows and malloc_evidence is not None and (
+            malloc_evidence.slope >= NATIVE_MIN_RATE)
+        if (block_evidence.leak or malloc_grows) and len(located) < 2:
+            return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts,
+                                     partial)
     if not (block_evidence.leak or malloc_grows):
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0,
@@ -376,6 +390,28 @@ def _decide_fast(run: Run) -> Verdict:
         blocks_per_iteration=round(block_evidence.slope, 2),
         confidence=block_evidence.confidence, partial=partial, evidence=facts,
         summary="",
+    )
+
+
+def _counters_verdict(
+    blocks: Evidence, malloc: Evidence | None, malloc_grows: bool, facts: dict[str, Any],
+    partial: bool,
+) -> Verdict:
+    """A watched process that grew but was not traced (--sample K left it out, or it
+    ended before tracing had seen two units): the counters' verdict, with no lines."""
+    facts = {**facts, "untraced": True}
+    if blocks.leak:
+        rate = malloc.slope if malloc is not None and malloc.slope > 0 else 0.0
+        return Verdict(
+            leak=True, kind="reachable", bytes_per_iteration=round(rate, 1),
+            blocks_per_iteration=round(blocks.slope, 2), confidence=blocks.confidence,
+            partial=partial, evidence=facts, summary="",
+        )
+    assert malloc is not None
+    return Verdict(
+        leak=True, kind="native", bytes_per_iteration=round(malloc.slope, 1),
+        blocks_per_iteration=0.0, confidence=malloc.confidence, partial=partial,
+        evidence=facts, summary="",
     )
 
 

@@ -508,8 +508,8 @@ def run_command(
                                help="Untraced units first, in each process."),
     sample: str = typer.Option(
         "auto", "--sample",
-        help="Trace one short window in every K units (cheap counters watch every unit); "
-             "'auto' traces every unit unless that slows a unit more than 1.8x.",
+        help="'auto': watch each process with cheap counters and trace it once it grows; "
+             "1: trace every unit; K: trace every Kth process, watch the others.",
     ),
     checkpoint_every: int = typer.Option(
         DEFAULT_CHECKPOINT_EVERY, "--checkpoint-every", min=1,
@@ -557,7 +557,7 @@ def run_command(
     settings = Settings(
         warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
         timeout=timeout, top=top, holders=not no_holders, sample=every,
-        checkpoint_every=checkpoint_every, mode="fast" if every > 1 else "full",
+        checkpoint_every=checkpoint_every, mode="full" if every == 1 else "fast",
     )
     limits = launcher.RunLimits(units=units, duration=duration, timeout=timeout,
                                 stop_timeout=stop_timeout)

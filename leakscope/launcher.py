@@ -352,11 +352,9 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     run = builder.run
     run.settings = settings.to_dict()
     run.settings.pop("args", None)
-    # --sample auto: each process chose for itself after pricing tracing.
-    chosen = next((phase for phase in run.observations.get("phases", [])
-                   if phase.get("phase") == "sampling"), None)
-    sample = int(chosen["sample"]) if chosen else max(1, settings.sample)
-    run.mode = "fast" if sample > 1 else "full"
+    # Watched processes (--sample auto or K) measure untraced units first.
+    watched = any(loop.phase == "detect" for loop in run.loops)
+    run.mode = "fast" if watched else "full"
     run.unit = log.process.get("unit") or "unit"
     final = builder.final
     if final is None:
@@ -366,10 +364,6 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     if "holders" not in final and log.holders:
         final["holders"] = log.holders
     run.observations["cwd"] = log.cwd
-    if sample > 1:
-        # Sampled: a holder's items per unit count every unit, not only the traced ones.
-        for checkpoint in builder.checkpoints:
-            checkpoint["measured_done"] = checkpoint["loops_done"]
     _finish(run, builder)
     run.process = {
         key: log.process.get(key) for key in ("pid", "parent_pid", "role", "command")
@@ -379,9 +373,11 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
         if key not in run.process and value is not None
     })
     run.process["units"] = len(run.loops)
-    run.process["sample"] = sample
-    if chosen:
-        run.process["tracing_slowdown"] = chosen.get("slowdown")
+    run.process["traced_units"] = sum(1 for loop in run.loops if loop.traced_bytes is not None)
+    located = next((phase for phase in run.observations.get("phases", [])
+                    if phase.get("phase") == "locate"), None)
+    if located:
+        run.process["tracing_from_unit"] = located.get("after_units")
     for key in ("rss_bytes", "peak_rss_bytes"):
         if final.get(key) is not None:
             run.process[key] = final[key]

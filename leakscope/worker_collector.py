@@ -8,23 +8,25 @@ it, so here the checkpoints come early and dense, then every
 that grows them located in the next unit) as soon as three checkpoints show
 them rising; and ``close()`` ends the run whenever the process ends.
 
-With ``sample`` K > 1 the process is traced one window in K units: each
-window is two units with tracemalloc on, and only the second one's per-line
-diff counts (the first sets the baseline, so what one unit keeps is measured
-exactly as in full mode). Between windows tracemalloc is off and the cheap
-counters of fast mode watch every unit; the per-line diffs of successive
-windows join into one series, as fast mode's locate loops do.
+A process can also be *watched*: its units are measured with the cheap
+counters of fast mode (allocated blocks, malloc's in-use bytes, RSS) and the
+decision rule runs on them every CHECK_EVERY units; once they grow faster
+than the smallest leak worth tracing, tracemalloc starts, for good, and the
+units from then on are traced as in full mode ("locate" loops). tracemalloc
+is never stopped and restarted: on CPython 3.11 every start/stop cycle
+leaks malloc memory (150 B to tens of KiB, by the number of files traced),
+which a long-running worker must not pay.
 """
 
 from __future__ import annotations
 
 import math
 import tracemalloc
+from array import array
 from typing import Any
 
 from leakscope import sites
 from leakscope.collector import (
-    TRACEBACK_LINES,
     Collector,
     HolderProbe,
     Observer,
@@ -38,18 +40,13 @@ EARLY_CHECKPOINTS = (0, 10, 30, 60)
 # are skipped while walking has taken more than this share of the time.
 EARLY_WALKS = 3
 WALK_BUDGET = 0.1
-# With --sample, the traced window: units to settle, one whose end is the
-# baseline, one measured.
-# Three units: with two, the interpreter's free lists (filled by the first
-# traced unit) made every window look like a unit kept a few KiB.
-WINDOW_UNITS = 3
-# --sample auto: trial units traced after warm-up to price tracing; above
-# this slowdown of a unit's wall time the process measures in sampled windows,
-# with K chosen so the windows cost at most AUTO_WINDOW_BUDGET of its time.
-AUTO_TRIAL_UNITS = 5
-AUTO_MAX_SLOWDOWN = 1.8
-AUTO_WINDOW_BUDGET = 0.5
-AUTO_MAX_SAMPLE = 200
+# A watched process (--sample auto, or one not picked by --sample K) runs
+# the decision rule on its counters every CHECK_EVERY units once it has
+# WATCH_MIN_UNITS, and starts tracing when they grow at least this fast: one
+# small object (a block) or 64 bytes of malloc per unit. Slower growth is
+# left to `--sample 1`, which traces every unit from the start.
+WATCH_MIN_UNITS = 60
+CHECK_EVERY = 20
 # Aggregating the traces by line costs in proportion to the traces alive,
 # and a long-running worker holds many: do it at most this share of a unit's
 # time (the traced total, read in O(1), still makes one point per unit) ...
@@ -70,49 +67,24 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
-class UnitSchedule:
-    """Sampled runs: holder walks by units done, at the first window due after each mark.
-
-    Windows are K units apart, so counting them would put the third walk
-    (the one that shows a container growing) thousands of units in.
-    """
-
-    def __init__(self, collector: Collector, every: int) -> None:
-        self.collector = collector
-        self.every = CheckpointSchedule(every)
-        self.next_mark = 0
-
-    def __contains__(self, traced: object) -> bool:
-        done = self.collector.measured
-        if done < self.next_mark:
-            return False
-        self.next_mark = next(n for n in range(done + 1, done + 10 * self.every.every + 2)
-                              if n in self.every)
-        return True
-
-
 class UnitCollector(Collector):
     """One process of a real worker, fed one ``end_loop()`` per unit of work."""
 
     def __init__(
-        self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None
+        self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None,
+        may_trace: bool = True,
     ) -> None:
         # The parent stops the command; the collector itself never ends a run.
-        settings.iterations = 1 << 40
-        # 0 is "auto": trace every unit unless tracing would slow units too much.
-        self.auto = settings.sample <= 0
-        self.sample = max(1, settings.sample)
-        if self.sample > 1:
+        # A watched process starts in fast mode (no tracing until it grows);
+        # fast mode's preallocated per-loop arrays are for a known count, so a
+        # watched worker keeps growable arrays instead.
+        self.watching = settings.sample != 1
+        if self.watching:
             settings.mode = "fast"
-            # Fast mode's preallocated per-loop arrays are for a known count;
-            # a sampled worker records every unit as it comes instead.
-            settings.iterations = 0
+        settings.iterations = 0 if self.watching else 1 << 40
         super().__init__(settings, observer, holder_probe)
         settings.iterations = 1 << 40
         self._checkpoints: Any = CheckpointSchedule(settings.checkpoint_every)
-        if self.sample > 1:
-            self.observer = _JoinedWindows(observer)
-            self._checkpoints = UnitSchedule(self, settings.checkpoint_every)
         self._locator_running = False
         self._described = False
         # Full mode: aggregate the traces by line every `_gap` units, where the
@@ -124,21 +96,17 @@ class UnitCollector(Collector):
         self._last_traced: int | None = None
         self._measuring_since: float | None = None
         self.closed = False
-        # --sample: units since the last window, and where the window is.
-        self._untraced_run = 0
-        self._window_left = 0
-        self._window_tracebacks: dict[tuple[str, int], Any] = {}
-        # --sample auto: untraced and traced seconds of the trial units.
-        self._trial_untraced: list[float] = []
-        self._trial_traced: list[float] = []
-        self.decision: dict[str, Any] = {}
-        self._last_seconds: float | None = None
+        # Watched: the counters of every unit, for the decision rule.
+        self._watch_blocks = array("d")
+        self._watch_malloc = array("d")
+        # --sample K: a process not picked is watched and never traced.
+        self.may_trace = may_trace
 
     # -------------------------------------------------------------- driving
 
     def end_loop(self) -> bool:
-        if self.sample > 1 and self.measuring:
-            return self._end_sampled_unit()
+        if self.watching and self.measuring and self._traced_target == 0:
+            return self._end_watched_unit()
         super().end_loop()
         return True
 
@@ -149,19 +117,7 @@ class UnitCollector(Collector):
         self.closed = True
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
-        if self.sample > 1:
-            # Sampled: a window cut short proves nothing, and a final
-            # collection would see one window's traces, not the run's; the
-            # sites take the tracebacks the windows kept.
-            if self._window_left and tracemalloc.is_tracing():
-                tracemalloc.stop()
-            self._end = {"tracebacks": [
-                [list(key), [list(frame) for frame in frames]]
-                for key, frames in self._window_tracebacks.items()
-            ]}
-            if self.holder_probe is not None and self.traced > 0:
-                self._checkpoint(final=True)
-        elif self.measuring and self.traced > 0 and tracemalloc.is_tracing():
+        if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
             if self._skipped:
                 # The last units were cheap ones: their lines arrive now, so
                 # each line's series ends where the run ends.
@@ -182,59 +138,49 @@ class UnitCollector(Collector):
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
 
-    # ------------------------------------------------------------ --sample auto
+    # ------------------------------------------------------------- watching
 
-    def _warmup_finished(self) -> bool:
-        """After warm-up, --sample auto traces a few trial units to price tracing.
+    def _end_watched_unit(self) -> bool:
+        """Counters only; every CHECK_EVERY units, the rule decides whether to trace."""
+        import time
 
-        tracemalloc's cost is per allocation: a unit that is mostly I/O (a
-        task waiting on its broker, a request on its client) barely notices
-        it, an allocation-heavy one can run ten times slower. The trial runs
-        as warm-up; if tracing more than AUTO_MAX_SLOWDOWN times the unit's
-        wall time, the process measures in sampled windows with the K that
-        keeps them under AUTO_WINDOW_BUDGET of its time.
-        """
-        done = super()._warmup_finished()
-        if not self.auto or not done:
-            if self.auto and self._last_seconds is not None:
-                self._trial_untraced.append(self._last_seconds)
-            return done
-        if not self._trial_traced and not tracemalloc.is_tracing():
-            tracemalloc.start(self.settings.frames)
-            self._trial_traced.append(-1.0)  # the unit now ending ran untraced
-            return False
-        self._trial_traced.append(self._last_seconds or 0.0)
-        if len(self._trial_traced) <= AUTO_TRIAL_UNITS:
-            return False
-        self._decide_sampling()
+        started = time.perf_counter()
+        seconds = started - self._last_time
+        index = self.index
+        self.index += 1
+        self._record_detect_unit(index, seconds)
+        if (
+            self.may_trace and self.measured >= WATCH_MIN_UNITS
+            and self.measured % CHECK_EVERY == 0 and self._counters_grow()
+        ):
+            self._start_tracing_for_good()
+        self._last_time = time.perf_counter()
+        self.harness_seconds += self._last_time - started
         return True
 
-    def _decide_sampling(self) -> None:
-        untraced = _median(self._trial_untraced[-AUTO_TRIAL_UNITS:])
-        traced = _median(self._trial_traced[1:])
-        slowdown = traced / untraced if untraced > 0 else 1.0
-        self.auto = False
-        self.decision = {"untraced_seconds": round(untraced, 6),
-                         "traced_seconds": round(traced, 6), "slowdown": round(slowdown, 2)}
-        if slowdown <= AUTO_MAX_SLOWDOWN:
-            self.decision["sample"] = 1
-            self.observer.on_phase("sampling", self.decision)
-            return
-        # Tracing stops here; sampled windows start it again.
-        tracemalloc.stop()
-        self.sample = min(AUTO_MAX_SAMPLE, math.ceil(
-            WINDOW_UNITS * (slowdown - 1) / AUTO_WINDOW_BUDGET))
-        self.decision["sample"] = self.sample
-        self.observer.on_phase("sampling", self.decision)
-        self.settings.mode = "fast"
-        self.fast = True
-        self._traced_target = 0
-        self.observer = _JoinedWindows(self.observer)
-        self._checkpoints = UnitSchedule(self, self.settings.checkpoint_every)
+    def _counters_grow(self) -> bool:
+        from leakscope import counters
+        from leakscope.analysis import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE, ratchet
 
-    def _record_warmup(self, index: int, seconds: float) -> None:
-        self._last_seconds = seconds
-        super()._record_warmup(index, seconds)
+        blocks = ratchet(list(self._watch_blocks))
+        grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE
+        malloc = None
+        if counters.has_malloc_counter() and len(self._watch_malloc) == len(self._watch_blocks):
+            malloc = ratchet(list(self._watch_malloc))
+            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE)
+        self.detection = {
+            "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
+            "malloc_p_value": malloc.p_value if malloc else None,
+            "malloc_rate": round(malloc.slope, 1) if malloc else None,
+            "growth": grew, "after_units": self.measured,
+        }
+        return grew
+
+    def _start_tracing_for_good(self) -> None:
+        """Growth seen by the counters: trace every unit from now on, as full mode does."""
+        self._traced_target = 1 << 40
+        self.observer.on_phase("locate", self.detection)
+        self._start_tracing()
 
     # ------------------------------------------------------------ internals
 
@@ -243,7 +189,7 @@ class UnitCollector(Collector):
         self._unit_seconds = seconds if self._unit_seconds is None else (
             0.9 * self._unit_seconds + 0.1 * seconds)
         due = (
-            self.sample > 1 or self._skipped >= self._gap - 1 or stop_locator
+            self._skipped >= self._gap - 1 or stop_locator
             # the checkpoint's own unit, and the one after (leakscope's bytes moved)
             or (self.traced + 1) in self._checkpoints or self.traced in self._checkpoints
         )
@@ -269,7 +215,7 @@ class UnitCollector(Collector):
         self._own_bytes = tracemalloc.get_traced_memory()[0] - self._previous.total_bytes
         self._last_traced = None
         self._skipped = 0
-        if self.sample == 1 and self._unit_seconds:
+        if self._unit_seconds:
             affordable = math.ceil(spent / (AGGREGATE_BUDGET * self._unit_seconds))
             # At least ten diffs over the run so far: a line's series must be
             # a staircase with many steps for its slope to be its rate.
@@ -296,7 +242,7 @@ class UnitCollector(Collector):
                 - self._trace_overhead * self._previous.all_blocks
             )
         loop = {
-            "index": index, "warmup": False, "phase": "measure",
+            "index": index, "warmup": False, "phase": "locate" if self.fast else "measure",
             "traced_bytes": traced, "traced_blocks": self._previous.total_blocks,
             "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
@@ -333,89 +279,23 @@ class UnitCollector(Collector):
             self._locator_running = probe.start_locating(None)
         self.observer.on_holders(probe.snapshot())  # type: ignore[attr-defined]
 
-    def _end_sampled_unit(self) -> bool:
-        """--sample K: count every unit untraced; trace a short window every K."""
-        import time
-
-        started = time.perf_counter()
-        seconds = started - self._last_time
-        index = self.index
-        self.index += 1
-        if self._window_left > 2:
-            # The window's first units run traced and unmeasured: objects the
-            # interpreter recycles (free lists, str and int caches) settle
-            # into traces before the baseline is taken.
-            self._record_detect_unit(index, seconds)
-            self._window_left -= 1
-        elif self._window_left == 2:
-            # Its end is the baseline of the one unit measured next.
-            self._previous = sites.aggregate(_get_traces(), self._is_own)
-            self._record_detect_unit(index, seconds)
-            self._window_left -= 1
-        elif self._window_left == 1:
-            self.observer.window_base = (  # type: ignore[attr-defined]
-                self._previous.total_bytes, self._previous.total_blocks)
-            self._record_measured(index, seconds)
-            self._window_left = 0
-            # Sites need their tracebacks, and tracemalloc forgets them at stop.
-            for key, frames in sites.dominant_tracebacks(
-                _get_traces(), self._is_own, TRACEBACK_LINES
-            ).items():
-                self._window_tracebacks[key] = frames
-            tracemalloc.stop()
-            self._untraced_run = 0
-        else:
-            self._record_detect_unit(index, seconds)
-            self._untraced_run += 1
-            if self._untraced_run >= self.sample - WINDOW_UNITS:
-                tracemalloc.start(self.settings.frames)
-                self._window_left = WINDOW_UNITS
-        self._last_time = time.perf_counter()
-        self.harness_seconds += self._last_time - started
-        return True
-
     def _record_detect_unit(self, index: int, seconds: float) -> None:
         """A fast-mode detect loop, with no preallocated array to fill."""
         import sys
 
         from leakscope import counters
 
+        blocks = sys.getallocatedblocks()
+        malloc = counters.malloc_in_use()
+        # array appends grow by realloc, outside the block count being read.
+        self._watch_blocks.append(blocks)
+        if malloc is not None:
+            self._watch_malloc.append(malloc)
         loop = {
             "index": index, "warmup": False, "phase": "detect",
-            "rss_bytes": counters.rss_bytes(), "malloc_bytes": counters.malloc_in_use(),
-            "allocated_blocks": sys.getallocatedblocks(),
+            "rss_bytes": counters.rss_bytes(), "malloc_bytes": malloc,
+            "allocated_blocks": blocks,
             "gc_collections": self._gc_counter.collections, "seconds": seconds,
         }
         self.measured += 1
         self.observer.on_loop(loop, [])
-
-
-class _JoinedWindows:
-    """--sample: each window's traced figures continue the previous window's.
-
-    tracemalloc restarts at every window, so its totals start from zero each
-    time; the decision rule wants one series of what the traced units kept,
-    so each window's gain is added to the sum of the earlier ones.
-    """
-
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
-        self.window_base = (0, 0)
-        self.kept_bytes = 0
-        self.kept_blocks = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.observer, name)
-
-    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
-        if loop.get("traced_bytes") is not None:
-            self.kept_bytes += loop["traced_bytes"] - self.window_base[0]
-            self.kept_blocks += loop["traced_blocks"] - self.window_base[1]
-            loop["traced_bytes"] = self.kept_bytes
-            loop["traced_blocks"] = self.kept_blocks
-        self.observer.on_loop(loop, changes)
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0

@@ -1,8 +1,8 @@
 """Every scenario under scenarios/workers/, through `leakscope run` on the real framework.
 
 The scenarios run with ``--sample 1`` (every unit traced), whose verdict needs
-the fewest units; the default ``--sample auto`` is tested on a longer Celery
-run at the end, where it chooses sampled windows.
+the fewest units; the default ``--sample auto`` (watch with counters, trace
+once they grow) is tested on a longer Celery run at the end.
 
 A real Redis, real Celery (prefork with two children, and solo), RQ
 (SimpleWorker and the forking Worker) and gunicorn (two sync workers) fed by
@@ -161,9 +161,9 @@ def test_worker_scenario(scenario, redis_url, tmp_path):
 
 
 def test_default_sampling_still_names_the_leaking_children(redis_url, tmp_path):
-    """`--sample auto` (the default) prices tracing in each pool child; on this
-    allocation-light task it may trace every unit or sample windows, and either
-    way the leaking children, the holder and the user line come out."""
+    """`--sample auto` (the default) watches each pool child with cheap counters and
+    traces it once they grow: the leaking children, the holder and the user line
+    still come out, and the main process is never traced."""
     from celery import Celery
 
     scenario = WORKERS / "celery_leak.py"
@@ -180,7 +180,10 @@ def test_default_sampling_still_names_the_leaking_children(redis_url, tmp_path):
     run = load_json(out)
     children = [p for p in run["processes"] if p["process"]["role"] == "celery pool child"]
     assert len(children) == 2
-    assert all(p["process"]["sample"] >= 1 for p in children)
+    assert all(p["process"]["tracing_from_unit"] >= 60 for p in children)
+    assert all(p["mode"] == "fast" for p in children)
+    main = next(p for p in run["processes"] if p["process"]["role"] == "celery main process")
+    assert main["process"]["traced_units"] == 0
     assert all(p["verdict"]["leak"] for p in children), [p["verdict"] for p in children]
     assert run["verdict"]["leak"] and run["verdict"]["kind"] == "reachable"
     assert run["holders"][0]["path"] == want["holder"]
