@@ -79,8 +79,7 @@ class UnitCollector(Collector):
         # fast mode's preallocated per-loop arrays are for a known count, so a
         # watched worker keeps growable arrays instead.
         self.watching = settings.sample != 1
-        if self.watching:
-            settings.mode = "fast"
+        settings.mode = "fast" if self.watching else "full"
         settings.iterations = 0 if self.watching else 1 << 40
         super().__init__(settings, observer, holder_probe)
         settings.iterations = 1 << 40

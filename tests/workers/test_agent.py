@@ -79,3 +79,18 @@ def test_outside_leakscope_run_the_startup_hook_does_nothing(tmp_path):
         env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "None", proc.stderr
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_sample_k_traces_every_kth_working_process(tmp_path):
+    script = tmp_path / "forker.py"
+    script.write_text(FORKING)
+    out = tmp_path / "run.json"
+    proc = run_cli("run", "--quiet", "--sample", "2", "--no-holders", "--json", str(out), "--",
+                   sys.executable, str(script))
+    assert proc.returncode == 0, proc.stderr
+    by_role = {p["process"]["role"]: p for p in load_json(out)["processes"]}
+    parent, child = by_role["forker.py"], by_role["forked from forker.py"]
+    # The parent did work first: slot 0, traced; the child is watched, never traced.
+    assert parent["process"]["traced"] is True and parent["process"]["traced_units"] == 20
+    assert child["process"]["traced"] is False and child["process"]["traced_units"] == 0
+    assert parent["verdict"]["leak"] is True and child["verdict"]["leak"] is False
