@@ -680,6 +680,13 @@ def analyse(run: Run) -> Run:
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     if not verdict.summary.startswith("Undecided"):
         verdict.summary = describe(verdict, run)
+        inside = verdict.evidence.get("library_only")
+        if verdict.leak and inside:
+            at = f" (first at {inside})" if isinstance(inside, str) else ""
+            verdict.summary += (
+                f" It grows only inside framework or library code{at}, with no container "
+                f"or line of yours behind it, over {len(run.measured):,} {run.unit}s."
+            )
     run.verdict = verdict
     return run
 
@@ -730,7 +737,8 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     first, second = _half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first
     if measured >= FRAMEWORK_HORIZON and not settling:
-        return verdict
+        where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
+        return replace(verdict, evidence={**verdict.evidence, "library_only": where or True})
     # Still short of the horizon, or the rate is dying away as a bound fills:
     # a run as long again would show whether it levels off.
     needed = max(FRAMEWORK_HORIZON - measured, measured if settling else 0)

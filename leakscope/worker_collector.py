@@ -41,11 +41,12 @@ EARLY_CHECKPOINTS = (0, 10, 30, 60)
 EARLY_WALKS = 3
 WALK_BUDGET = 0.1
 # A watched process (--sample auto, or one not picked by --sample K) runs
-# the decision rule on its counters every CHECK_EVERY units once it has
-# WATCH_MIN_UNITS, and starts tracing when they grow at least this fast: one
-# small object (a block) or 64 bytes of malloc per unit. Slower growth is
-# left to `--sample 1`, which traces every unit from the start.
-WATCH_MIN_UNITS = 60
+# the decision rule on the later half of its counters every CHECK_EVERY units
+# once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
+# TRACE_MIN_BLOCKS_RATE blocks or NATIVE_MIN_RATE bytes of malloc per unit
+# (analysis.py). Slower growth is left to `--sample 1`, which traces every
+# unit from the start.
+WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
 # Aggregating the traces by line costs in proportion to the traces alive,
 # and a long-running worker holds many: do it at most this share of a unit's
@@ -161,11 +162,15 @@ class UnitCollector(Collector):
         from leakscope import counters
         from leakscope.analysis import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE, ratchet
 
-        blocks = ratchet(list(self._watch_blocks))
+        # The later half only: a framework's own warm-up (connections,
+        # first-task imports, caches that fill) is steep early and then dies
+        # away, while a leak keeps its pace.
+        half = len(self._watch_blocks) // 2
+        blocks = ratchet(list(self._watch_blocks)[half:])
         grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE
         malloc = None
         if counters.has_malloc_counter() and len(self._watch_malloc) == len(self._watch_blocks):
-            malloc = ratchet(list(self._watch_malloc))
+            malloc = ratchet(list(self._watch_malloc)[half:])
             grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE)
         self.detection = {
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
