@@ -165,13 +165,16 @@ class UnitCollector(Collector):
         # The later half only: a framework's own warm-up (connections,
         # first-task imports, caches that fill) is steep early and then dies
         # away, while a leak keeps its pace.
-        half = len(self._watch_blocks) // 2
-        blocks = ratchet(list(self._watch_blocks)[half:])
-        grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE
+        series = list(self._watch_blocks)
+        half = len(series) // 2
+        blocks = ratchet(series[half:])
+        grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE and not _settling(series)
         malloc = None
         if counters.has_malloc_counter() and len(self._watch_malloc) == len(self._watch_blocks):
-            malloc = ratchet(list(self._watch_malloc)[half:])
-            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE)
+            malloc_series = list(self._watch_malloc)
+            malloc = ratchet(malloc_series[half:])
+            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
+                            and not _settling(malloc_series))
         self.detection = {
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
             "malloc_p_value": malloc.p_value if malloc else None,
@@ -303,3 +306,13 @@ class UnitCollector(Collector):
         }
         self.measured += 1
         self.observer.on_loop(loop, [])
+
+
+def _settling(series: list[float]) -> bool:
+    """Whether the later half grows much slower than the earlier: a warm-up dying away."""
+    from leakscope.analysis import SETTLING_RATIO, suffix_minima, theil_sen
+
+    half = len(series) // 2
+    floor = suffix_minima(series)
+    early, late = theil_sen(floor[:half]), theil_sen(floor[half:])
+    return early > 0 and late < SETTLING_RATIO * early
