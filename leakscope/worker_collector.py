@@ -25,7 +25,17 @@ import tracemalloc
 from array import array
 from typing import Any
 
-from leakscope import sites
+# Imported here, not at the first check: an import in the middle of a
+# watched run would be a step in the very block count it reads.
+from leakscope import counters, sites
+from leakscope.analysis import (
+    NATIVE_MIN_RATE,
+    SETTLING_RATIO,
+    TRACE_MIN_BLOCKS_RATE,
+    ratchet,
+    suffix_minima,
+    theil_sen,
+)
 from leakscope.collector import (
     Collector,
     HolderProbe,
@@ -159,9 +169,6 @@ class UnitCollector(Collector):
         return True
 
     def _counters_grow(self) -> bool:
-        from leakscope import counters
-        from leakscope.analysis import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE, ratchet
-
         # The later half only: a framework's own warm-up (connections,
         # first-task imports, caches that fill) is steep early and then dies
         # away, while a leak keeps its pace.
@@ -236,7 +243,6 @@ class UnitCollector(Collector):
         """
         import sys
 
-        from leakscope import counters
 
         traced = tracemalloc.get_traced_memory()[0] - self._own_bytes
         previous = self._last_traced if self._last_traced is not None else (
@@ -290,7 +296,6 @@ class UnitCollector(Collector):
         """A fast-mode detect loop, with no preallocated array to fill."""
         import sys
 
-        from leakscope import counters
 
         blocks = sys.getallocatedblocks()
         malloc = counters.malloc_in_use()
@@ -310,8 +315,6 @@ class UnitCollector(Collector):
 
 def _settling(series: list[float]) -> bool:
     """Whether the later half grows much slower than the earlier: a warm-up dying away."""
-    from leakscope.analysis import SETTLING_RATIO, suffix_minima, theil_sen
-
     half = len(series) // 2
     floor = suffix_minima(series)
     early, late = theil_sen(floor[:half]), theil_sen(floor[half:])
