@@ -678,7 +678,9 @@ def analyse(run: Run) -> Run:
             for holder in run.holders:
                 holder.growing = False
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
-    if not verdict.summary.startswith("Undecided"):
+    if verdict.leak and verdict.evidence.get("untraced"):
+        verdict.summary = _describe_untraced(verdict, run)
+    elif not verdict.summary.startswith("Undecided"):
         verdict.summary = describe(verdict, run)
         inside = verdict.evidence.get("library_only")
         if verdict.leak and inside:
@@ -689,6 +691,21 @@ def analyse(run: Run) -> Run:
             )
     run.verdict = verdict
     return run
+
+
+def _describe_untraced(verdict: Verdict, run: Run) -> str:
+    """A watched process that grew but was never traced: the counters' word, no lines."""
+    unit = run.unit
+    if verdict.kind == "native":
+        rate = f"{format_bytes(verdict.bytes_per_iteration)} of malloc"
+    else:
+        rate = f"{format_count(verdict.blocks_per_iteration)} allocated blocks"
+    return (
+        f"Leak ({verdict.kind}, from the counters): {rate} kept per {unit}, confidence "
+        f"{verdict.confidence:.2f}. This process was watched, not traced, so no line or "
+        f"container is named: run it longer (tracing starts once its counters grow, from "
+        f"the 100th {unit}) or with --sample 1."
+    )
 
 
 def _user_attributed(run: Run) -> bool:
@@ -732,7 +749,7 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     units would tell a filling bound from a leak.
     """
     measured = len(run.measured)
-    if not verdict.leak or _user_attributed(run):
+    if not verdict.leak or _user_attributed(run) or verdict.evidence.get("untraced"):
         return verdict
     first, second = _half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first

@@ -1062,7 +1062,11 @@ def _root_name(name: str, module: types.ModuleType) -> str:
     if name != "__main__":
         return name
     filename = _MODULE_DICT.__get__(module).get("__file__")
-    if type(filename) is str and filename.endswith(".py"):
+    if type(filename) is not str:
+        # CPython drops __main__.__file__ once the script returns: a walk at
+        # exit (atexit, the final checkpoint) finds it in sys.argv instead.
+        filename = sys.argv[0] if sys.argv and type(sys.argv[0]) is str else ""
+    if filename.endswith(".py"):
         return os.path.basename(filename)[:-3]
     return name
 
@@ -1070,7 +1074,7 @@ def _root_name(name: str, module: types.ModuleType) -> str:
 def _module_name(module: types.ModuleType) -> str:
     for name, candidate in list(sys.modules.items()):
         if candidate is module:
-            return name
+            return _root_name(name, module)
     return "<module>"
 
 

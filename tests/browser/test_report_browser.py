@@ -240,7 +240,8 @@ def test_report_of_a_real_worker_run(browser, tmp_path):
         "if pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n"
     )
     run_json, report = tmp_path / "run.json", tmp_path / "run.html"
-    proc = run_cli("run", "--quiet", "--json", str(run_json), "--html", str(report), "--",
+    proc = run_cli("run", "--quiet", "--sample", "1", "--json", str(run_json), "--html",
+                   str(report), "--",
                    sys.executable, str(script))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = load_json(run_json)

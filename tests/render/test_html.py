@@ -230,8 +230,13 @@ def test_processes_of_a_multi_process_run_are_listed():
     child.process = {"pid": 41, "parent_pid": 40, "role": "worker", "command": "celery worker"}
     run.processes = [child]
     rows = view_model(run)["processes"]
+    measured = len(child.measured)
     assert rows == [{"pid": "41", "parent": "40", "role": "worker", "command": "celery worker",
-                     "leak": True, "summary": child.verdict.summary}]
+                     "leak": True, "summary": child.verdict.summary,
+                     "units": f"{measured} + {len(child.loops) - measured} warm-up "
+                              f"{child.unit}s"}]
+    run.observations["advice"] = ["<b>recycle</b> after 100 tasks"]
+    assert view_model(run)["advice"] == ["<b>recycle</b> after 100 tasks"]
 
 
 # --------------------------------------------------------------------- source
