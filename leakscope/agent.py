@@ -81,31 +81,23 @@ def initial_role(argv: list[str]) -> str:
     return name
 
 
-class _Observer:
-    """Collector messages as JSON lines to the process's events file."""
+def _observer(agent: Agent) -> Any:
+    """The trace harness's observer, writing to this process's events file instead of a
+    pipe, with the peak RSS on every unit and the worker-only messages."""
+    from leakscope.harness import ChannelObserver
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    class WorkerObserver(ChannelObserver):
+        def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+            loop["peak_rss_bytes"] = peak_rss_bytes()
+            super().on_loop(loop, changes)
 
-    def on_measuring(self, warmup_loops: int) -> None:
-        self.agent.send({"t": "measuring", "warmup_loops": warmup_loops})
+        def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None:
+            self.channel.send({"t": "lines", "changes": changes})
 
-    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
-        self.agent.send({"t": "phase", "phase": phase, "info": info})
+        def on_holders(self, report: dict[str, Any]) -> None:
+            self.channel.send({"t": "holders", "report": report})
 
-    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
-        loop["peak_rss_bytes"] = peak_rss_bytes()
-        self.agent.send({"t": "loop", "loop": loop, "changes": changes})
-
-    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
-        self.agent.send({"t": "checkpoint", "loops_done": loops_done,
-                         "observation": observation})
-
-    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None:
-        self.agent.send({"t": "lines", "changes": changes})
-
-    def on_holders(self, report: dict[str, Any]) -> None:
-        self.agent.send({"t": "holders", "report": report})
+    return WorkerObserver(agent)  # the agent has the channel's send()
 
 
 class Agent:
@@ -259,7 +251,7 @@ class Agent:
             from leakscope.holders import HolderProbe
 
             probe = HolderProbe()
-        recorder = self.recorder = UnitCollector(settings, _Observer(self), probe, may_trace)
+        recorder = self.recorder = UnitCollector(settings, _observer(self), probe, may_trace)
         recorder.begin()
         hook.install(self)  # ticks come here, not straight to the collector
         return recorder
