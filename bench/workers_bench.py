@@ -110,6 +110,7 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - still starting
             time.sleep(0.05)
     url = f"redis://127.0.0.1:{port}/0"
+    traced: dict[str, list[str]] = {name: [] for name in CONFIGS}
     per_task: dict[str, list[float]] = {name: [] for name in CONFIGS}
     steady: dict[str, list[float]] = {name: [] for name in CONFIGS}
     try:
@@ -118,6 +119,7 @@ def main() -> None:
                 whole, second_half = one_round(name, prefix, url, client, workdir)
                 per_task[name].append(whole)
                 steady[name].append(second_half)
+                traced[name].append(_traced(workdir / f"{name}.json"))
     finally:
         server.terminate()
         server.wait()
@@ -129,6 +131,21 @@ def main() -> None:
             median = statistics.median(values)
             print(f"  {name:12s} {median * 1000:7.3f} ms/task  {median / plain:5.2f}x plain  "
                   f"({', '.join(f'{v * 1000:.3f}' for v in values)})")
+    print(" traced units per pool child, each round (units done in brackets):")
+    for name, rounds in traced.items():
+        if any(rounds):
+            print(f"  {name:12s} {' | '.join(rounds)}")
+
+
+def _traced(path: Path) -> str:
+    """How much of each pool child leakscope traced in one round."""
+    import json
+
+    if not path.exists():
+        return ""
+    children = [p["process"] for p in json.loads(path.read_text())["processes"]
+                if p["process"].get("role") == "celery pool child"]
+    return ", ".join(f"{c.get('traced_units', 0)} ({c.get('units', 0)})" for c in children)
 
 
 if __name__ == "__main__":

@@ -238,20 +238,21 @@ class Agent:
         from leakscope.worker_collector import UnitCollector
 
         settings = Settings.from_dict(self.config["settings"])
-        may_trace = True
+        may_trace, trace_first = True, False
         if settings.sample > 1:
-            # --sample K: every Kth process to do work is traced in full; the
-            # others are watched with the counters only.
+            # --sample K: every Kth process to do work traces its window at
+            # once; the others are watched with the counters only.
             slot = self._claim_slot()
-            may_trace = slot % settings.sample == 0
-            settings.sample = 1 if may_trace else 0
+            may_trace = trace_first = slot % settings.sample == 0
+            settings.sample = 0
             self.describe(sample_slot=slot, traced=may_trace)
         probe = None
         if settings.holders and may_trace:
             from leakscope.holders import HolderProbe
 
             probe = HolderProbe()
-        recorder = self.recorder = UnitCollector(settings, _observer(self), probe, may_trace)
+        recorder = self.recorder = UnitCollector(settings, _observer(self), probe, may_trace,
+                                                 trace_first)
         recorder.begin()
         hook.install(self)  # ticks come here, not straight to the collector
         return recorder

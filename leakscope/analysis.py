@@ -87,12 +87,15 @@ SLOPE_POINTS = 400
 # reported as undecided, with the units still needed, never as a leak.
 FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
-# this share of the fastest growing line.
+# this share of the whole growth.
 USER_SHARE = 0.1
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
 # its counters grow this fast (worker_collector reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
+# After its traced window, a watched worker's verdict reads the untraced
+# units that follow once there are this many (half a detection check's span).
+WATCHED_AFTER_MIN = 50
 # Framework-only growth whose rate in the second half of the run is below
 # this share of the first half's is settling (a bound filling), at any length.
 SETTLING_RATIO = 0.5
@@ -327,6 +330,11 @@ def _decide_fast(run: Run) -> Verdict:
     detect = [loop for loop in run.loops if loop.phase == "detect"]
     located = [loop for loop in run.loops if loop.phase == "locate"]
     partial = bool(run.observations.get("interrupted"))
+    if run.process is not None:
+        detect = _watched_segment(run.loops)
+        if len(detect) < MIN_LOOPS and len(located) >= MIN_LOOPS:
+            # Picked by --sample K and ended within its traced window.
+            return _decide_traced(run, located)
     blocks = [float(loop.allocated_blocks or 0) for loop in detect]
     malloc = [float(loop.malloc_bytes) for loop in detect if loop.malloc_bytes is not None]
     if len(blocks) < MIN_LOOPS:
@@ -391,6 +399,25 @@ def _decide_fast(run: Run) -> Verdict:
         confidence=block_evidence.confidence, partial=partial, evidence=facts,
         summary="",
     )
+
+
+def _watched_segment(loops: Sequence[Loop]) -> list[Loop]:
+    """A watched worker's untraced units on one side of its traced window.
+
+    tracemalloc's own tables sit in malloc's counter while it traces and
+    leave it when it stops, a step that is not the worker's: the rule reads
+    one side only. The units after the window say what the worker does now,
+    once there are enough of them; until then, the ones that started the
+    tracing.
+    """
+    phases = [loop.phase for loop in loops]
+    if "locate" not in phases:
+        return [loop for loop in loops if loop.phase == "detect"]
+    first = phases.index("locate")
+    last = len(phases) - 1 - phases[::-1].index("locate")
+    before = [loop for loop in loops[:first] if loop.phase == "detect"]
+    after = [loop for loop in loops[last + 1:] if loop.phase == "detect"]
+    return after if len(after) >= WATCHED_AFTER_MIN or len(after) > len(before) else before
 
 
 def _counters_verdict(
@@ -708,14 +735,16 @@ def _describe_untraced(verdict: Verdict, run: Run) -> str:
     )
 
 
-def _user_attributed(run: Run) -> bool:
+def _user_attributed(run: Run, growth_rate: float) -> bool:
     """Whether the growth is in the user's own code: a growing site or container of theirs."""
-    verdict_rate = max((s.bytes_per_iteration for s in run.sites if s.growing), default=0)
+    rate = max([growth_rate] + [s.bytes_per_iteration for s in run.sites if s.growing])
     for site in run.sites:
-        # A user line counts when it carries a real share of the growth, not
-        # a few bytes of free-list noise beside a framework's filling cache.
+        # A user line counts when it carries a real share of the whole growth,
+        # not a few bytes beside a framework's filling cache: objects a user
+        # line made and freed wait in the interpreter's free lists, and the
+        # framework's cache that takes them keeps them under the user's line.
         if site.growing and site.user_frame is not None and (
-            site.bytes_per_iteration >= USER_SHARE * verdict_rate
+            site.bytes_per_iteration >= USER_SHARE * rate
         ):
             return True
     for holder in run.holders:
@@ -736,10 +765,8 @@ def _half_rates(run: Run) -> tuple[float, float]:
         return 0.0, 0.0
     floor = suffix_minima(values)
     half = len(floor) // 2
-    # Per unit, not per traced loop: with --sample, traced loops are K units apart.
-    units_per_point = max(1.0, len(run.measured) / len(values))
-    return (theil_sen(floor[:half]) / units_per_point,
-            theil_sen(floor[half:]) / units_per_point)
+    # Traced units are consecutive (every unit, or one window of them).
+    return theil_sen(floor[:half]), theil_sen(floor[half:])
 
 
 def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
@@ -749,7 +776,10 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     units would tell a filling bound from a leak.
     """
     measured = len(run.measured)
-    if not verdict.leak or _user_attributed(run) or verdict.evidence.get("untraced"):
+    if (
+        not verdict.leak or verdict.evidence.get("untraced")
+        or _user_attributed(run, verdict.bytes_per_iteration)
+    ):
         return verdict
     first, second = _half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first

@@ -33,6 +33,7 @@ from leakscope.settings import (
     DEFAULT_RUN_WARMUP,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP,
+    DEFAULT_TRACE_UNITS,
     Settings,
 )
 from leakscope.units import parse_size
@@ -515,6 +516,12 @@ def run_command(
         DEFAULT_CHECKPOINT_EVERY, "--checkpoint-every", min=1,
         help="Walk the heap for growing containers every N traced units.",
     ),
+    trace_units: Optional[int] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--trace-units", min=0,
+        help=f"Traced units per process before tracing stops and the counters carry on "
+             f"(default {DEFAULT_TRACE_UNITS} with --sample auto or K; 0: no limit, "
+             f"as with --sample 1).",
+    ),
     frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
                                help="Traceback depth kept per allocation."),
     json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
@@ -558,6 +565,8 @@ def run_command(
         warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
         timeout=timeout, top=top, holders=not no_holders, sample=every,
         checkpoint_every=checkpoint_every, mode="full" if every == 1 else "fast",
+        trace_units=(0 if every == 1 else DEFAULT_TRACE_UNITS) if trace_units is None
+        else trace_units,
     )
     limits = launcher.RunLimits(units=units, duration=duration, timeout=timeout,
                                 stop_timeout=stop_timeout)

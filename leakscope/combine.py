@@ -29,7 +29,7 @@ def combine(runs: list[Run], command: str, settings: dict[str, Any], started_at:
     working = [run for run in runs if run.measured]
     leaking = sorted(
         (run for run in working if run.verdict is not None and run.verdict.leak),
-        key=lambda run: run.verdict.bytes_per_iteration if run.verdict else 0.0, reverse=True,
+        key=_growth, reverse=True,
     )
     lead = leaking[0] if leaking else max(working, key=lambda r: len(r.measured), default=None)
     run = Run(
@@ -66,6 +66,17 @@ def combine(runs: list[Run], command: str, settings: dict[str, Any], started_at:
     ]
     run.observations["advice"] = [line for p in runs for line in advice(p)]
     return run
+
+
+def _growth(run: Run) -> float:
+    """What a leaking process gained over its run: its rate times the units it measured.
+
+    The process that did most of the work has the most evidence (holder walks,
+    the line that grows its container), and the rate alone would favour a
+    process that ran a handful of units at a noisy rate.
+    """
+    rate = run.verdict.bytes_per_iteration if run.verdict else 0.0
+    return rate * len(run.measured)
 
 
 def _no_leak(working: list[Run], runs: list[Run], unit: str) -> Verdict:

@@ -128,6 +128,10 @@ def _classify(cls: type) -> int:
     if issubclass(cls, (_MEMBER, _GETSET, types.WrapperDescriptorType,
                         types.MethodDescriptorType, types.ClassMethodDescriptorType)):
         return _K_SKIP
+    if _is_own_module(_TYPE_DICT.__get__(cls).get("__module__")):
+        # leakscope's own objects (`leakscope run` puts its import finder on
+        # sys.meta_path): its bookkeeping is not the worker's.
+        return _K_SKIP
     return _K_INSTANCE
 
 
@@ -201,8 +205,8 @@ def _module_order(name: str, module: types.ModuleType) -> tuple[int, str]:
     return (0 if name == "__main__" or user else 1, name)
 
 
-def _is_own_module(name: str) -> bool:
-    return name == "leakscope" or name.startswith("leakscope.")
+def _is_own_module(name: object) -> bool:
+    return type(name) is str and (name == "leakscope" or name.startswith("leakscope."))
 
 
 def _dunder(name: object) -> bool:
@@ -830,6 +834,10 @@ class HolderProbe:
             container = Container(path, walk.objects[key], kind, length, walk.bound(key))
             self.details[key] = _describe(container, length - series[0])
             self._growing.append(container)
+
+    def rising(self) -> bool:
+        """Whether some container has grown at every checkpoint so far."""
+        return bool(self._growing_keys())
 
     def _growing_keys(self) -> list[int]:
         return [

@@ -223,11 +223,15 @@ def gather(
     preflight(argv)
     # A supervisor stops `leakscope run` with SIGTERM: treat it as Ctrl-C, so
     # the command is stopped in turn and everything gathered is still saved.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT is set too: started in the background by a shell script, this
+    # process inherits it ignored, and a `kill -INT` must still stop the run.
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _gather(argv, settings, limits, on_progress)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -29,6 +29,11 @@ AUTO_WARMUP_MAX = 100
 DEFAULT_RUN_WARMUP = 10
 # `leakscope run`: walk the heap for holders every this many traced units.
 DEFAULT_CHECKPOINT_EVERY = 100
+# `leakscope run --sample auto|K`: a traced process goes back to the counters
+# after this many traced units: enough for four holder walks (0, 10, 30, 60
+# units), the line that grows a container (after the third) and the lines'
+# rates, while a worker that runs for days pays tracemalloc's price once.
+DEFAULT_TRACE_UNITS = 100
 
 
 @dataclass
@@ -47,6 +52,9 @@ class Settings:
     # `checkpoint_every` traced units.
     sample: int = 1
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    # `leakscope run`: traced units per process before tracing stops for good
+    # (0: no limit, as with --sample 1).
+    trace_units: int = 0
     args: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

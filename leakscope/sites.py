@@ -39,6 +39,10 @@ class LineTotals:
     malloc_bytes: int = 0
     # Every live trace, leakscope's own included: tracemalloc pays for each.
     all_blocks: int = 0
+    # Bytes left out of the totals (leakscope's own, and traces with no frame),
+    # read from the same traces: the traced total minus this is the worker's
+    # total at that moment, whatever other threads did since.
+    other_bytes: int = 0
 
 
 class OwnFilter:
@@ -91,6 +95,7 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
     groups: dict[tuple[str, int], list[int]] = {}
     get_group = groups.get
     large: list[int] = []
+    left_out: list[int] = []
     file_kind = is_own._files.get
     classify = is_own._classify
     for domain, size, frames, _ in traces:
@@ -98,12 +103,14 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
         if size > SMALL_REQUEST_THRESHOLD or domain != 0:
             large.append(size)
         if not frames:
+            left_out.append(size)
             continue
         key = frames[0]
         kind = file_kind(key[0])
         if kind is None:
             kind = classify(key[0])
         if kind == _OWN or (kind == _LIBRARY and is_own(frames)):
+            left_out.append(size)
             continue
         sizes = get_group(key)
         if sizes is None:
@@ -118,6 +125,7 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
     totals.total_blocks = sum(entry[1] for entry in by_line.values())
     totals.malloc_bytes = sum(large)
     totals.all_blocks = len(traces)
+    totals.other_bytes = sum(left_out)
     return totals
 
 

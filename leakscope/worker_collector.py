@@ -11,15 +11,20 @@ them rising; and ``close()`` ends the run whenever the process ends.
 A process can also be *watched*: its units are measured with the cheap
 counters of fast mode (allocated blocks, malloc's in-use bytes, RSS) and the
 decision rule runs on them every CHECK_EVERY units; once they grow faster
-than the smallest leak worth tracing, tracemalloc starts, for good, and the
-units from then on are traced as in full mode ("locate" loops). tracemalloc
-is never stopped and restarted: on CPython 3.11 every start/stop cycle
-leaks malloc memory (150 B to tens of KiB, by the number of files traced),
-which a long-running worker must not pay.
+than the smallest leak worth tracing (or at once, for a process that
+``--sample K`` picked), tracemalloc starts and the units are traced as in
+full mode ("locate" loops) for a window of ``trace_units`` units: enough to
+name the lines and the containers. Then tracemalloc stops and the counters
+carry on to the end, so a worker that runs for days pays tracemalloc's
+price once. It is never started again: on CPython 3.11 every start/stop
+cycle leaks malloc memory (150 B to tens of KiB, by the number of files
+traced), which a long-running worker must not pay, and which the counters
+would then report as growth.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import tracemalloc
 from array import array
@@ -83,7 +88,7 @@ class UnitCollector(Collector):
 
     def __init__(
         self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None,
-        may_trace: bool = True,
+        may_trace: bool = True, trace_first: bool = False,
     ) -> None:
         # The parent stops the command; the collector itself never ends a run.
         # A watched process starts in fast mode (no tracing until it grows);
@@ -109,8 +114,11 @@ class UnitCollector(Collector):
         # Watched: the counters of every unit, for the decision rule.
         self._watch_blocks = array("d")
         self._watch_malloc = array("d")
-        # --sample K: a process not picked is watched and never traced.
+        # --sample K: a process not picked is watched and never traced; one
+        # picked traces its window as soon as its warm-up is over.
         self.may_trace = may_trace
+        self.trace_first = trace_first and may_trace
+        self.window_closed = False
 
     # -------------------------------------------------------------- driving
 
@@ -118,6 +126,10 @@ class UnitCollector(Collector):
         if self.watching and self.measuring and self._traced_target == 0:
             return self._end_watched_unit()
         super().end_loop()
+        if self.trace_first and self.measuring and self._traced_target == 0:
+            self.trace_first = False
+            self.detection = {"picked": True, "after_units": 0}
+            self._start_tracing_for_good()
         return True
 
     def close(self) -> dict[str, Any]:
@@ -129,12 +141,7 @@ class UnitCollector(Collector):
             self.holder_probe.stop_locating()
         if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
             if self._skipped:
-                # The last units were cheap ones: their lines arrive now, so
-                # each line's series ends where the run ends.
-                totals = sites.aggregate(_get_traces(), self._is_own)
-                self.observer.on_lines(sites.diff(self._previous, totals))  # type: ignore[attr-defined]
-                self._previous = totals
-                self._skipped = 0
+                self._flush_lines()
             self._observe_end()
             if self.holder_probe is not None:
                 self._checkpoint(final=True)
@@ -191,10 +198,49 @@ class UnitCollector(Collector):
         return grew
 
     def _start_tracing_for_good(self) -> None:
-        """Growth seen by the counters: trace every unit from now on, as full mode does."""
+        """Trace every unit from now on, as full mode does, for the window if there is one."""
+        self.may_trace = False  # one window per process: tracemalloc never restarts
         self._traced_target = 1 << 40
         self.observer.on_phase("locate", self.detection)
         self._start_tracing()
+
+    def _window_full(self) -> bool:
+        return bool(
+            self.watching and self.settings.trace_units and not self.window_closed
+            and self.traced >= self.settings.trace_units and not self._locator_running
+        )
+
+    def _close_window(self) -> None:
+        """The window's traced units are enough: describe them, stop tracing, watch again.
+
+        What close() does at exit, done now: the last lines, the dominant
+        tracebacks and the one full collection that tells cyclic garbage
+        from reachable growth, the final holder walk. A process with the
+        collector disabled keeps tracing to its exit instead: a collection
+        now would free the very garbage it is piling up.
+        """
+        self.window_closed = True
+        if not gc.isenabled():
+            return
+        if self._skipped:
+            self._flush_lines()
+        self._observe_end()
+        if self.holder_probe is not None:
+            self._checkpoint(final=True)
+            self._backref_fallback()
+            self.holder_probe.stop_locating()
+        if not self._tracemalloc_was_on:
+            tracemalloc.stop()
+        self._traced_target = 0
+        self.observer.on_phase("detect", {"after_traced_units": self.traced})
+
+    def _flush_lines(self) -> None:
+        """The last units were cheap ones: their lines arrive now, so each line's
+        series ends where the tracing ends."""
+        totals = sites.aggregate(_get_traces(), self._is_own)
+        self.observer.on_lines(sites.diff(self._previous, totals))  # type: ignore[attr-defined]
+        self._previous = totals
+        self._skipped = 0
 
     # ------------------------------------------------------------ internals
 
@@ -214,6 +260,8 @@ class UnitCollector(Collector):
         if stop_locator and self.holder_probe is not None:
             self.holder_probe.stop_locating()
             self._locator_running = False
+        if self._window_full():
+            self._close_window()
 
     def _aggregated_unit(self, index: int, seconds: float) -> None:
         """The per-line diff of full mode, and how often it can be afforded."""
@@ -223,10 +271,16 @@ class UnitCollector(Collector):
         super()._record_measured(index, seconds)
         spent = time.perf_counter() - started
         # What leakscope itself holds in the traced heap (its own lines are
-        # left out of the aggregate), read after the new line totals replaced
-        # the old ones and the diff's temporaries are gone: cheap units
-        # subtract it from the raw total.
-        self._own_bytes = tracemalloc.get_traced_memory()[0] - self._previous.total_bytes
+        # left out of the aggregate); cheap units subtract it from the raw
+        # total. Two readings, each wrong one way: the traced total read now,
+        # after the diff, also holds whatever the worker's other threads
+        # allocated since the traces were taken (too much), while the bytes
+        # left out of those same traces miss what leakscope freed since (too
+        # much) or kept since (too little). The smaller errs toward a cheap
+        # unit reading high, which the floors of the rule ignore; reading low
+        # would cut every earlier floor down to it.
+        after = tracemalloc.get_traced_memory()[0] - self._previous.total_bytes
+        self._own_bytes = min(after, self._previous.other_bytes)
         self._last_traced = None
         self._skipped = 0
         if self._unit_seconds:
@@ -279,8 +333,11 @@ class UnitCollector(Collector):
         if (
             not final and probe.checkpoints >= EARLY_WALKS
             and probe.walk_seconds > WALK_BUDGET * (now - self._measuring_since)
+            and (self._described or not probe.rising())
         ):
-            return  # walks already took their share of this worker's time
+            # Walks already took their share of this worker's time, and no
+            # container rising since the first walk still waits to be named.
+            return
         super()._checkpoint(final)
         if (
             not final and not self._described and probe.checkpoints >= 3

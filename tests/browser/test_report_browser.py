@@ -245,6 +245,9 @@ def test_report_of_a_real_worker_run(browser, tmp_path):
                    sys.executable, str(script))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = load_json(run_json)
+    assert run["verdict"]["leak"], [
+        (p["process"], p["verdict"], [loop.get("traced_bytes") for loop in p["loops"]])
+        for p in run["processes"]]
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     seen = _open(page, report)
     expect(page.locator("#verdict .verdict-status")).to_have_text("LEAK")

@@ -94,3 +94,60 @@ def test_sample_k_traces_every_kth_working_process(tmp_path):
     assert parent["process"]["traced"] is True and parent["process"]["traced_units"] == 20
     assert child["process"]["traced"] is False and child["process"]["traced_units"] == 0
     assert parent["verdict"]["leak"] is True and child["verdict"]["leak"] is False
+
+
+WINDOWED = textwrap.dedent(
+    """
+    import gc
+    import sys
+    import tracemalloc
+    import leakscope
+
+    if sys.argv[1] == "gc-off":
+        gc.disable()
+
+    class Bus:
+        listeners = []
+
+    for i in range(160):
+        Bus.listeners.append(lambda i=i: i)
+        leakscope.tick()
+    with open(sys.argv[2], "w") as out:
+        out.write(str(tracemalloc.is_tracing()))
+    """
+)
+
+
+def _windowed_run(tmp_path, gc_mode: str) -> tuple[dict, str]:
+    script = tmp_path / "bus.py"
+    script.write_text(WINDOWED)
+    out, tracing = tmp_path / "run.json", tmp_path / "tracing.txt"
+    proc = run_cli("run", "--quiet", "--sample", "2", "--trace-units", "40", "--json", str(out),
+                   "--", sys.executable, str(script), gc_mode, str(tracing))
+    assert proc.returncode == 0, proc.stderr
+    (process,) = load_json(out)["processes"]
+    return process, tracing.read_text()
+
+
+def test_a_traced_window_ends_and_the_counters_carry_on(tmp_path):
+    """--sample K with --trace-units N: the picked process traces N units, names the holder
+    and the line that grows it, stops tracemalloc for good and is watched to the end."""
+    process, tracing = _windowed_run(tmp_path, "gc-on")
+    phases = [loop["phase"] for loop in process["loops"] if not loop["warmup"]]
+    assert phases == ["locate"] * 40 + ["detect"] * 110
+    assert tracing == "False"
+    assert process["process"]["traced_units"] == 40
+    verdict = process["verdict"]
+    assert verdict["leak"] is True and verdict["kind"] == "reachable", verdict
+    holder = process["holders"][0]
+    assert holder["path"] == "bus.Bus.listeners" and holder["grown_at"], holder
+    assert not [h for h in process["holders"] if "leakscope" in h["path"] or "agent" in h["path"]]
+
+
+def test_with_the_collector_disabled_the_window_stays_open(tmp_path):
+    """Closing the window means one full collection, which would free the cyclic garbage
+    a gc.disable() worker piles up: such a process is traced to its end instead."""
+    process, tracing = _windowed_run(tmp_path, "gc-off")
+    assert tracing == "True"
+    assert process["process"]["traced_units"] == 150
+    assert process["verdict"]["leak"] is True

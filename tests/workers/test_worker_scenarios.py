@@ -101,6 +101,24 @@ DRIVERS = {"celery": _run_celery, "rq": _run_rq, "gunicorn": _run_gunicorn,
            "uvicorn": _run_gunicorn, "dramatiq": _run_dramatiq, "python": _run_python}
 
 
+def _diagnosis(run: dict) -> str:
+    """Each process's verdict, evidence, top sites and holders: what a failure needs."""
+    out = [f"top: {run['verdict']['summary']}"]
+    for p in run["processes"]:
+        info, verdict = p["process"], p["verdict"]
+        measured = [loop.get("traced_bytes") for loop in p["loops"] if not loop["warmup"]]
+        out.append(f"- {info['role']} pid {info['pid']}, {len(measured)} measured: "
+                   f"{verdict['summary']} {verdict['evidence']}")
+        out.append(f"  traced bytes: {measured}")
+        for site in p["sites"][:4]:
+            out.append(f"  site {site['file']}:{site['line']} growing={site['growing']} "
+                       f"{site['bytes_per_iteration']} B/unit")
+        for holder in p["holders"][:3]:
+            out.append(f"  holder {holder['path']} {holder['items_series']} "
+                       f"grown_at={holder['grown_at']}")
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
 def test_worker_scenario(scenario, redis_url, tmp_path):
     want = expected(scenario)
@@ -123,32 +141,32 @@ def test_worker_scenario(scenario, redis_url, tmp_path):
         assert {"pid", "parent_pid", "role", "command"} <= set(info), info
         assert command[-1] in info["command"] or command[0] in info["command"]
     verdict = run["verdict"]
-    assert verdict["leak"] is (want["leak"] == "yes"), verdict["summary"]
-    assert verdict["kind"] == want["kind"], verdict["summary"]
+    seen = _diagnosis(run)
+    assert verdict["leak"] is (want["leak"] == "yes"), seen
+    assert verdict["kind"] == want["kind"], seen
     leaking = [p for p in processes if p["verdict"]["leak"]]
     role = _leaking_role(scenario)
     if role is None:
         assert not leaking, [p["verdict"]["summary"] for p in leaking]
     else:
-        assert leaking and all(p["process"]["role"] == role for p in leaking), [
-            (p["process"]["role"], p["verdict"]["summary"]) for p in processes]
+        assert leaking and all(p["process"]["role"] == role for p in leaking), seen
         # Every process of that role that did real work leaks; the others do not.
         busy = [p for p in processes if p["process"]["role"] == role
                 and len([loop for loop in p["loops"] if not loop["warmup"]]) >= 30]
-        assert busy and all(p["verdict"]["leak"] for p in busy)
+        assert busy and all(p["verdict"]["leak"] for p in busy), seen
         idle = [p for p in processes if p["process"]["role"] != role]
-        assert not any(p["verdict"]["leak"] for p in idle)
+        assert not any(p["verdict"]["leak"] for p in idle), seen
     growing = [s for s in run["sites"] if s["growing"]]
     if want["leak"] == "yes":
         lines = [f"{s['user_frame']['file']}:{s['user_frame']['line']}"
                  for s in growing if s["user_frame"]]
-        assert want["line"] in lines[:3], (lines, verdict["summary"])
+        assert want["line"] in lines[:3], (lines, seen)
     else:
         assert not [s for s in growing if scenario.name in (s["user_frame"] or {}).get("file", "")]
     holders = [h for h in run["holders"] if h["growing"]]
     if "holder" in want:
-        assert holders and holders[0]["path"] == want["holder"], [h["path"] for h in holders]
-        assert holders[0]["grown_at"], holders[0]
+        assert holders and holders[0]["path"] == want["holder"], seen
+        assert holders[0]["grown_at"], seen
         assert want["holder"] in verdict["summary"]
     else:
         assert not holders, holders[:1]
