@@ -97,6 +97,9 @@ def _observer(agent: Agent) -> Any:
         def on_holders(self, report: dict[str, Any]) -> None:
             self.channel.send({"t": "holders", "report": report})
 
+        def on_window(self, described: dict[str, Any]) -> None:
+            self.channel.send({"t": "window", **described})
+
     return WorkerObserver(agent)  # the agent has the channel's send()
 
 

@@ -443,6 +443,30 @@ STOP_TRACING_BELOW = 16 * 1024 * 1024
 walk_fork_in_progress = False
 
 
+def fork_copy() -> int | None:
+    """Fork a short-lived copy of this process for leakscope's own work.
+
+    The pid in the parent, 0 in the copy, None where fork is unavailable or
+    fails. At-fork handlers (``leakscope run``'s agent) see
+    ``walk_fork_in_progress`` and leave the copy as it is: it keeps its
+    parent's tracemalloc traces and events file, and ends with ``os._exit``.
+    """
+    global walk_fork_in_progress
+    if not hasattr(os, "fork"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            # 3.12+ warns when a threaded process forks; the copy only reads and exits.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            walk_fork_in_progress = True
+            try:
+                return os.fork()
+            finally:
+                walk_fork_in_progress = False
+    except OSError:
+        return None
+
+
 def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, int]], int] | None:
     """Run a Walk in a forked copy of the process: container lengths by ``id``.
 
@@ -453,20 +477,9 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
     identical in both processes. Returns None where fork is unavailable or
     fails; the caller then walks in-process.
     """
-    global walk_fork_in_progress
-    if not hasattr(os, "fork"):
-        return None
     read_fd, write_fd = os.pipe()
-    try:
-        with warnings.catch_warnings():
-            # 3.12+ warns when a threaded process forks; this child only walks and exits.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            walk_fork_in_progress = True
-            try:
-                pid = os.fork()
-            finally:
-                walk_fork_in_progress = False
-    except OSError:
+    pid = fork_copy()
+    if pid is None:
         os.close(read_fd)
         os.close(write_fd)
         return None
@@ -834,10 +847,6 @@ class HolderProbe:
             container = Container(path, walk.objects[key], kind, length, walk.bound(key))
             self.details[key] = _describe(container, length - series[0])
             self._growing.append(container)
-
-    def rising(self) -> bool:
-        """Whether some container has grown at every checkpoint so far."""
-        return bool(self._growing_keys())
 
     def _growing_keys(self) -> list[int]:
         return [

@@ -64,6 +64,8 @@ class ProcessLog:
     builder: RunBuilder | None = None
     process: dict[str, Any] = field(default_factory=dict)
     holders: dict[str, Any] | None = None
+    # What the copy that closed the traced window described (worker_collector).
+    window: dict[str, Any] | None = None
     gone: bool = False
 
     @property
@@ -116,6 +118,8 @@ class ProcessLog:
                                  **(message.get("info") or {})})
         elif kind == "holders":
             self.holders = message["report"]
+        elif kind == "window":
+            self.window = message
         elif kind == "lines":
             self.builder.add_late_changes(message["changes"])
         elif kind == "agent-error":
@@ -365,6 +369,13 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
         # Killed before it could save: what every unit wrote still counts.
         run.observations["unsaved_end"] = True
         final = builder.final = {}
+    if log.window is not None:
+        # Described by the copy that closed the traced window: its holders
+        # had the last walk; its tracebacks and collection are the window's.
+        for key, value in (log.window.get("end") or {}).items():
+            final.setdefault(key, value)
+        if log.window.get("holders") is not None:
+            final["holders"] = log.window["holders"]
     if "holders" not in final and log.holders:
         final["holders"] = log.holders
     run.observations["cwd"] = log.cwd

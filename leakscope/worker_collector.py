@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import sys
 import tracemalloc
 from array import array
 from typing import Any
@@ -69,6 +71,8 @@ CHECK_EVERY = 20
 AGGREGATE_BUDGET = 0.2
 # ... but at least once in this many units.
 MAX_AGGREGATE_GAP = 50
+# Seconds an exiting process waits for the copy still describing its window.
+WINDOW_COPY_WAIT = 15.0
 
 
 class CheckpointSchedule:
@@ -119,10 +123,14 @@ class UnitCollector(Collector):
         self.may_trace = may_trace
         self.trace_first = trace_first and may_trace
         self.window_closed = False
+        # The forked copy describing the window, until it has exited.
+        self.window_copy: int | None = None
 
     # -------------------------------------------------------------- driving
 
     def end_loop(self) -> bool:
+        if self.window_copy is not None:
+            self._reap_window_copy()
         if self.watching and self.measuring and self._traced_target == 0:
             return self._end_watched_unit()
         super().end_loop()
@@ -137,6 +145,8 @@ class UnitCollector(Collector):
         if self.closed:
             return {}
         self.closed = True
+        # The window's copy writes its findings before this process's final word.
+        self._reap_window_copy(wait=WINDOW_COPY_WAIT)
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
         if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
@@ -213,26 +223,79 @@ class UnitCollector(Collector):
     def _close_window(self) -> None:
         """The window's traced units are enough: describe them, stop tracing, watch again.
 
-        What close() does at exit, done now: the last lines, the dominant
-        tracebacks and the one full collection that tells cyclic garbage
-        from reachable growth, the final holder walk. A process with the
-        collector disabled keeps tracing to its exit instead: a collection
-        now would free the very garbage it is piling up.
+        What close() does at exit is done for the window: the last lines, the
+        dominant tracebacks, the one full collection that tells cyclic
+        garbage from reachable growth, the final holder walk and the
+        back-reference search. All but the lines run in a forked copy of the
+        process, frozen at this moment with tracemalloc's record of it, while
+        the worker goes on at once; the copy writes its findings to the
+        process's events file (a "window" message) and exits, so the worker
+        is neither kept waiting for seconds nor collected mid-run. Without
+        fork the same runs here, except under gc.disable(): a collection here
+        would free the very garbage the worker piles up, so such a process
+        keeps tracing to its exit instead.
         """
+        from leakscope.holders import fork_copy
+
         self.window_closed = True
-        if not gc.isenabled():
-            return
         if self._skipped:
             self._flush_lines()
-        self._observe_end()
+        copy = fork_copy()
+        if copy == 0:
+            code = 1
+            try:
+                self._describe_window()
+                code = 0
+            finally:
+                os._exit(code)
+        if copy is None:
+            if not gc.isenabled():
+                return
+            self._describe_window()
+        self.window_copy = copy
         if self.holder_probe is not None:
-            self._checkpoint(final=True)
-            self._backref_fallback()
             self.holder_probe.stop_locating()
         if not self._tracemalloc_was_on:
             tracemalloc.stop()
         self._traced_target = 0
         self.observer.on_phase("detect", {"after_traced_units": self.traced})
+
+    def _describe_window(self) -> None:
+        """Tracebacks, the full collection, the last holder walk: sent as one "window" message."""
+        self._observe_end()
+        if self.holder_probe is not None:
+            self._checkpoint(final=True)
+            self._backref_fallback()
+        self.observer.on_window({  # type: ignore[attr-defined]
+            "end": self._end or {},
+            "holders": self.holder_probe.report() if self.holder_probe is not None else None,
+        })
+
+    def _reap_window_copy(self, wait: float = 0.0) -> None:
+        """Collect the copy's exit status (no zombie); at exit, give it ``wait`` seconds."""
+        import time
+
+        pid = self.window_copy
+        if pid is None:
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # someone else reaped it (a framework's SIGCHLD handler)
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if done:
+            self.window_copy = None
+        elif wait:
+            try:
+                os.kill(pid, 9)  # stuck (a lock held by another thread at fork)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            self.window_copy = None
 
     def _flush_lines(self) -> None:
         """The last units were cheap ones: their lines arrive now, so each line's
@@ -295,9 +358,6 @@ class UnitCollector(Collector):
         The verdict's series stays one point per unit; the per-line changes
         of the units in between arrive summed in the next aggregated unit.
         """
-        import sys
-
-
         traced = tracemalloc.get_traced_memory()[0] - self._own_bytes
         previous = self._last_traced if self._last_traced is not None else (
             self._previous.total_bytes)
@@ -333,11 +393,8 @@ class UnitCollector(Collector):
         if (
             not final and probe.checkpoints >= EARLY_WALKS
             and probe.walk_seconds > WALK_BUDGET * (now - self._measuring_since)
-            and (self._described or not probe.rising())
         ):
-            # Walks already took their share of this worker's time, and no
-            # container rising since the first walk still waits to be named.
-            return
+            return  # walks already took their share of this worker's time
         super()._checkpoint(final)
         if (
             not final and not self._described and probe.checkpoints >= 3
@@ -346,14 +403,13 @@ class UnitCollector(Collector):
             # Growth at three checkpoints: say what grows, and find the line
             # that grows it during the next unit.
             self._described = True
-            self._locator_running = probe.start_locating(None)
+            # From this frame up: a loop already running in the user's code
+            # (a tick script's, a consumer's) gets line events too.
+            self._locator_running = probe.start_locating(sys._getframe())
         self.observer.on_holders(probe.snapshot())  # type: ignore[attr-defined]
 
     def _record_detect_unit(self, index: int, seconds: float) -> None:
         """A fast-mode detect loop, with no preallocated array to fill."""
-        import sys
-
-
         blocks = sys.getallocatedblocks()
         malloc = counters.malloc_in_use()
         # array appends grow by realloc, outside the block count being read.

@@ -98,13 +98,9 @@ def test_sample_k_traces_every_kth_working_process(tmp_path):
 
 WINDOWED = textwrap.dedent(
     """
-    import gc
     import sys
     import tracemalloc
     import leakscope
-
-    if sys.argv[1] == "gc-off":
-        gc.disable()
 
     class Bus:
         listeners = []
@@ -112,27 +108,24 @@ WINDOWED = textwrap.dedent(
     for i in range(160):
         Bus.listeners.append(lambda i=i: i)
         leakscope.tick()
-    with open(sys.argv[2], "w") as out:
+    with open(sys.argv[1], "w") as out:
         out.write(str(tracemalloc.is_tracing()))
     """
 )
 
 
-def _windowed_run(tmp_path, gc_mode: str) -> tuple[dict, str]:
-    script = tmp_path / "bus.py"
-    script.write_text(WINDOWED)
-    out, tracing = tmp_path / "run.json", tmp_path / "tracing.txt"
-    proc = run_cli("run", "--quiet", "--sample", "2", "--trace-units", "40", "--json", str(out),
-                   "--", sys.executable, str(script), gc_mode, str(tracing))
-    assert proc.returncode == 0, proc.stderr
-    (process,) = load_json(out)["processes"]
-    return process, tracing.read_text()
-
-
 def test_a_traced_window_ends_and_the_counters_carry_on(tmp_path):
     """--sample K with --trace-units N: the picked process traces N units, names the holder
-    and the line that grows it, stops tracemalloc for good and is watched to the end."""
-    process, tracing = _windowed_run(tmp_path, "gc-on")
+    and the line that grows it (a loop at module level included), stops tracemalloc for
+    good and is watched to the end."""
+    script = tmp_path / "bus.py"
+    script.write_text(WINDOWED)
+    out, tracing_file = tmp_path / "run.json", tmp_path / "tracing.txt"
+    proc = run_cli("run", "--quiet", "--sample", "2", "--trace-units", "40", "--json", str(out),
+                   "--", sys.executable, str(script), str(tracing_file))
+    assert proc.returncode == 0, proc.stderr
+    (process,) = load_json(out)["processes"]
+    tracing = tracing_file.read_text()
     phases = [loop["phase"] for loop in process["loops"] if not loop["warmup"]]
     assert phases == ["locate"] * 40 + ["detect"] * 110
     assert tracing == "False"
@@ -144,10 +137,40 @@ def test_a_traced_window_ends_and_the_counters_carry_on(tmp_path):
     assert not [h for h in process["holders"] if "leakscope" in h["path"] or "agent" in h["path"]]
 
 
-def test_with_the_collector_disabled_the_window_stays_open(tmp_path):
-    """Closing the window means one full collection, which would free the cyclic garbage
-    a gc.disable() worker piles up: such a process is traced to its end instead."""
-    process, tracing = _windowed_run(tmp_path, "gc-off")
-    assert tracing == "True"
-    assert process["process"]["traced_units"] == 150
-    assert process["verdict"]["leak"] is True
+CYCLES = textwrap.dedent(
+    """
+    import gc
+    import sys
+    import leakscope
+
+    gc.disable()
+
+    class Node:
+        def __init__(self):
+            self.me = self
+            self.payload = [0] * 20
+
+    for i in range(160):
+        Node()
+        leakscope.tick()
+    alive = sum(1 for obj in gc.get_objects() if type(obj) is Node)
+    with open(sys.argv[1], "w") as out:
+        out.write(str(alive))
+    """
+)
+
+
+def test_the_window_is_described_in_a_copy_that_leaves_the_worker_untouched(tmp_path):
+    """Closing the window takes one full collection (cyclic garbage or not?): it runs
+    in a forked copy, so a gc.disable() worker keeps every cycle it made."""
+    script = tmp_path / "cycles.py"
+    script.write_text(CYCLES)
+    out, alive = tmp_path / "run.json", tmp_path / "alive.txt"
+    proc = run_cli("run", "--quiet", "--sample", "2", "--trace-units", "40", "--json", str(out),
+                   "--", sys.executable, str(script), str(alive))
+    assert proc.returncode == 0, proc.stderr
+    assert alive.read_text() == "160"
+    (process,) = load_json(out)["processes"]
+    assert process["process"]["traced_units"] == 40
+    verdict = process["verdict"]
+    assert verdict["leak"] is True and verdict["kind"] == "cyclic-garbage", verdict
