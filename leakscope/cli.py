@@ -30,10 +30,12 @@ from leakscope.settings import (
     DEFAULT_FAST_ITERATIONS,
     DEFAULT_FRAMES,
     DEFAULT_ITERATIONS,
+    DEFAULT_RUN_FRAMES,
     DEFAULT_RUN_WARMUP,
     DEFAULT_TIMEOUT,
     DEFAULT_TOP,
     DEFAULT_TRACE_UNITS,
+    MIN_TRACE_UNITS,
     Settings,
 )
 from leakscope.units import parse_size
@@ -522,7 +524,7 @@ def run_command(
              f"(default {DEFAULT_TRACE_UNITS} with --sample auto or K; 0: no limit, "
              f"as with --sample 1).",
     ),
-    frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
+    frames: int = typer.Option(DEFAULT_RUN_FRAMES, "--frames", min=1,
                                help="Traceback depth kept per allocation."),
     json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
                                    help="Where to write the run."),
@@ -561,6 +563,12 @@ def run_command(
     if html_path is not None:
         _check_writable(html_path, "--html")
     every = _sample(sample)
+    if trace_units is not None and 0 < trace_units < MIN_TRACE_UNITS:
+        raise UsageError(
+            f"--trace-units: at least {MIN_TRACE_UNITS} (three holder walks, at 0, 10 and 30 "
+            f"traced units, and the unit that locates a growing container's line), or 0 "
+            f"for no limit; got {trace_units}"
+        )
     settings = Settings(
         warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
         timeout=timeout, top=top, holders=not no_holders, sample=every,

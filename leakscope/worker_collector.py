@@ -51,8 +51,11 @@ from leakscope.collector import (
 )
 from leakscope.settings import Settings
 
-# Holder walks at these traced-unit counts, then every `checkpoint_every`.
+# Holder walks at these traced-unit counts, then every `checkpoint_every`;
+# in a traced window, none but the first three in its last WINDOW_END_MARGIN
+# units (a window needs MIN_TRACE_UNITS: three walks and one located unit).
 EARLY_CHECKPOINTS = (0, 10, 30, 60)
+WINDOW_END_MARGIN = 10
 # The first walks always run (three show a container growing); later ones
 # are skipped while walking has taken more than this share of the time.
 EARLY_WALKS = 3
@@ -76,13 +79,24 @@ WINDOW_COPY_WAIT = 15.0
 
 
 class CheckpointSchedule:
-    """Traced-unit counts at which to walk the heap: dense early, then regular."""
+    """Traced-unit counts at which to walk the heap: dense early, then regular.
 
-    def __init__(self, every: int) -> None:
+    Within a traced window of ``window`` units the walks stop short of its
+    end: the copy that closes the window walks once more (worker_collector's
+    _close_window), so a walk here at the same moment would be spent twice.
+    """
+
+    def __init__(self, every: int, window: int = 0) -> None:
         self.every = max(1, every)
+        self.window = window
 
     def __contains__(self, traced: object) -> bool:
         if not isinstance(traced, int):
+            return False
+        if (
+            self.window and traced >= self.window - WINDOW_END_MARGIN
+            and traced not in EARLY_CHECKPOINTS[:EARLY_WALKS]
+        ):
             return False
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
@@ -103,7 +117,8 @@ class UnitCollector(Collector):
         settings.iterations = 0 if self.watching else 1 << 40
         super().__init__(settings, observer, holder_probe)
         settings.iterations = 1 << 40
-        self._checkpoints: Any = CheckpointSchedule(settings.checkpoint_every)
+        self._checkpoints: Any = CheckpointSchedule(
+            settings.checkpoint_every, settings.trace_units if self.watching else 0)
         self._locator_running = False
         self._described = False
         # Full mode: aggregate the traces by line every `_gap` units, where the
