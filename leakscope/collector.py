@@ -44,6 +44,9 @@ except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
 CHECKPOINTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Tracebacks are kept for this many of the biggest lines at the end of a run.
 TRACEBACK_LINES = 200
+# The back-reference search looks for a line that kept at least this much
+# more per traced loop than when tracing began.
+BACKREF_MIN_LINE_RATE = 16
 
 
 class Observer(Protocol):
@@ -77,7 +80,7 @@ class Collector:
         self.warmup_loops = 0
         self.measuring = False
         self._is_own = sites.OwnFilter()
-        self._previous = sites.LineTotals()
+        self._previous = self._window_start = sites.LineTotals()
         self._blocks_history: list[int] = []
         self.fast = settings.mode == "fast"
         # Loops measured with tracemalloc on, and how many are wanted: all the
@@ -223,6 +226,14 @@ class Collector:
         if not rising or final["bytes_after"] - kept[0] < (kept[-1] - kept[0]) / 2:
             return  # the window did not keep (reachable) growth: nothing to look for
         lines = {(f, n) for f, n in final.get("top_surviving_lines", [])}
+        start = self._window_start.by_line
+        kept_at = {(f, n): b for f, n, b in final.get("kept_by_line", [])}
+        # Only a line of the user's that kept more than it held when tracing
+        # began: a framework's worker keeps objects from the interpreter's
+        # free lists under the lines that first made them.
+        lines = {key for key in lines
+                 if kept_at.get(key, 0) - start.get(key, [0, 0])[0]
+                 >= BACKREF_MIN_LINE_RATE * max(1, self.traced)}
         if not lines:
             return
         from leakscope.holders import find_by_backrefs
@@ -287,7 +298,7 @@ class Collector:
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
-        self._previous = sites.aggregate(_get_traces(), self._is_own)
+        self._previous = self._window_start = sites.aggregate(_get_traces(), self._is_own)
         if not self.fast:
             self.observer.on_measuring(self.warmup_loops)
         if self.holder_probe is not None and 0 in self._checkpoints:

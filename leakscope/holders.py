@@ -775,6 +775,7 @@ class HolderProbe:
         self._growing: list[Container] = []
         self.backref: dict[str, Any] | None = None
         self.forked_walks = 0
+        self._growing_cache: tuple[int, list[int]] | None = None
 
     def observe(self, final: bool = False) -> dict[str, Any]:
         """Record every container's length; at the final checkpoint, describe the growers.
@@ -849,11 +850,15 @@ class HolderProbe:
             self._growing.append(container)
 
     def _growing_keys(self) -> list[int]:
-        return [
-            key for key, series in self.series.items()
-            if len(series) >= 3 and min(series) >= 0
-            and all(b > a for a, b in zip(series, series[1:]))
-        ]
+        # Read several times per checkpoint over every container ever seen
+        # (tens of thousands in a framework's worker): computed once each.
+        if self._growing_cache is None or self._growing_cache[0] != self.checkpoints:
+            self._growing_cache = (self.checkpoints, [
+                key for key, series in self.series.items()
+                if len(series) >= 3 and min(series) >= 0
+                and all(b > a for a, b in zip(series, series[1:]))
+            ])
+        return self._growing_cache[1]
 
     def growing_paths(self) -> list[str]:
         """Paths whose length rose at every checkpoint, weak registries left out."""
