@@ -237,6 +237,7 @@ def print_processes(console: Console, run: Run) -> None:
     table.add_column("pid", justify="right")
     table.add_column("role", overflow="fold")
     table.add_column("units", justify="right")
+    table.add_column("traced", justify="right")
     table.add_column("verdict")
     table.add_column("rate", justify="right")
     table.add_column("peak RSS", justify="right")
@@ -255,7 +256,8 @@ def print_processes(console: Console, run: Run) -> None:
         table.add_row(
             str(info.get("pid", "?")), escape(str(info.get("role", "?"))),
             f"{len(process.measured)}+{len(process.loops) - len(process.measured)} "
-            f"{process.unit}s", state, rate, format_bytes(peak) if peak else "-",
+            f"{process.unit}s", str(info.get("traced_units", 0) or "-"), state, rate,
+            format_bytes(peak) if peak else "-",
         )
     console.print(table)
     notes = [p for p in run.processes if (p.process or {}).get("forks_per_unit")]
