@@ -86,7 +86,9 @@ def _run_dramatiq(scenario, command, out, env):
     proc = leakscope_popen(["run", "--quiet", "--sample", "1", "--units", "100", "--timeout",
                             "60", "--json", str(out), "--", *command], env)
     broker = RedisBroker(url=env["LEAKSCOPE_BROKER"])
-    for i in range(130):
+    # Far more than the run takes: a consumer whose queue runs dry frees its
+    # prefetched messages, a drop at the very end of the series.
+    for i in range(400):
         broker.enqueue(Message(queue_name="default", actor_name="handle", args=(i,),
                                kwargs={}, options={}))
     return proc
