@@ -338,6 +338,9 @@ class UnitCollector(Collector):
         if stop_locator and self.holder_probe is not None:
             self.holder_probe.stop_locating()
             self._locator_running = False
+            # Saved at once: a process killed before its final word (a stop
+            # that outlasts --stop-timeout) still names the line.
+            self.observer.on_holders(self.holder_probe.snapshot())  # type: ignore[attr-defined]
         if self._window_full():
             self._close_window()
 

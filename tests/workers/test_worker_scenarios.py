@@ -105,11 +105,14 @@ DRIVERS = {"celery": _run_celery, "rq": _run_rq, "gunicorn": _run_gunicorn,
 
 def _diagnosis(run: dict) -> str:
     """Each process's verdict, evidence, top sites and holders: what a failure needs."""
-    out = [f"top: {run['verdict']['summary']}"]
+    command = run["observations"]["command"]
+    out = [f"top: {run['verdict']['summary']} (stopped: {command['stopped_because']}, "
+           f"{command['seconds']} s)"]
     for p in run["processes"]:
         info, verdict = p["process"], p["verdict"]
         measured = [loop.get("traced_bytes") for loop in p["loops"] if not loop["warmup"]]
-        out.append(f"- {info['role']} pid {info['pid']}, {len(measured)} measured: "
+        out.append(f"- {info['role']} pid {info['pid']}, {len(measured)} measured, ended by "
+                   f"{info.get('ended_by', 'nothing saved')}: "
                    f"{verdict['summary']} {verdict['evidence']}")
         out.append(f"  traced bytes: {measured}")
         for site in p["sites"][:4]:
