@@ -39,6 +39,9 @@ from leakscope import counters, hook
 from leakscope.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
+# Written into the run directory by `leakscope run` just before it stops the
+# command; each process stops measuring units once it is there.
+STOPPING_MARKER = "stopping"
 
 _agent: Agent | None = None
 _real_os_exit = os._exit
@@ -124,6 +127,8 @@ class Agent:
         self._busy = False
         self._deferred_signal: int | None = None
         self.units = 0
+        self.stopping = False
+        self._stopping_path = os.path.join(self.directory, STOPPING_MARKER)
 
     # ------------------------------------------------------------- arming
 
@@ -207,6 +212,11 @@ class Agent:
     def unit_done(self) -> None:
         """One unit of work (task, job, request, tick) ended in this process."""
         if self.disarmed or self.finalized or self._busy or os.getpid() != self.pid:
+            return
+        if self.stopping or os.path.exists(self._stopping_path):
+            # `leakscope run` is stopping the command: units that end while
+            # the worker shuts down are not measured (launcher._stop).
+            self.stopping = True
             return
         with self._lock:
             self._busy = True

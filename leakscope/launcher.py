@@ -27,6 +27,7 @@ from typing import Any
 import leakscope
 from leakscope import counters
 from leakscope.agent import ENV as AGENT_ENV
+from leakscope.agent import STOPPING_MARKER
 from leakscope.errors import TargetError, UsageError, WorkerError
 from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
@@ -303,6 +304,13 @@ def _wait(
 def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
     """SIGTERM to the main process (it stops its own pool), then the group if it must."""
     if proc.poll() is None:
+        # First the marker the agents read at each unit's end: what a worker
+        # frees as it shuts down (connections, prefetched messages) is not a
+        # unit's, and would cut every earlier floor of the series.
+        try:
+            (watch.directory / STOPPING_MARKER).touch()
+        except OSError:
+            pass
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
