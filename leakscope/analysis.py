@@ -93,6 +93,11 @@ USER_SHARE = 0.1
 # its counters grow this fast (worker_collector reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
+# A real worker's container of the user's that grew at this many holder walks
+# in a row (the last at the run's end), by at least this many items per unit,
+# is a leak even when the bytes dip at the very end (_ever_growing_holder).
+HOLDER_MIN_WALKS = 4
+HOLDER_MIN_ITEMS = 0.5
 # After its traced window, a watched worker's verdict reads the untraced
 # units that follow once there are this many (half a detection check's span).
 WATCHED_AFTER_MIN = 50
@@ -514,6 +519,16 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
             blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
             partial=partial, evidence=facts, summary="",
         )
+    holder = _ever_growing_holder(run) if require_significance else None
+    if holder is not None and evidence.slope > 0:
+        # The bytes dipped at the end (a worker freeing something else as the
+        # run ended), but one of the user's own containers grew at every walk.
+        facts["holder_grew_at_every_walk"] = holder.path
+        return Verdict(
+            leak=True, kind="reachable", bytes_per_iteration=round(evidence.slope, 1),
+            blocks_per_iteration=round(block_rate, 2), confidence=1.0 - evidence.p_value
+            if evidence.p_value < 1.0 else 0.5, partial=partial, evidence=facts, summary="",
+        )
     native, minimum = _native_series(run, loops)
     if native is not None:
         native_evidence = ratchet(native)
@@ -530,6 +545,31 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
         blocks_per_iteration=round(max(block_rate, 0.0), 2), confidence=evidence.confidence,
         partial=partial, evidence=facts, summary="",
     )
+
+
+def _ever_growing_holder(run: Run) -> Holder | None:
+    """A real worker's unbounded container of the user's that grew at every holder
+    walk, the last one at the run's end, by at least HOLDER_MIN_ITEMS per unit.
+
+    Only for ``leakscope run``: a worker's byte series can dip at its very end
+    (a drained queue, connections closed), which the floors of the rule read
+    as growth that stopped, while a container that never stopped growing is
+    the leak itself. A cache that fills and stops would miss the last walks.
+    """
+    if run.process is None:
+        return None
+    for holder in run.holders:
+        series = holder.items_series
+        if (
+            holder.growing and holder.bound is None and len(series) >= HOLDER_MIN_WALKS
+            and all(b > a for a, b in zip(series, series[1:]))
+            and holder.items_per_iteration >= HOLDER_MIN_ITEMS
+            and any(is_user_file(line.rsplit(":", 1)[0]) for line in
+                    holder.items_made_at + holder.callables_defined_at
+                    + ([holder.grown_at] if holder.grown_at else []))
+        ):
+            return holder
+    return None
 
 
 def _filling_bounds(run: Run) -> list[dict]:

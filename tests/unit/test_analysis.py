@@ -490,3 +490,30 @@ def test_analyse_projects_against_the_runs_memory_limit() -> None:
     assert run.verdict is not None
     assert run.verdict.iterations_to_limit == 100
     assert run.verdict.memory_limit_bytes == 200 * 1024**2
+
+
+def test_a_worker_container_that_grew_at_every_walk_outweighs_a_dip_at_the_end():
+    """A real worker's series that falls at its last units (connections closed, a queue
+    drained) loses its floors; the user's container that grew at every walk, the last at
+    the end, still makes it a leak. Without a process (``trace``) the rule is unchanged."""
+    from leakscope.runfile import Holder
+
+    series = [1000.0 + 250 * i for i in range(120)] + [20000.0, 19000.0]
+    holder = Holder(path="app.SESSIONS", type="dict", role="registry", items_first=10,
+                    items_last=130, items_per_iteration=1.0, items_made_at=["app.py:19"],
+                    items_series=[10, 20, 40, 130], grown_at="app.py:19")
+    worker = make_run(series)
+    worker.process = {"pid": 1, "role": "uvicorn server"}
+    worker.holders = [holder]
+    verdict = decide(worker)
+    assert verdict.leak and verdict.kind == "reachable", verdict
+    assert verdict.evidence["holder_grew_at_every_walk"] == "app.SESSIONS"
+
+    script = make_run(series)
+    script.holders = [holder]
+    assert not decide(script).leak
+
+    stopped = make_run(series)
+    stopped.process = {"pid": 1}
+    stopped.holders = [Holder(**{**holder.__dict__, "items_series": [10, 20, 40, 40]})]
+    assert not decide(stopped).leak
