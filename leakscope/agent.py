@@ -35,7 +35,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from leakscope import counters, hook
+from leakscope import counters, hook, sites
 from leakscope.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
@@ -156,7 +156,7 @@ class Agent:
             "t": "hello", "pid": self.pid, "parent_pid": self.parent_pid, "role": self.role,
             "command": shlex.join(argv), "unit": self.unit, "framework": self.framework,
             "info": self.info, "started_at": time.time(),
-            "python": sys.version.split()[0],
+            "python": sys.version.split()[0], **sites.interpreter_paths(),
         })
 
     def send(self, message: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ from leakscope.units import parse_size
 if TYPE_CHECKING:
     from leakscope.budget import Decision
     from leakscope.config import CheckSettings, Config
+    from leakscope.interpreter import Interpreter
     from leakscope.target import TargetSpec
 
 try:  # typer >= 0.16 vendors click; older ones depend on it.
@@ -113,6 +114,21 @@ def _check_writable(path: Path, option: str) -> None:
         )
 
 
+def _choose_python(explicit: str | None) -> Interpreter:
+    """The worker's interpreter, said in one line (on stderr: check's stdout is for CI)."""
+    from leakscope.interpreter import choose
+
+    interpreter = choose(explicit)
+    err_console.print(f"leakscope: {interpreter.describe()}", style="dim", markup=False,
+                      highlight=False)
+    return interpreter
+
+
+def _use_interpreter(settings: Settings, interpreter: Interpreter) -> None:
+    settings.python = interpreter.path
+    settings.python_from = interpreter.chosen_by
+
+
 def _trace_and_save(
     spec: TargetSpec, settings: Settings, json_path: Path, show: str
 ) -> tuple[Run, Path]:
@@ -168,6 +184,11 @@ def trace(
     top: int = typer.Option(DEFAULT_TOP, "--top", min=0, help="Changed lines kept per loop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="A progress bar, not per-loop lines."),
     no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
+    python: Optional[str] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--python", metavar="PATH",
+        help="The interpreter that runs the worker (default: $VIRTUAL_ENV's, then "
+             "./.venv/bin/python, then leakscope's own). It needs no leakscope installed.",
+    ),
     fail_on_leak: bool = typer.Option(False, "--fail-on-leak", help="Exit 1 when it leaks."),
 ) -> None:
     """Run the worker's loop under tracing, print per-loop diffs and the verdict."""
@@ -188,6 +209,7 @@ def trace(
         holders=not no_holders, args=list(worker_args or []),
         mode="fast" if fast else "full",
     )
+    _use_interpreter(settings, _choose_python(python))
     run, saved = _trace_and_save(spec, settings, json_path, "progress" if quiet else "live")
     console.print()
     print_summary(console, run)
@@ -280,6 +302,11 @@ def check(
     memory_limit: Optional[str] = typer.Option(  # noqa: UP007, UP045
         None, "--memory-limit", help="RSS limit for the projection (default 512MiB)."
     ),
+    python: Optional[str] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--python", metavar="PATH",
+        help="The interpreter that runs the worker (default: $VIRTUAL_ENV's, then "
+             "./.venv/bin/python, then leakscope's own). It needs no leakscope installed.",
+    ),
     no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
     full: Optional[bool] = typer.Option(  # noqa: UP007, UP045
         None, "--full/--fast",
@@ -322,13 +349,13 @@ def check(
             ("--iterations", iterations), ("--warmup", warmup), ("--frames", frames),
             ("--timeout", timeout), ("--memory-limit", memory_limit), ("--json", json_path),
             ("--no-holders", no_holders or None), ("worker arguments", worker_args or None),
-            ("--full/--fast", full),
+            ("--full/--fast", full), ("--python", python),
         ) if value is not None]
         if given:
             raise UsageError(f"{given[0]}: has no effect when checking a saved run ({target})")
         decisions = [_check_saved(Path(target), cli, cfg)]
     else:
-        decisions = _check_traced(target, list(worker_args or []), cli, cfg, json_path)
+        decisions = _check_traced(target, list(worker_args or []), cli, cfg, json_path, python)
     if junit_path is not None:
         from leakscope.render.junit import write_junit
 
@@ -401,7 +428,7 @@ def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
 
 def _check_traced(
     target: str | None, worker_args: list[str], cli: CheckSettings, cfg: Config,
-    json_path: Path | None,
+    json_path: Path | None, python: str | None = None,
 ) -> list[Decision]:
     """`check TARGET` or `check` over the configured targets: trace each, judge each.
 
@@ -429,6 +456,7 @@ def _check_traced(
     # Pre-flight every target before tracing any: a typo in the last one
     # should not wait for the others to run.
     specs = [targetmod.parse(entry.target) for entry in entries]
+    interpreter = _choose_python(python)
     several = len(entries) > 1
     paths = _run_paths([entry.target for entry in entries], json_path)
     decisions = []
@@ -444,6 +472,7 @@ def _check_traced(
         for name in ("iterations", "warmup", "frames", "timeout", "memory_limit", "holders"):
             if getattr(layered, name) is not None:
                 setattr(settings, name, getattr(layered, name))
+        _use_interpreter(settings, interpreter)
         if several:
             _print_plain(f"-- {entry.target}")
         started = time.perf_counter()

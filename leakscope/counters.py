@@ -11,8 +11,7 @@ import ctypes.util
 import gc
 import os
 import sys
-
-import psutil
+from typing import Any
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -43,7 +42,9 @@ _mallinfo2 = _load_mallinfo2()
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Per process: a forked child must read its own figures, not its parent's
 # (psutil.Process and an open /proc/self file both stay bound to one pid).
-_process: tuple[int, psutil.Process] | None = None
+# psutil is imported only where /proc is missing: on Linux a measured process
+# loads nothing but the standard library and leakscope's own modules.
+_process: tuple[int, Any] | None = None
 _statm: tuple[int, int] | None = None
 
 
@@ -61,6 +62,8 @@ def rss_bytes() -> int:
         except (OSError, ValueError, IndexError):
             pass
     if _process is None or _process[0] != pid:
+        import psutil
+
         _process = (pid, psutil.Process(pid))
     return _process[1].memory_info().rss
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import sys
 import traceback
 from typing import Any
 
 import leakscope
+from leakscope import sites as sitemod
 from leakscope.collector import Collector
 from leakscope.errors import EXIT_USAGE, EXIT_WORKER, TargetError
 from leakscope.hook import StopTracing
@@ -149,7 +151,8 @@ def main() -> int:
     channel = Channel(int(config["fd"]))
     signal.signal(signal.SIGINT, _InterruptOnce())
     # From here on the parent's --timeout applies (start-up is not the worker's).
-    channel.send({"t": "started"})
+    channel.send({"t": "started", "python": platform.python_version(),
+                  **sitemod.interpreter_paths()})
     spec = TargetSpec(**config["target"])
     settings = Settings.from_dict(config["settings"])
     name = spec.path or spec.label

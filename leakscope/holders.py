@@ -1016,8 +1016,12 @@ def find_by_backrefs(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
     """
     import gc
 
-    import objgraph
-
+    try:
+        import objgraph
+    except ImportError:
+        # The worker's interpreter need not have it: leakscope's own
+        # environment is never put on a measured process's path.
+        return {"skipped": "objgraph is not importable by the worker's interpreter"}
     if len(gc.get_objects()) > BACKREF_MAX_OBJECTS:
         return {"skipped": f"heap above {BACKREF_MAX_OBJECTS:,} objects"}
     holder = _container_holding(lines)

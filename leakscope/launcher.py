@@ -26,9 +26,11 @@ from typing import Any
 
 import leakscope
 from leakscope import counters
+from leakscope import sites as sitemod
 from leakscope.agent import ENV as AGENT_ENV
 from leakscope.agent import STOPPING_MARKER
 from leakscope.errors import TargetError, UsageError, WorkerError
+from leakscope.interpreter import with_private_path
 from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
 from leakscope.supervisor import NullObserver, RunBuilder, _dispatch, _finish, now_iso
@@ -98,6 +100,8 @@ class ProcessLog:
         kind = message.get("t")
         if kind == "hello":
             self.hello = message
+            sitemod.register_interpreter(message.get("library_roots") or [],
+                                         message.get("own_dirs") or [])
             self.process = {
                 "pid": message["pid"], "parent_pid": message["parent_pid"],
                 "role": message["role"], "command": message["command"],
@@ -197,11 +201,10 @@ def agent_env(directory: Path, settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env[AGENT_ENV] = json.dumps({"dir": str(directory), "settings": settings.to_dict()})
     env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(STARTUP_DIR)] + paths + ([package_parent] if package_parent not in paths else [])
-    )
+    # The start-up hook first, then a private path that holds leakscope alone:
+    # the command's own interpreter needs no leakscope installed, and never
+    # sees the site-packages leakscope's dependencies live in.
+    env["PYTHONPATH"] = with_private_path(env.get("PYTHONPATH"), first=[str(STARTUP_DIR)])
     return env
 
 

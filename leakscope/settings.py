@@ -65,6 +65,10 @@ class Settings:
     # (0: no limit, as with --sample 1).
     trace_units: int = 0
     args: list[str] = field(default_factory=list)
+    # `trace` and `check`: the interpreter that runs the worker ("" = leakscope's
+    # own) and why it was chosen (see leakscope.interpreter).
+    python: str = ""
+    python_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,6 +24,9 @@ LineKey = tuple[str, int]
 SMALL_REQUEST_THRESHOLD = 512
 
 _LEAKSCOPE_DIR = os.path.dirname(os.path.abspath(leakscope.__file__)) + os.sep
+# Every path leakscope's modules may carry: the measured process imports them
+# through a private link (leakscope.interpreter), the tool from where it lives.
+_OWN_DIRS: tuple[str, ...] = (_LEAKSCOPE_DIR,)
 _TRACEMALLOC_FILE = tracemalloc.__file__
 
 
@@ -62,7 +65,7 @@ class OwnFilter:
     def _classify(self, filename: str) -> int:
         kind = self._files.get(filename)
         if kind is None:
-            if filename == _TRACEMALLOC_FILE or filename.startswith(_LEAKSCOPE_DIR):
+            if filename == _TRACEMALLOC_FILE or filename.startswith(_OWN_DIRS):
                 kind = _OWN
             elif is_user_file(filename):
                 kind = _USER
@@ -184,9 +187,28 @@ def _library_roots() -> tuple[str, ...]:
 _ROOTS = _library_roots()
 
 
+def register_interpreter(library_roots: list[str], own_dirs: list[str]) -> None:
+    """Also class these as library and as leakscope's: the paths of a worker's interpreter.
+
+    A worker may run under another Python than the tool's (``--python``, or
+    the command of ``leakscope run``): its standard library and site-packages
+    are elsewhere, and its frames name leakscope through the private link.
+    """
+    global _ROOTS, _OWN_DIRS
+    roots = {os.path.abspath(r) + os.sep for r in library_roots if r}
+    _ROOTS = tuple(sorted(set(_ROOTS) | roots))
+    own = {os.path.abspath(d) + os.sep for d in own_dirs if d}
+    _OWN_DIRS = tuple(sorted(set(_OWN_DIRS) | own))
+
+
+def interpreter_paths() -> dict[str, list[str]]:
+    """This interpreter's library roots and leakscope's directory, as a worker reports them."""
+    return {"library_roots": list(_library_roots()), "own_dirs": [_LEAKSCOPE_DIR]}
+
+
 def is_own_file(filename: str) -> bool:
     """A file of leakscope itself."""
-    return os.path.abspath(filename).startswith(_LEAKSCOPE_DIR)
+    return os.path.abspath(filename).startswith(_OWN_DIRS)
 
 
 def is_user_file(filename: str) -> bool:
@@ -196,7 +218,7 @@ def is_user_file(filename: str) -> bool:
     if "site-packages" in filename or "dist-packages" in filename:
         return False
     path = os.path.abspath(filename)
-    if path.startswith(_LEAKSCOPE_DIR):
+    if path.startswith(_OWN_DIRS):
         return False
     return not path.startswith(_ROOTS)
 

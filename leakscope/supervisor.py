@@ -18,7 +18,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 import leakscope
@@ -26,6 +25,7 @@ from leakscope import counters
 from leakscope import sites as sitemod
 from leakscope.errors import TargetError, WorkerError
 from leakscope.harness import CONFIG_ENV
+from leakscope.interpreter import with_private_path
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
 from leakscope.target import TargetSpec
@@ -191,10 +191,8 @@ def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
     config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict()}
     env[CONFIG_ENV] = json.dumps(config)
     env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
-    package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_parent not in paths:
-        env["PYTHONPATH"] = os.pathsep.join(paths + [package_parent])
+    # leakscope alone, through a private path: never the tool's site-packages.
+    env["PYTHONPATH"] = with_private_path(env.get("PYTHONPATH"))
     return env
 
 
@@ -222,7 +220,7 @@ def trace(
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "leakscope.harness"],
+            [settings.python or sys.executable, "-m", "leakscope.harness"],
             pass_fds=(write_fd,), env=_child_env(write_fd, spec, settings),
         )
     finally:
@@ -311,6 +309,11 @@ def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserv
         builder.error = message
     elif kind == "loaded":
         builder.loaded = True
+    elif kind == "started":
+        # The worker's interpreter may not be ours: its paths say what is library.
+        builder.run.python = message.get("python") or builder.run.python
+        sitemod.register_interpreter(message.get("library_roots") or [],
+                                     message.get("own_dirs") or [])
 
 
 def _reap(proc: subprocess.Popen, quick: bool) -> None:

@@ -1,0 +1,186 @@
+"""A measured process loads only the standard library and leakscope's in-process modules.
+
+Each test runs the same probe twice under the same interpreter, once plainly and
+once measured, and compares the top-level modules outside the standard library
+that each had loaded: what the measured run has more is what leakscope brought,
+and that must be ``leakscope`` alone (no typer, click, rich, jinja2, pydantic,
+psutil). The probe writes its module set after every loop, so the last write
+is taken at the end of the measured span, after holder walks and analysis
+imports in the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+PROBE = '''
+import json, os, sys
+
+def _dump():
+    names = sorted({m.split(".")[0] for m in list(sys.modules)
+                    if m.split(".")[0] not in sys.stdlib_module_names
+                    and not m.startswith("_sysconfigdata")  # the stdlib's, per platform
+                    and m not in ("probe", "__main__")})
+    with open(os.environ["PROBE_OUT"] + ".tmp", "w") as out:
+        json.dump(names, out)
+    os.replace(os.environ["PROBE_OUT"] + ".tmp", os.environ["PROBE_OUT"])
+
+KEPT = []
+
+def iteration():
+    KEPT.append(object())
+    _dump()
+
+def teardown():
+    _dump()
+
+if __name__ == "__main__":
+    try:
+        from leakscope import tick
+    except ImportError:
+        def tick():
+            return None
+    for _ in range(int(os.environ.get("PROBE_LOOPS", "40"))):
+        iteration()
+        tick()
+'''
+
+GAINED_ALLOWED = {"leakscope"}
+
+
+def _plain(probe: Path, out: Path) -> set[str]:
+    subprocess.run([sys.executable, str(probe)], check=True, timeout=60,
+                   env={**os.environ, "PROBE_OUT": str(out), "PROBE_LOOPS": "3"})
+    return set(json.loads(out.read_text()))
+
+
+@pytest.fixture()
+def probe(tmp_path: Path) -> Path:
+    path = tmp_path / "probe.py"
+    path.write_text(PROBE)
+    return path
+
+
+def _gained(probe: Path, tmp_path: Path, *cli: str, env: dict | None = None) -> set[str]:
+    baseline = _plain(probe, tmp_path / "plain.json")
+    out = tmp_path / "measured.json"
+    out.unlink(missing_ok=True)
+    proc = run_cli(*cli, env={"PROBE_OUT": str(out), **(env or {})})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return set(json.loads(out.read_text())) - baseline
+
+
+@pytest.mark.parametrize("mode", ["--full", "--fast"])
+def test_trace_loads_nothing_of_leakscopes_dependencies(probe, tmp_path, mode):
+    extra = ["--fast"] if mode == "--fast" else []
+    gained = _gained(probe, tmp_path, "trace", str(probe), "-n", "20", "-q", *extra,
+                     "--json", str(tmp_path / "run.json"))
+    assert gained <= GAINED_ALLOWED, gained
+
+
+def test_check_loads_nothing_of_leakscopes_dependencies(probe, tmp_path):
+    gained = _gained(probe, tmp_path, "check", str(probe), "--max-growth", "1MiB",
+                     "--json", str(tmp_path / "run.json"))
+    assert gained <= GAINED_ALLOWED, gained
+
+
+def test_run_loads_nothing_of_leakscopes_dependencies(probe, tmp_path):
+    gained = _gained(probe, tmp_path, "run", "--quiet", "--units", "30", "--json",
+                     str(tmp_path / "run.json"), "--", sys.executable, str(probe),
+                     env={"PROBE_LOOPS": "40"})
+    # `run` arms each process through its start-up hook, leakscope's own sitecustomize.
+    assert gained <= GAINED_ALLOWED | {"sitecustomize"}, gained
+
+
+def test_pytest_plugin_loads_nothing_of_leakscopes_dependencies(tmp_path):
+    """The plugin's process is pytest's: compare it with the plugin disabled."""
+    (tmp_path / "test_leaky.py").write_text(
+        "import pytest\nKEPT = []\n\n"
+        "@pytest.mark.leakscope(iterations=10)\n"
+        "def test_keeps():\n    KEPT.append(object())\n"
+    )
+    (tmp_path / "conftest.py").write_text(
+        "import json, os, sys\n\n"
+        "def pytest_unconfigure(config):\n"
+        "    names = sorted({m.split('.')[0] for m in list(sys.modules)\n"
+        "                    if m.split('.')[0] not in sys.stdlib_module_names\n"
+        "                    and not m.startswith('_sysconfigdata')})\n"
+        "    open(os.environ['PROBE_OUT'], 'w').write(json.dumps(names))\n"
+    )
+    found = {}
+    for label, flags in (("plain", ["-p", "no:leakscope"]), ("plugin", [])):
+        out = tmp_path / f"{label}.json"
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+             *flags, str(tmp_path / "test_leaky.py")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PROBE_OUT": str(out)},
+        )
+        found[label] = set(json.loads(out.read_text()))
+    gained = found["plugin"] - found["plain"]
+    assert gained <= GAINED_ALLOWED, gained
+
+
+def test_worker_under_another_python_without_leakscope(tmp_path):
+    """The tool on one CPython, the worker on another, in a venv that has no leakscope."""
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    others = sorted(
+        path for path in Path("/root/.pyenv/versions").glob("3.1[0-3]*/bin/python")
+        if not path.parent.parent.name.startswith(mine + ".")
+    ) if Path("/root/.pyenv/versions").is_dir() else []
+    if not others:
+        pytest.skip(f"no CPython 3.10-3.13 other than {mine} on this machine")
+    venv = tmp_path / "app"
+    subprocess.run([str(others[0]), "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "import leakscope"], capture_output=True,
+                           cwd=tmp_path)
+    assert check.returncode != 0, "the app's venv must not have leakscope"
+    scenario = ROOT / "scenarios" / "registry_dict.py"
+    proc = run_cli("trace", str(scenario), "-n", "20", "-q", "--python", str(python),
+                   "--json", str(tmp_path / "run.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["python"] == others[0].parent.parent.name
+    assert run["settings"]["python"] == str(python)
+    assert run["settings"]["python_from"] == "--python"
+    assert f"worker Python {run['python']}: {python} (--python)" in proc.stderr
+    assert run["verdict"]["leak"] is True and run["verdict"]["kind"] == "reachable"
+    assert any(site.get("user_frame") and site["user_frame"]["file"].endswith(
+        "registry_dict.py") for site in run["sites"])
+    # The worker's own standard library is library, not the user's code.
+    prefix = str(others[0].parent.parent)
+    assert not any((site.get("user_frame") or {}).get("file", "").startswith(prefix)
+                   for site in run["sites"])
+
+
+@pytest.mark.parametrize(
+    ("python", "text"),
+    [("/no/such/python", "no such interpreter"), ("/etc/hostname", "cannot run it"),
+     ("/bin/true", "not a Python interpreter")],
+)
+def test_bad_python_is_one_line_exit_2(python, text, tmp_path):
+    proc = run_cli("trace", str(ROOT / "scenarios" / "registry_dict.py"), "-n", "5",
+                   "--python", python, "--json", str(tmp_path / "run.json"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert text in proc.stderr.strip().splitlines()[-1]
+
+
+def test_python_older_than_310_is_refused(tmp_path):
+    old = sorted(Path("/root/.pyenv/versions").glob("3.[6-9]*/bin/python"))
+    if not old:
+        pytest.skip("no CPython older than 3.10 on this machine")
+    proc = run_cli("trace", str(ROOT / "scenarios" / "registry_dict.py"), "-n", "5",
+                   "--python", str(old[-1]), "--json", str(tmp_path / "run.json"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "older than 3.10" in proc.stderr
