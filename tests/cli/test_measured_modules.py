@@ -184,3 +184,22 @@ def test_python_older_than_310_is_refused(tmp_path):
                    "--python", str(old[-1]), "--json", str(tmp_path / "run.json"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "older than 3.10" in proc.stderr
+
+
+def test_run_under_an_app_venv_without_leakscope(tmp_path):
+    """`leakscope run -- venv/bin/python consumer.py`: the app's Python has no leakscope."""
+    venv = tmp_path / "app"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "import leakscope"], capture_output=True,
+                           cwd=tmp_path)
+    assert check.returncode != 0, "the app's venv must not have leakscope"
+    out = tmp_path / "run.json"
+    proc = run_cli("run", "--quiet", "--sample", "1", "--units", "60", "--json", str(out),
+                   "--", str(python), str(ROOT / "scenarios" / "tick_consumer.py"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["verdict"]["leak"] is True, run["verdict"]
+    assert any(h["path"] == "tick_consumer.SEEN" for h in run.get("holders", [])), \
+        run.get("holders")
