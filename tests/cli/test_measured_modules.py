@@ -129,15 +129,25 @@ def test_pytest_plugin_loads_nothing_of_leakscopes_dependencies(tmp_path):
     assert gained <= GAINED_ALLOWED, gained
 
 
-def test_worker_under_another_python_without_leakscope(tmp_path):
+def _other_pythons(direction: str) -> list[Path]:
+    """CPython 3.10-3.13 interpreters under pyenv, older or newer than the tool's."""
+    root = Path("/root/.pyenv/versions")
+    found = []
+    for path in sorted(root.glob("3.1[0-3].*/bin/python")) if root.is_dir() else []:
+        minor = int(path.parent.parent.name.split(".")[1])
+        if (minor < sys.version_info[1]) if direction == "older" else \
+                (minor > sys.version_info[1]):
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("direction", ["older", "newer"])
+def test_worker_under_another_python_without_leakscope(tmp_path, direction):
     """The tool on one CPython, the worker on another, in a venv that has no leakscope."""
-    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    others = sorted(
-        path for path in Path("/root/.pyenv/versions").glob("3.1[0-3]*/bin/python")
-        if not path.parent.parent.name.startswith(mine + ".")
-    ) if Path("/root/.pyenv/versions").is_dir() else []
+    others = _other_pythons(direction)
     if not others:
-        pytest.skip(f"no CPython 3.10-3.13 other than {mine} on this machine")
+        pytest.skip(f"no CPython 3.10-3.13 {direction} than {sys.version.split()[0]} "
+                    "on this machine (pyenv)")
     venv = tmp_path / "app"
     subprocess.run([str(others[0]), "-m", "venv", "--without-pip", str(venv)], check=True,
                    timeout=120)
