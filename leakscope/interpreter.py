@@ -99,6 +99,25 @@ def _probe(path: str, chosen_by: str) -> Interpreter:
 
 
 _private: Path | None = None
+_PREFIX = "leakscope-path-"
+
+
+def _remove_stale() -> None:
+    """Private paths left by a leakscope that was killed (SIGKILL skips atexit)."""
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or entry.lstat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def private_path() -> str:
@@ -109,7 +128,8 @@ def private_path() -> str:
     """
     global _private
     if _private is None or not _private.exists():
-        directory = Path(tempfile.mkdtemp(prefix="leakscope-path-"))
+        _remove_stale()
+        directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
         (directory / "leakscope").symlink_to(PACKAGE_DIR, target_is_directory=True)
         atexit.register(shutil.rmtree, directory, True)
         _private = directory

@@ -213,3 +213,20 @@ def test_run_under_an_app_venv_without_leakscope(tmp_path):
     assert run["verdict"]["leak"] is True, run["verdict"]
     assert any(h["path"] == "tick_consumer.SEEN" for h in run.get("holders", [])), \
         run.get("holders")
+
+
+def test_private_path_holds_leakscope_alone_and_goes_away(tmp_path):
+    """The measured PYTHONPATH entry exposes one name, and is removed when leakscope exits;
+    one left by a killed leakscope is removed by the next."""
+    import tempfile
+
+    stale = Path(tempfile.gettempdir()) / "leakscope-path-999999999-stale"
+    stale.mkdir(exist_ok=True)
+    code = ("from leakscope.interpreter import private_path; import os; p = private_path(); "
+            "print(p); print(sorted(os.listdir(p)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    path, listing = done.stdout.splitlines()
+    assert listing == "['leakscope']"
+    assert not Path(path).exists()
+    assert not stale.exists()
