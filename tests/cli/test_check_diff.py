@@ -85,7 +85,9 @@ def test_check_leak_exits_1_with_one_ci_line(tmp_path):
     summary = proc.stdout.splitlines()[1]
     assert summary.startswith("Leak (reachable")
     assert "growing allocation sites:" in proc.stdout
-    assert proc.stderr == ""
+    # stderr says which Python ran the worker, and nothing else.
+    assert re.fullmatch(r"leakscope: worker Python [0-9.]+: \S+ \([^)]+\)\n", proc.stderr), \
+        proc.stderr
 
 
 def test_check_negative_exits_0(tmp_path):
