@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from leakscope import __version__
 from leakscope.errors import LeakscopeError
+from leakscope.render.safe import displayed
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
 from leakscope.units import format_bytes, format_count, short_unit
 
@@ -226,17 +227,60 @@ def _read_source(path: str) -> tuple[str, ...] | None:
         return None
 
 
-def _source(
-    frame: Frame | None, cwd: str | None, files: dict[str, tuple[str, ...] | None]
-) -> dict[str, Any] | None:
-    """Up to SOURCE_CONTEXT lines either side of the user frame, when its file is readable."""
-    if frame is None or not frame.file or not isinstance(frame.line, int) or frame.line < 1:
+def run_tree(run_path: str | os.PathLike[str]) -> Path:
+    """The directory tree a saved run may show source from: where its run file lies.
+
+    That is the run file's own directory, or, for a file leakscope saved in
+    its ``.leakscope/`` (or ``.leakscope/check/``) directory, the project
+    directory that holds it, where the traced code lives. The run's recorded
+    cwd is not trusted for this: it is only a string in the file.
+    """
+    directory = Path(os.path.abspath(run_path)).parent
+    for level in (directory, directory.parent):
+        if level.name == ".leakscope":
+            return level.parent
+    return directory
+
+
+def _inside(path: Path, root: Path) -> Path | None:
+    """``path`` with symlinks resolved, if it lies under ``root``; else None."""
+    try:
+        real = path.resolve()
+        real.relative_to(root)
+    except (OSError, RuntimeError, ValueError):
         return None
-    path = Path(frame.file)
-    if not path.is_absolute():
-        if not cwd:
-            return None
-        path = Path(cwd) / path
+    return real
+
+
+def _source_path(frame: Frame, cwd: str | None, root: Path) -> Path | None:
+    """Where a frame's file is, if it is under ``root``: never through ``..`` or a symlink
+    out of it. Relative names are from the run's cwd, or from the root itself."""
+    name = Path(frame.file)
+    if ".." in name.parts:
+        return None
+    if name.is_absolute():
+        return _inside(name, root)
+    bases = [Path(cwd)] if cwd and Path(cwd).is_absolute() else []
+    for base in (*bases, root):
+        found = _inside(base / name, root)
+        if found is not None and found.is_file():
+            return found
+    return None
+
+
+def _source(
+    frame: Frame | None, cwd: str | None, root: Path | None,
+    files: dict[str, tuple[str, ...] | None],
+) -> dict[str, Any] | None:
+    """Up to SOURCE_CONTEXT lines either side of the user frame, when its file is readable
+    and lies in the run's own tree (``root``; None embeds no source at all)."""
+    if root is None or frame is None or not frame.file:
+        return None
+    if not isinstance(frame.line, int) or frame.line < 1:
+        return None
+    path = _source_path(frame, cwd, root)
+    if path is None:
+        return None
     # Read each file once per report (sites share files), and afresh for the next report.
     if str(path) not in files:
         files[str(path)] = _read_source(str(path))
@@ -261,7 +305,8 @@ def _same(a: Frame, b: Frame | None) -> bool:
 
 
 def _site(
-    site: Site, short: str, cwd: str | None, files: dict[str, tuple[str, ...] | None]
+    site: Site, short: str, cwd: str | None, root: Path | None,
+    files: dict[str, tuple[str, ...] | None],
 ) -> dict[str, Any]:
     user = site.user_frame
     traceback = []
@@ -282,7 +327,7 @@ def _site(
         "series": _spark(site.series),
         "traceback": traceback,
         "user_frame": _frame(user) if user is not None else None,
-        "source": _source(user, cwd, files),
+        "source": _source(user, cwd, root, files),
     }
 
 
@@ -383,8 +428,15 @@ def _advice(run: Run) -> list[str]:
     return [_text(line) for line in advice] if isinstance(advice, list) else []
 
 
-def view_model(run: Run) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready primitives, with nothing left to compute."""
+def view_model(run: Run, source_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready primitives, with nothing left to compute.
+
+    Source lines are embedded only from files under ``source_root`` (for a
+    saved run, ``run_tree`` of its file; for a run made just now, the cwd):
+    a run file must not make the page carry any other file's lines.
+    """
+    run = displayed(run)
+    root = Path(source_root).resolve() if source_root is not None else None
     short = short_unit(run.unit)
     cwd = run.observations.get("cwd")
     cwd = cwd if isinstance(cwd, str) else None
@@ -408,7 +460,7 @@ def view_model(run: Run) -> dict[str, Any]:
         },
         "verdict": _verdict(run.verdict, run),
         "chart": _chart(run),
-        "sites": [_site(site, short, cwd, files) for site in run.sites],
+        "sites": [_site(site, short, cwd, root, files) for site in run.sites],
         "holders": [_holder(holder, short) for holder in run.holders],
         "loops": _loops(run),
         "run": _run_facts(run),
@@ -421,13 +473,13 @@ def view_model(run: Run) -> dict[str, Any]:
 # ----------------------------------------------------------------- rendering
 
 
-def render_html(run: Run) -> str:
+def render_html(run: Run, source_root: str | os.PathLike[str] | None = None) -> str:
     """The whole report as one HTML document that needs no network to view."""
     css = _asset("report.css")
     js = _asset("report.js")
     # The assets are ours and trusted; the run's data only ever enters through tojson.
     return _environment().get_template("report.html.j2").render(
-        data=view_model(run),
+        data=view_model(run, source_root),
         css=Markup(css),
         js=Markup(js),
         csp=(
@@ -444,10 +496,12 @@ def _umask() -> int:
     return mask
 
 
-def write_html(run: Run, path: str | os.PathLike[str]) -> Path:
+def write_html(
+    run: Run, path: str | os.PathLike[str], source_root: str | os.PathLike[str] | None = None
+) -> Path:
     """Write the report atomically and return its path; an unwritable path is a LeakscopeError."""
     target = Path(path)
-    page = render_html(run)
+    page = render_html(run, source_root)
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
