@@ -475,7 +475,7 @@ def _check_traced(
         except WorkerError as exc:
             if exc.detail:
                 sys.stderr.write(exc.detail.rstrip("\n") + "\n")
-            err_console.print(f"leakscope: error: {exc.message}", markup=False)
+            err_console.print(f"leakscope: error: {printable(exc.message)}", markup=False)
             decisions.append(Decision(entry.target, budget, error=exc.message,
                                       seconds=time.perf_counter() - started))
             continue
@@ -653,7 +653,8 @@ def main(argv: list[str] | None = None) -> None:
     except LeakscopeError as exc:
         if exc.detail:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
-        err_console.print(f"leakscope: error: {exc.message}", markup=False)
+        # Messages quote paths and values from files: one line, no escape sequences.
+        err_console.print(f"leakscope: error: {printable(exc.message)}", markup=False)
         sys.exit(exc.exit_code)
     except Interrupted:
         err_console.print("leakscope: interrupted; the loops gathered so far were saved",
