@@ -209,8 +209,9 @@ def trace(
     if html_path is not None:
         from leakscope.render.html import write_html
 
-        # The run was made here, now: its source is this directory's.
-        _print_dim(f"HTML report: {write_html(run, html_path, source_root=Path.cwd())}")
+        # The run was made here, now: its source is this directory's and the target's.
+        roots = [Path.cwd(), *([Path(spec.path).parent] if spec.path else [])]
+        _print_dim(f"HTML report: {write_html(run, html_path, source_roots=roots)}")
     if run.observations.get("interrupted"):
         raise Interrupted
     assert run.verdict is not None
@@ -244,7 +245,7 @@ def html(
     run = runfile.load(run_path)
     default = Path("reports") / f"{run_path.stem}.html"
     written = write_html(run, output if output is not None else default,
-                         source_root=run_tree(run_path))
+                         source_roots=[run_tree(run_path)])
     console.print(str(written), markup=False, highlight=False, soft_wrap=True)
     if open_page:
         import webbrowser
@@ -628,7 +629,7 @@ def run_command(
     if html_path is not None:
         from leakscope.render.html import write_html
 
-        _print_dim(f"HTML report: {write_html(run, html_path, source_root=Path.cwd())}")
+        _print_dim(f"HTML report: {write_html(run, html_path, source_roots=[Path.cwd()])}")
     if interrupted:
         raise Interrupted
     if gathered.exit_code not in (None, 0):

@@ -481,3 +481,14 @@ def test_our_own_leakscope_dir_is_used(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / ".leakscope" / "last-run.json").is_file()
     assert not stat.S_IMODE((tmp_path / ".leakscope").stat().st_mode) & stat.S_IWOTH
+
+
+def test_trace_html_embeds_a_target_outside_the_cwd(tmp_path: Path) -> None:
+    """A run made just now trusts the cwd and the target's own directory."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "app" / "leaky.py").write_text(LEAKY)
+    proc = run_cli("trace", "../app/leaky.py", "--iterations", "5", "--warmup", "1",
+                   "--no-holders", "--quiet", "--html", "r.html", cwd=tmp_path / "elsewhere")
+    assert proc.returncode == 0, proc.stderr
+    assert "KEPT.append(bytearray(512))" in (tmp_path / "elsewhere" / "r.html").read_text()

@@ -170,7 +170,7 @@ def _render_everything(run: runfile.Run) -> None:
                      comparison_text(compare(run, run))):
             _no_controls(text, "text")
         render_junit([judge(run.target, run, 0)]).decode("utf-8")
-    page = render_html(run, source_root=Path.cwd())
+    page = render_html(run, source_roots=[Path.cwd()])
     assert page.count("<script") == 2
     json.dumps(view_model(run), allow_nan=False)
 
