@@ -24,7 +24,7 @@ from typing import Any
 from leakscope.errors import RunFileError
 
 SCHEMA = "leakscope.run/1"
-# The most of a run file `load` reads. A 10,000-loop trace is ~20 MB and a long
+# The most of a run file `load` reads. A 10,000-loop trace is ~10 MB and a long
 # `leakscope run` of many processes stays well under this; the cap keeps a
 # mistaken or hostile path (/dev/zero, a disk image) from exhausting memory.
 MAX_RUN_FILE_BYTES = 256 * 1024 * 1024
@@ -225,6 +225,8 @@ def check_runs_directory(path: str | os.PathLike[str]) -> None:
     beforehand by someone else, or one anyone may write to, lets them read,
     replace or redirect the runs saved there. Missing ones are made by ``save``.
     """
+    if not hasattr(os, "geteuid"):  # pragma: no cover - no Unix owners to compare
+        return
     absolute = Path(os.path.abspath(path))
     for directory in (absolute, *absolute.parents):
         if directory.name != RUNS_DIRECTORY:

@@ -13,7 +13,7 @@ objects or escapes, HTML enters through ``tojson`` and ``textContent``.
 from __future__ import annotations
 
 import re
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import is_dataclass, replace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -49,25 +49,30 @@ def displayed(value: T) -> T:
     return _clean(value)
 
 
+_ATOMS = (int, float, bool, type(None))
+
+
 def _clean(value: Any) -> Any:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return printable(value)
-    if isinstance(value, list):
+    if kind in _ATOMS:
+        return value
+    if kind is list or kind is tuple:
         items = [_clean(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value)) else items
-    if isinstance(value, tuple):
-        items = [_clean(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value)) else tuple(items)
-    if isinstance(value, dict):
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return items if kind is list else tuple(items)
+    if kind is dict:
         pairs = [(_clean(k), _clean(v)) for k, v in value.items()]
         same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items()))
         return value if same else dict(pairs)
     if is_dataclass(value) and not isinstance(value, type):
+        # vars(): every field of our (slot-less) dataclasses, cheaper than fields().
         changed = {}
-        for f in fields(value):
-            old = getattr(value, f.name)
+        for name, old in vars(value).items():
             new = _clean(old)
             if new is not old:
-                changed[f.name] = new
+                changed[name] = new
         return replace(value, **changed) if changed else value
     return value

@@ -45,7 +45,10 @@ def first_growing_holder(run: Run) -> Holder | None:
 
 def where(run: Run) -> str:
     """The line to open first and the container that grows: ``file:line (holder.path)``."""
-    run = displayed(run)
+    return _where(displayed(run))
+
+
+def _where(run: Run) -> str:
     site = first_growing_site(run)
     holder = first_growing_holder(run)
     location = None
@@ -86,10 +89,10 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
         return _one_line(f"leakscope: OK no leak{partial} ({run.target})")
     kind = _KIND_NOTE.get(verdict.kind, f" {verdict.kind}")
     if failed:
-        return _one_line(f"leakscope: LEAK {rate}{kind}{partial}, {where(run)}")
+        return _one_line(f"leakscope: LEAK {rate}{kind}{partial}, {_where(run)}")
     budget = f"{format_bytes(max_growth_bytes)}/{unit}"
     return _one_line(
-        f"leakscope: OK leak of {rate}{kind} within the {budget} budget{partial}, {where(run)}"
+        f"leakscope: OK leak of {rate}{kind} within the {budget} budget{partial}, {_where(run)}"
     )
 
 
