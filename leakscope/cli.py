@@ -246,7 +246,7 @@ def html(
     default = Path("reports") / f"{run_path.stem}.html"
     written = write_html(run, output if output is not None else default,
                          source_roots=[run_tree(run_path)])
-    console.print(str(written), markup=False, highlight=False, soft_wrap=True)
+    _print_plain(printable(str(written)))
     if open_page:
         import webbrowser
 

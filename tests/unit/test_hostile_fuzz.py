@@ -206,3 +206,27 @@ def test_the_unmutated_base_renders(scratch: Path) -> None:
     """The fuzz's starting point loads and renders: the mutations, not the base, fail."""
     scratch.write_text(json.dumps(runfile.to_dict(full_run())))
     _render_everything(runfile.load(scratch))
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("\x1b]0;t\x07", "\\x1b]0;t\\x07"), ("a\nb\tc\r", "a\\x0ab\\x09c\\x0d"), ("\x9b2J", "\\x9b2J"),
+    ("\x7f", "\\x7f"), ("\u202eyp.exe", "\\u202eyp.exe"), ("caf\udce9", "caf\\udce9"),
+    ("\u2028", "\\u2028"), ("[/dim] é 日本 ✓", "[/dim] é 日本 ✓"),
+])
+def test_printable_shows_each_unsafe_character_as_its_escape(raw: str, shown: str) -> None:
+    from leakscope.render.safe import printable
+
+    assert printable(raw) == shown
+
+
+def test_displayed_copies_nothing_when_clean_and_never_changes_its_input() -> None:
+    from leakscope.render.safe import displayed
+
+    clean = full_run()
+    assert displayed(clean) is clean
+    dirty = full_run()
+    dirty.loops[2].top[0].file = "app\x1b[2J.py"
+    shown = displayed(dirty)
+    assert shown.loops[2].top[0].file == "app\\x1b[2J.py"
+    assert dirty.loops[2].top[0].file == "app\x1b[2J.py"
+    assert shown.loops[1] is dirty.loops[1] and shown.sites is dirty.sites
