@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from leakscope.errors import UsageError
 from leakscope.runfile import Run, Verdict
-from leakscope.units import parse_size
+from leakscope.units import MAX_SIZE, parse_size
 
 # No growth allowed: a CI gate should fail on any leak unless a team says
 # how much per-iteration growth it accepts.
@@ -24,6 +24,8 @@ def parse_max_growth(text: str | int, source: str = "--max-growth") -> int:
     if isinstance(text, int):
         if text < 0:
             raise UsageError(f"{source}: not a size: {text!r} (must be 0 or more)")
+        if text > MAX_SIZE:
+            raise UsageError(f"{source}: not a size: {text!r} (too large; at most 8 EiB)")
         return text
     try:
         return parse_size(text)

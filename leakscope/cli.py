@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from leakscope import runfile
 from leakscope.errors import (
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_LEAK,
     EXIT_USAGE,
@@ -24,6 +25,7 @@ from leakscope.errors import (
     UsageError,
     WorkerError,
 )
+from leakscope.render.safe import printable
 from leakscope.runfile import Run
 from leakscope.settings import (
     DEFAULT_CHECKPOINT_EVERY,
@@ -35,6 +37,8 @@ from leakscope.settings import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOP,
     DEFAULT_TRACE_UNITS,
+    MAX_FRAMES,
+    MAX_SECONDS,
     MIN_TRACE_UNITS,
     Settings,
 )
@@ -94,6 +98,16 @@ def _sample(value: str) -> int:
     return count
 
 
+def _seconds(option: str, value: float) -> float:
+    """A timeout or duration: above 0 and finite (inf would overflow a pipe wait mid-run)."""
+    if not 0 < value <= MAX_SECONDS:
+        raise UsageError(
+            f"{option}: must be more than 0 and at most {MAX_SECONDS:,.0f} seconds, "
+            f"got {value:g}"
+        )
+    return value
+
+
 def _size(option: str, text: str) -> int:
     try:
         return parse_size(text)
@@ -103,6 +117,7 @@ def _size(option: str, text: str) -> int:
 
 def _check_writable(path: Path, option: str) -> None:
     """Refuse an output path that cannot be written before a long run, not after it."""
+    runfile.check_runs_directory(path)
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a directory")
     parent = path.parent
@@ -170,7 +185,7 @@ def trace(
         False, "--fast",
         help="Measure with cheap counters; trace only a few loops, and only if memory grows.",
     ),
-    frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1,
+    frames: int = typer.Option(DEFAULT_FRAMES, "--frames", min=1, max=MAX_FRAMES,
                                help="Traceback depth kept per allocation."),
     json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
                                    help="Where to write the run."),
@@ -196,8 +211,7 @@ def trace(
     from leakscope.render.console import print_summary
 
     spec = targetmod.parse(target)
-    if not timeout > 0:
-        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
+    _seconds("--timeout", timeout)
     _check_writable(json_path, "--json")
     if html_path is not None:
         _check_writable(html_path, "--html")
@@ -213,11 +227,13 @@ def trace(
     run, saved = _trace_and_save(spec, settings, json_path, "progress" if quiet else "live")
     console.print()
     print_summary(console, run)
-    console.print(f"[dim]run file: {saved}[/dim]")
+    _print_dim(f"run file: {saved}")
     if html_path is not None:
         from leakscope.render.html import write_html
 
-        console.print(f"[dim]HTML report: {write_html(run, html_path)}[/dim]")
+        # The run was made here, now: its source is this directory's and the target's.
+        roots = [Path.cwd(), *([Path(spec.path).parent] if spec.path else [])]
+        _print_dim(f"HTML report: {write_html(run, html_path, source_roots=roots)}")
     if run.observations.get("interrupted"):
         raise Interrupted
     assert run.verdict is not None
@@ -233,7 +249,7 @@ def report(run_path: Path = typer.Argument(..., metavar="RUN.json")) -> None:
     run = runfile.load(run_path)
     if run.verdict is None:
         raise LeakscopeError(f"{run_path}: the run has no verdict (was it analysed?)")
-    console.print(f"[dim]{run.target} · Python {run.python} · {run.started_at}[/dim]")
+    _print_dim(f"{run.target} · Python {run.python} · {run.started_at}")
     print_summary(console, run)
 
 
@@ -246,12 +262,13 @@ def html(
     open_page: bool = typer.Option(False, "--open", help="Open it in the web browser."),
 ) -> None:
     """Write a self-contained HTML report of a saved run (no network needed to view it)."""
-    from leakscope.render.html import write_html
+    from leakscope.render.html import run_tree, write_html
 
     run = runfile.load(run_path)
     default = Path("reports") / f"{run_path.stem}.html"
-    written = write_html(run, output if output is not None else default)
-    console.print(str(written), markup=False, highlight=False, soft_wrap=True)
+    written = write_html(run, output if output is not None else default,
+                         source_roots=[run_tree(run_path)])
+    _print_plain(printable(str(written)))
     if open_page:
         import webbrowser
 
@@ -262,6 +279,11 @@ def html(
 def _print_plain(text: str) -> None:
     """Text as it is, one line per line: a CI log must not see rich's wrapping or markup."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_dim(text: str) -> None:
+    """A dim line of text that may hold run strings or paths: shown, never read as markup."""
+    console.print(Text(printable(text), style="dim"))
 
 
 def _run_file_name(target: str, taken: set[str]) -> str:
@@ -294,7 +316,7 @@ def check(
         None, "--warmup", "-w", help="Untraced loops first: a number (default 5), or 'auto'."
     ),
     frames: Optional[int] = typer.Option(  # noqa: UP007, UP045
-        None, "--frames", min=1, help="Traceback depth kept per allocation."
+        None, "--frames", min=1, max=MAX_FRAMES, help="Traceback depth kept per allocation."
     ),
     timeout: Optional[float] = typer.Option(  # noqa: UP007, UP045
         None, "--timeout", help="Seconds a loop may take before the worker counts as hung."
@@ -331,13 +353,13 @@ def check(
     from leakscope import config as configmod
     from leakscope.budget import parse_max_growth
 
-    if timeout is not None and not timeout > 0:
-        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
+    if timeout is not None:
+        _seconds("--timeout", timeout)
     cli = configmod.CheckSettings(
         max_growth=None if max_growth is None else parse_max_growth(max_growth),
         iterations=iterations, warmup=None if warmup is None else _warmup(warmup),
         frames=frames, timeout=timeout,
-        memory_limit=None if memory_limit is None else parse_size(memory_limit),
+        memory_limit=None if memory_limit is None else _size("--memory-limit", memory_limit),
         holders=False if no_holders else None,
         mode=None if full is None else ("full" if full else "fast"),
     )
@@ -483,7 +505,7 @@ def _check_traced(
         except WorkerError as exc:
             if exc.detail:
                 sys.stderr.write(exc.detail.rstrip("\n") + "\n")
-            err_console.print(f"leakscope: error: {exc.message}", markup=False)
+            err_console.print(f"leakscope: error: {printable(exc.message)}", markup=False)
             decisions.append(Decision(entry.target, budget, error=exc.message,
                                       seconds=time.perf_counter() - started))
             continue
@@ -553,7 +575,7 @@ def run_command(
              f"(default {DEFAULT_TRACE_UNITS} with --sample auto or K; 0: no limit, "
              f"as with --sample 1).",
     ),
-    frames: int = typer.Option(DEFAULT_RUN_FRAMES, "--frames", min=1,
+    frames: int = typer.Option(DEFAULT_RUN_FRAMES, "--frames", min=1, max=MAX_FRAMES,
                                help="Traceback depth kept per allocation."),
     json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
                                    help="Where to write the run."),
@@ -584,10 +606,10 @@ def run_command(
 
     if command and command[0] == "--":
         command = command[1:]
-    if not timeout > 0:
-        raise UsageError(f"--timeout: must be more than 0 seconds, got {timeout:g}")
-    if duration is not None and not duration > 0:
-        raise UsageError(f"--duration: must be more than 0 seconds, got {duration:g}")
+    _seconds("--timeout", timeout)
+    _seconds("--stop-timeout", stop_timeout)
+    if duration is not None:
+        _seconds("--duration", duration)
     _check_writable(json_path, "--json")
     if html_path is not None:
         _check_writable(html_path, "--html")
@@ -631,12 +653,12 @@ def run_command(
     console.print()
     print_summary(console, run)
     for line in run.observations.get("advice", []):
-        console.print(f"[yellow]advice[/yellow] {escape(line)}")
-    console.print(f"[dim]run file: {saved}[/dim]")
+        console.print(Text.assemble(("advice", "yellow"), " ", printable(str(line))))
+    _print_dim(f"run file: {saved}")
     if html_path is not None:
         from leakscope.render.html import write_html
 
-        console.print(f"[dim]HTML report: {write_html(run, html_path)}[/dim]")
+        _print_dim(f"HTML report: {write_html(run, html_path, source_roots=[Path.cwd()])}")
     if interrupted:
         raise Interrupted
     if gathered.exit_code not in (None, 0):
@@ -661,7 +683,8 @@ def main(argv: list[str] | None = None) -> None:
     except LeakscopeError as exc:
         if exc.detail:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
-        err_console.print(f"leakscope: error: {exc.message}", markup=False)
+        # Messages quote paths and values from files: one line, no escape sequences.
+        err_console.print(f"leakscope: error: {printable(exc.message)}", markup=False)
         sys.exit(exc.exit_code)
     except Interrupted:
         err_console.print("leakscope: interrupted; the loops gathered so far were saved",
@@ -680,4 +703,17 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("leakscope: interrupted", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
+        # A bug of leakscope's own must not exit 1, which CI reads as "leak above
+        # budget"; LEAKSCOPE_DEBUG=1 shows the traceback for the bug report.
+        if os.environ.get("LEAKSCOPE_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        text = printable(f"{type(exc).__name__}: {exc}")
+        err_console.print(
+            f"leakscope: internal error: {text[:300]}; please report it "
+            "(LEAKSCOPE_DEBUG=1 shows the traceback)", markup=False,
+        )
+        sys.exit(EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)

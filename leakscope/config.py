@@ -9,6 +9,7 @@ a CI gate is a gate that does not close.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -123,6 +124,8 @@ def _shown(path: Path) -> str:
 
 def _show(value: Any) -> str:
     """A value as it would be written in TOML, near enough to find it in the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # TOML's inf and nan, where JSON would say Infinity
     return json.dumps(value, default=str)
 
 
@@ -208,7 +211,8 @@ def _resolve_target(text: str, base: Path) -> str:
 
 def _settings(table: _Table) -> CheckSettings:
     from leakscope.budget import parse_max_growth
-    from leakscope.units import parse_size
+    from leakscope.settings import MAX_FRAMES, MAX_SECONDS
+    from leakscope.units import MAX_SIZE, parse_size
 
     values = table.values
     result = CheckSettings()
@@ -226,17 +230,19 @@ def _settings(table: _Table) -> CheckSettings:
         value = values["memory-limit"]
         try:
             if isinstance(value, bool) or not isinstance(value, (str, int)) or (
-                isinstance(value, int) and value <= 0
+                isinstance(value, int) and not 0 < value <= MAX_SIZE
             ):
                 raise UsageError("")
             result.memory_limit = value if isinstance(value, int) else parse_size(value)
         except UsageError:
             raise table.error("memory-limit", 'not a size (use e.g. "512MiB", "2GiB")') from None
-    for name, minimum in (("iterations", 1), ("frames", 1)):
+    for name, maximum in (("iterations", None), ("frames", MAX_FRAMES)):
         if name in values:
             value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise table.error(name, f"expected a whole number of {minimum} or more")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise table.error(name, "expected a whole number of 1 or more")
+            if maximum is not None and value > maximum:
+                raise table.error(name, f"expected a whole number from 1 to {maximum}")
             setattr(result, name.replace("-", "_"), value)
     if "warmup" in values:
         value = values["warmup"]
@@ -256,7 +262,11 @@ def _settings(table: _Table) -> CheckSettings:
         result.holders = values["holders"]
     if "timeout" in values:
         value = values["timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise table.error("timeout", "expected a number of seconds above 0")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value <= MAX_SECONDS
+        ):
+            raise table.error(
+                "timeout", f"expected a number of seconds above 0, at most {MAX_SECONDS:,.0f}"
+            )
         result.timeout = float(value)
     return result

@@ -1,7 +1,8 @@
 """The LeakscopeError family: every error the CLI can print, with its exit code.
 
 Exit codes are fixed by the contract: 2 bad usage or unreadable input,
-3 the worker itself failed.
+3 the worker itself failed, 4 leakscope itself failed (a bug: never 1,
+which CI reads as a leak above budget).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ EXIT_OK = 0
 EXIT_LEAK = 1
 EXIT_USAGE = 2
 EXIT_WORKER = 3
+EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
 
 

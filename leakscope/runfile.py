@@ -8,9 +8,12 @@ corrupt file gets one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import os
+import stat
 import tempfile
 import types
 import typing
@@ -21,6 +24,17 @@ from typing import Any
 from leakscope.errors import RunFileError
 
 SCHEMA = "leakscope.run/1"
+# The most of a run file `load` reads. A 10,000-loop trace is ~10 MB and a long
+# `leakscope run` of many processes stays well under this; the cap keeps a
+# mistaken or hostile path (/dev/zero, a disk image) from exhausting memory.
+MAX_RUN_FILE_BYTES = 256 * 1024 * 1024
+# No byte count, rate or loop index comes near 1e30, and any product of two such
+# numbers is still a finite float, so no renderer can overflow on one.
+MAX_NUMBER = 10**30
+MAX_NUMBER_DIGITS = 31
+# Free-form parts of a run file (settings, observations, evidence) are never
+# nested deeper than a few levels by leakscope; deeper is no run of ours.
+MAX_FREE_DEPTH = 32
 
 
 @dataclass
@@ -200,11 +214,60 @@ def from_dict(data: dict[str, Any]) -> Run:
     )
 
 
+# The directory leakscope keeps its runs in, beside the code it traces.
+RUNS_DIRECTORY = ".leakscope"
+
+
+def check_runs_directory(path: str | os.PathLike[str]) -> None:
+    """Refuse to write under a ``.leakscope/`` that another user could have planted.
+
+    In a shared directory, a ``.leakscope/`` (or a symlink of that name) made
+    beforehand by someone else, or one anyone may write to, lets them read,
+    replace or redirect the runs saved there. Missing ones are made by ``save``.
+    """
+    if not hasattr(os, "geteuid"):  # pragma: no cover - no Unix owners to compare
+        return
+    absolute = Path(os.path.abspath(path))
+    for directory in (absolute, *absolute.parents):
+        if directory.name != RUNS_DIRECTORY:
+            continue
+        try:
+            link, info = os.lstat(directory), os.stat(directory)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise RunFileError(f"{directory}: cannot check it: {exc.strerror or exc}") from None
+        me = os.geteuid()
+        for entry in (link, info):
+            if entry.st_uid != me:
+                raise RunFileError(
+                    f"{directory}: owned by another user (uid {entry.st_uid}); leakscope "
+                    "will not keep runs there (remove it, or name another --json path)"
+                )
+        if info.st_mode & stat.S_IWOTH:
+            raise RunFileError(
+                f"{directory}: writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+                "leakscope will not keep runs there (chmod o-w it, or name another --json path)"
+            )
+
+
+def _make_parents(directory: Path) -> None:
+    """Create ``directory``; a ``.leakscope`` in it is made 0755, never writable by others."""
+    absolute = Path(os.path.abspath(directory))
+    for ancestor in reversed((absolute, *absolute.parents)):
+        if ancestor.name == RUNS_DIRECTORY and not ancestor.exists():
+            ancestor.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                ancestor.mkdir(mode=0o755)
+    absolute.mkdir(parents=True, exist_ok=True)
+
+
 def save(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write the run atomically: a reader never sees a half-written file."""
     target = Path(path)
+    check_runs_directory(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_parents(target.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise RunFileError(f"{target}: cannot write run file: {exc.strerror or exc}") from None
@@ -247,9 +310,48 @@ def validate(data: Any, source: str = "run file") -> None:
         not isinstance(verdict, dict) or not isinstance(verdict.get("leak"), bool)
     ):
         raise RunFileError(f"{source}: corrupt run file: verdict has no boolean 'leak'")
-    problem = _field_problem(Run, data, "run")
+    bounded = data.get("bounded", [])
+    problem = (_processes_problem(data) or _field_problem(Run, data, "run")
+               or _bounded_problem(bounded if isinstance(bounded, list) else [], "run.bounded"))
     if problem is not None:
         raise RunFileError(f"{source}: corrupt run file: {problem}")
+
+
+def _processes_problem(data: dict[str, Any]) -> str | None:
+    """A run nests its processes one level; deeper is no file of ours (and would recurse)."""
+    processes = data.get("processes", [])
+    for i, process in enumerate(processes if isinstance(processes, list) else []):
+        if not isinstance(process, dict):
+            continue  # the field-by-field check names it
+        if process.get("processes"):
+            return f"run.processes[{i}] has processes of its own: processes nested too deeply"
+        bounded = process.get("bounded", [])
+        if isinstance(bounded, list):
+            problem = _bounded_problem(bounded, f"run.processes[{i}].bounded")
+            if problem is not None:
+                return problem
+    return None
+
+
+# What the renderers and the analysis read from each ``bounded`` entry.
+_BOUNDED_FIELDS: dict[str, Any] = {"path": str, "type": str, "items": int, "bound": int}
+_BOUNDED_OPTIONAL: dict[str, Any] = {"filling": bool, "full": bool, "items_series": list[int]}
+
+
+def _bounded_problem(entries: list[Any], where: str) -> str | None:
+    for i, entry in enumerate(entries):
+        here = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            return f"{here} is {_json_type(entry)}, expected an object"
+        for name, kind in {**_BOUNDED_FIELDS, **_BOUNDED_OPTIONAL}.items():
+            if name not in entry:
+                if name in _BOUNDED_FIELDS:
+                    return f"{here} has no {name!r}"
+                continue
+            problem = _value_problem(entry[name], kind, f"{here}.{name}")
+            if problem is not None:
+                return problem
+    return None
 
 
 # ----------------------------------------------------- field-by-field types
@@ -277,13 +379,42 @@ def _field_problem(cls: type, data: Any, where: str) -> str | None:
         problem = _value_problem(data[f.name], hints[f.name], f"{where}.{f.name}")
         if problem is not None:
             return problem
+        choices = _CHOICES.get((cls, f.name))
+        if choices is not None and data[f.name] not in choices:
+            return (f"{where}.{f.name} is {json.dumps(data[f.name])}, expected one of "
+                    f"{', '.join(choices)}")
     return None
+
+
+# Fields that name one of a few things. The HTML page uses some as CSS class
+# names, where a space or a quote would stop its script; an unknown value is a
+# file from a newer leakscope or no run file at all, so it is refused at load.
+_CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
+    (Verdict, "kind"): ("reachable", "cyclic-garbage", "native", "none"),
+    (Holder, "role"): ("registry", "callback-list"),
+    (Holder, "found_by"): ("walk", "backrefs"),
+    (Loop, "phase"): ("warmup", "measure", "detect", "locate"),
+    (Run, "mode"): ("full", "fast"),
+}
+
+
+def _too_deep(value: Any, limit: int = MAX_FREE_DEPTH) -> bool:
+    """Whether free-form JSON nests deeper than ``limit``; iterative, so it cannot recurse."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _value_problem(value: Any, kind: Any, where: str) -> str | None:
     origin = typing.get_origin(kind)
     if kind is Any:
-        return None
+        return f"{where} is nested too deeply" if _too_deep(value) else None
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)
         if value is None and type(None) in options:
@@ -301,9 +432,16 @@ def _value_problem(value: Any, kind: Any, where: str) -> str | None:
                 return problem
         return None
     if origin is dict or kind is dict:
-        return None if isinstance(value, dict) else (
-            f"{where} is {_json_type(value)}, expected an object"
-        )
+        if not isinstance(value, dict):
+            return f"{where} is {_json_type(value)}, expected an object"
+        item = typing.get_args(kind)[1] if typing.get_args(kind) else Any
+        if item is Any:
+            return f"{where} is nested too deeply" if _too_deep(value) else None
+        for key, element in value.items():
+            problem = _value_problem(element, item, f"{where}[{json.dumps(key)}]")
+            if problem is not None:
+                return problem
+        return None
     if is_dataclass(kind):
         return _field_problem(kind, value, where)
     if kind is bool:
@@ -330,23 +468,101 @@ def _json_type(value: Any) -> str:
 
 
 def load(path: str | os.PathLike[str]) -> Run:
+    """Read, parse and validate a run file: the one door every saved run comes in by.
+
+    Anything else in it is data from elsewhere (a CI artifact, a bug report),
+    so every way it can be wrong is a RunFileError with one line (exit 2),
+    never a traceback, a hang or an exit 1 that CI would read as a leak.
+    """
     source = str(path)
+    text = _read_text(path, source)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFileError(f"{source}: no such run file") from None
-    except IsADirectoryError:
-        raise RunFileError(f"{source}: is a directory, not a run file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFileError(f"{source}: cannot read run file: {exc}") from None
-    try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         raise RunFileError(
             f"{source}: corrupt run file: not JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
-    validate(data, source)
-    try:
-        return from_dict(data)
-    except (TypeError, KeyError, AttributeError) as exc:
+    except _BadNumberError as exc:
         raise RunFileError(f"{source}: corrupt run file: {exc}") from None
+    except RecursionError:
+        raise RunFileError(
+            f"{source}: corrupt run file: nested too deeply to be a run file"
+        ) from None
+    try:
+        validate(data, source)
+        return from_dict(data)
+    except RecursionError:
+        raise RunFileError(
+            f"{source}: corrupt run file: nested too deeply to be a run file"
+        ) from None
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise RunFileError(f"{source}: corrupt run file: {exc}") from None
+
+
+def _read_text(path: str | os.PathLike[str], source: str) -> str:
+    """The file's text, if it is a regular file of at most MAX_RUN_FILE_BYTES.
+
+    A device (/dev/zero) would be read until memory ran out and a FIFO would
+    block for ever, so the type is checked before opening, and again on the
+    open descriptor (opened non-blocking) in case the path was swapped.
+    """
+    try:
+        _check_regular(os.stat(path), source)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise RunFileError(f"{source}: no such run file") from None
+    except OSError as exc:
+        raise RunFileError(f"{source}: cannot read run file: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            _check_regular(os.fstat(handle.fileno()), source)
+            raw = handle.read(MAX_RUN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise RunFileError(f"{source}: cannot read run file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RUN_FILE_BYTES:
+        raise RunFileError(_too_large(source))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"{source}: cannot read run file: not UTF-8 text ({exc.reason} "
+                           f"at byte {exc.start})") from None
+
+
+def _check_regular(info: os.stat_result, source: str) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise RunFileError(f"{source}: is a directory, not a run file")
+    if not stat.S_ISREG(info.st_mode):
+        raise RunFileError(f"{source}: not a regular file (a device, FIFO or socket), "
+                           "not a run file")
+    if info.st_size > MAX_RUN_FILE_BYTES:
+        raise RunFileError(_too_large(source))
+
+
+def _too_large(source: str) -> str:
+    return (f"{source}: larger than {MAX_RUN_FILE_BYTES // 1024**2} MiB, the most a run file "
+            "is read to")
+
+
+class _BadNumberError(ValueError):
+    """A JSON number no run holds: its text is the message."""
+
+
+def _parse_int(text: str) -> int:
+    # The length is checked first: int() of 5,000 digits is itself an error.
+    if len(text.lstrip("-")) <= MAX_NUMBER_DIGITS:
+        value = int(text)
+        if abs(value) <= MAX_NUMBER:
+            return value
+    raise _BadNumberError(f"number out of range ({text[:24]}{'...' if len(text) > 24 else ''})")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise _BadNumberError(f"number out of range ({text[:24]})")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise _BadNumberError(f"{name} is not a number a run file may hold")

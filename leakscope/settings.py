@@ -10,10 +10,16 @@ DEFAULT_ITERATIONS = 50
 # lazy singletons and first-call caches, short enough to stay cheap.
 DEFAULT_WARMUP = 5
 DEFAULT_FRAMES = 10
+# tracemalloc's own limit: a deeper --frames fails inside the worker, where it
+# would read as the worker's failure (exit 3) rather than bad usage.
+MAX_FRAMES = 65535
 DEFAULT_MEMORY_LIMIT = 512 * 1024 * 1024
 # A loop that makes no progress for this long is a hang (or a script that
 # never calls tick()).
 DEFAULT_TIMEOUT = 120.0
+# Timeouts and durations above this (about 115 days) are refused: infinity or
+# 1e300 would overflow the pipe waits (select, Event.wait) deep in a run.
+MAX_SECONDS = 10_000_000.0
 DEFAULT_TOP = 10
 # Fast mode measures untraced, so it can afford more loops (better statistics);
 # traced locate loops are few because each costs what tracemalloc costs.

@@ -12,6 +12,9 @@ _UNITS = {
     "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
 }
+# The largest size accepted (8 EiB): a signed 64-bit byte count, far above any
+# memory limit or budget, and small enough for every sum and product of sizes.
+MAX_SIZE = 2**63 - 1
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -19,9 +22,13 @@ def parse_size(text: str) -> int:
     """Parse ``512B``, ``4KiB``, ``1.5MiB`` or a bare byte count into bytes."""
     match = _SIZE.match(str(text))
     unit = match.group(2).lower() if match else None
+    shown = repr(text) if len(str(text)) <= 40 else repr(str(text)[:40] + "...")
     if not match or unit not in _UNITS:
-        raise UsageError(f"not a size: {text!r} (use e.g. 0B, 512B, 4KiB, 1MiB)")
-    return int(float(match.group(1)) * _UNITS[unit])
+        raise UsageError(f"not a size: {shown} (use e.g. 0B, 512B, 4KiB, 1MiB)")
+    size = float(match.group(1)) * _UNITS[unit]  # 400 digits are inf, not an error
+    if not size <= MAX_SIZE:
+        raise UsageError(f"not a size: {shown} (too large; at most 8 EiB)")
+    return int(size)
 
 
 def format_bytes(value: float, signed: bool = False) -> str:

@@ -1,4 +1,9 @@
-"""Terminal output with rich: the live per-loop lines, the progress bar, the summary."""
+"""Terminal output with rich: the live per-loop lines, the progress bar, the summary.
+
+Strings from a run (paths, reprs, the verdict's sentence) come from user code
+or from a run file, so they never enter rich markup: they pass through
+``safe.printable`` and go into ``Text`` objects, which rich shows as they are.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from leakscope.render.safe import displayed, printable
 from leakscope.runfile import LineDelta, Loop, Run
 from leakscope.units import format_bytes, format_count, short_unit
 
@@ -63,14 +69,14 @@ class LiveLoopPrinter:
         freed = [c for c in changes if c not in grew]
         for change in grew[:LIVE_LINES]:
             self.console.print(
-                f"    {escape(change.file)}:{change.line} => "
+                f"    {escape(printable(change.file))}:{change.line} => "
                 f"[red]{format_bytes(change.size_diff, signed=True)}[/red] "
                 f"[dim]{_blocks(change.count_diff)}[/dim]",
                 highlight=False,
             )
         for change in freed[: max(0, LIVE_LINES - len(grew[:LIVE_LINES]))]:
             self.console.print(
-                f"    [green]freed[/green] {escape(change.file)}:{change.line} => "
+                f"    [green]freed[/green] {escape(printable(change.file))}:{change.line} => "
                 f"[green]{format_bytes(change.size_diff, signed=True)}[/green] "
                 f"[dim]{_blocks(change.count_diff)}[/dim]",
                 highlight=False,
@@ -124,6 +130,7 @@ _KIND_STYLE = {"none": "green", "reachable": "red", "cyclic-garbage": "yellow", 
 
 def summary(run: Run, max_sites: int = 8) -> Group:
     """Verdict first, then the holders and top sites, then the projection."""
+    run = displayed(run)
     verdict = run.verdict
     assert verdict is not None
     short = short_unit(run.unit)
@@ -147,16 +154,16 @@ def summary(run: Run, max_sites: int = 8) -> Group:
         table.add_column("path", overflow="fold")
         table.add_column("type")
         table.add_column("role")
-        table.add_column(f"items/{short}", justify="right")
+        table.add_column(Text(f"items/{short}"), justify="right")
         table.add_column("items", justify="right")
         table.add_column("made at / added at", overflow="fold")
         for holder in growing_holders[:5]:
             made = ", ".join(holder.callables_defined_at or holder.items_made_at) or "-"
             table.add_row(
-                escape(holder.path), holder.type, holder.role,
+                Text(holder.path), Text(holder.type), Text(holder.role),
                 format_count(holder.items_per_iteration),
                 f"{holder.items_first:,} → {holder.items_last:,}",
-                escape(f"{made} / {holder.grown_at or '-'}"),
+                Text(f"{made} / {holder.grown_at or '-'}"),
             )
         parts.append(table)
     for bounded in [b for b in run.bounded if b.get("filling") or b.get("full")][:3]:
@@ -174,16 +181,16 @@ def summary(run: Run, max_sites: int = 8) -> Group:
             title_justify="left", expand=True, box=None, pad_edge=False,
         )
         table.add_column("site", overflow="fold", ratio=3)
-        table.add_column(f"B/{short}", justify="right", no_wrap=True)
+        table.add_column(Text(f"B/{short}"), justify="right", no_wrap=True)
         table.add_column("kept", justify="right", no_wrap=True)
         table.add_column("open first", overflow="fold", ratio=2)
         for site in shown:
             user = site.user_frame
             same = user is not None and (user.file, user.line) == (site.file, site.line)
             table.add_row(
-                escape(f"{site.file}:{site.line} {site.function}"),
+                Text(f"{site.file}:{site.line} {site.function}"),
                 format_bytes(site.bytes_per_iteration), format_bytes(site.kept_bytes),
-                "(this line)" if same else (escape(f"{user.file}:{user.line}") if user else "-"),
+                "(this line)" if same else (Text(f"{user.file}:{user.line}") if user else "-"),
             )
         parts.append(table)
     if verdict.projection:
@@ -227,7 +234,7 @@ class RunProgress:
             if log.units or len(watch.processes) <= 4  # type: ignore[attr-defined]
         ]
         text = " · ".join(parts[:6]) or "waiting for the first unit"
-        self._status.update(escape(f"{elapsed:5.1f}s  {text}"))
+        self._status.update(escape(printable(f"{elapsed:5.1f}s  {text}")))
 
 
 def print_processes(console: Console, run: Run) -> None:
@@ -241,6 +248,7 @@ def print_processes(console: Console, run: Run) -> None:
     table.add_column("verdict")
     table.add_column("rate", justify="right")
     table.add_column("peak RSS", justify="right")
+    run = displayed(run)
     for process in run.processes:
         info = process.process or {}
         verdict = process.verdict
@@ -249,22 +257,22 @@ def print_processes(console: Console, run: Run) -> None:
             state, rate = "[dim]no work of its own[/dim]", "-"
         elif verdict.leak:
             state = f"[bold red]LEAK[/bold red] ({verdict.kind})"
-            rate = f"{format_bytes(verdict.bytes_per_iteration)}/{unit}"
+            rate = Text(f"{format_bytes(verdict.bytes_per_iteration)}/{unit}")
         else:
             state, rate = "[green]no leak[/green]", "-"
         peak = info.get("peak_rss_bytes")
         table.add_row(
-            str(info.get("pid", "?")), escape(str(info.get("role", "?"))),
-            f"{len(process.measured)}+{len(process.loops) - len(process.measured)} "
-            f"{process.unit}s", str(info.get("traced_units", 0) or "-"), state, rate,
+            Text(str(info.get("pid", "?"))), Text(printable(str(info.get("role", "?")))),
+            Text(f"{len(process.measured)}+{len(process.loops) - len(process.measured)} "
+                 f"{process.unit}s"), Text(str(info.get("traced_units", 0) or "-")), state, rate,
             format_bytes(peak) if peak else "-",
         )
     console.print(table)
     notes = [p for p in run.processes if (p.process or {}).get("forks_per_unit")]
     for process in notes:
         info = process.process or {}
-        console.print(
-            f"[dim]{escape(str(info.get('role')))} (pid {info.get('pid')}) forks a work horse "
+        console.print(Text(printable(
+            f"{info.get('role')} (pid {info.get('pid')}) forks a work horse "
             f"per {process.unit}: what a {process.unit} keeps dies with its horse, so this "
-            "measures the worker process itself[/dim]"
-        )
+            "measures the worker process itself"
+        ), style="dim"))

@@ -1,8 +1,10 @@
 """JUnit XML for ``check``: one testcase per target, so CI systems list leaks as failed tests.
 
 Built with xml.etree, which escapes markup in text and attributes; what it
-does not do is drop the control characters XML 1.0 forbids, and target
-names, paths and reprs come from user code, so those are replaced here.
+does not do is drop the control characters XML 1.0 forbids. Target names,
+paths and reprs come from user code or a run file, so they are shown through
+``safe.printable`` (the text lines through ``text.py``, which does the same);
+``_clean`` is the last guard for the characters XML cannot carry at all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from leakscope.budget import Decision
+from leakscope.render.safe import printable
 from leakscope.render.text import ci_line, short_summary
 
 # Characters XML 1.0 cannot carry at all, even escaped.
@@ -44,15 +47,14 @@ def _seconds(decision: Decision) -> float:
 
 def _testcase(decision: Decision) -> ET.Element:
     case = ET.Element("testcase", {
-        "classname": CLASSNAME, "name": _clean(decision.target),
+        "classname": CLASSNAME, "name": _clean(printable(decision.target)),
         "time": f"{_seconds(decision):.3f}",
     })
     run = decision.run
     if run is None or run.verdict is None:
-        error = ET.SubElement(case, "error", {
-            "message": _clean(decision.error or "no verdict"), "type": "worker-failed",
-        })
-        error.text = _clean(decision.error or "no verdict")
+        message = _clean(printable(decision.error or "no verdict"))
+        error = ET.SubElement(case, "error", {"message": message, "type": "worker-failed"})
+        error.text = message
         return case
     verdict = run.verdict
     properties = ET.SubElement(case, "properties")

@@ -2,13 +2,16 @@
 
 ``check`` prints these, JUnit XML carries them and the pytest plugin fails
 tests with them, so a leak reads the same wherever it is found. No markup:
-CI logs and pytest's failure sections show text as it is.
+CI logs and pytest's failure sections show text as it is, so each function
+shows its run through ``safe.displayed`` first: no escape sequence or line
+break from a run file reaches the log.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leakscope.render.safe import displayed
 from leakscope.runfile import Holder, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
 
@@ -42,6 +45,10 @@ def first_growing_holder(run: Run) -> Holder | None:
 
 def where(run: Run) -> str:
     """The line to open first and the container that grows: ``file:line (holder.path)``."""
+    return _where(displayed(run))
+
+
+def _where(run: Run) -> str:
     site = first_growing_site(run)
     holder = first_growing_holder(run)
     location = None
@@ -69,6 +76,7 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
     """
     from leakscope.budget import exceeds
 
+    run = displayed(run)
     verdict = run.verdict
     if verdict is None:
         return f"leakscope: NO VERDICT ({run.target})"
@@ -81,15 +89,16 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
         return _one_line(f"leakscope: OK no leak{partial} ({run.target})")
     kind = _KIND_NOTE.get(verdict.kind, f" {verdict.kind}")
     if failed:
-        return _one_line(f"leakscope: LEAK {rate}{kind}{partial}, {where(run)}")
+        return _one_line(f"leakscope: LEAK {rate}{kind}{partial}, {_where(run)}")
     budget = f"{format_bytes(max_growth_bytes)}/{unit}"
     return _one_line(
-        f"leakscope: OK leak of {rate}{kind} within the {budget} budget{partial}, {where(run)}"
+        f"leakscope: OK leak of {rate}{kind} within the {budget} budget{partial}, {_where(run)}"
     )
 
 
 def short_summary(run: Run, max_sites: int = SUMMARY_SITES) -> str:
     """The verdict sentence, the growing containers and sites, the counts and the projection."""
+    run = displayed(run)
     verdict = run.verdict
     if verdict is None:
         return f"{run.target}: the run has no verdict"
@@ -139,6 +148,7 @@ def _state(run: Run) -> str:
 
 def comparison_text(comparison: Comparison) -> str:
     """What ``leakscope diff`` prints: the headline first, then what is new, gone and moved."""
+    comparison = displayed(comparison)
     unit = short_unit(comparison.new.unit)
     change = comparison.rate_change
     sign = "+" if change > 0 else ""

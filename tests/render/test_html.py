@@ -245,7 +245,7 @@ def test_processes_of_a_multi_process_run_are_listed():
 def _source_run(tmp_path: Path, file: str, line: int) -> dict | None:
     run = _run(cwd=str(tmp_path))
     run.sites[0].user_frame = Frame(file, line, "handle")
-    return view_model(run)["sites"][0]["source"]
+    return view_model(run, source_roots=[tmp_path])["sites"][0]["source"]
 
 
 def test_source_lines_around_the_user_frame(tmp_path):

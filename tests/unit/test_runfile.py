@@ -58,7 +58,7 @@ def full_run() -> Run:
         finished_at="2026-11-22T23:00:01Z",
         platform="Linux x86_64",
         observations={"gc_enabled": True, "gc_final": {"bytes_before": 300, "bytes_after": 300}},
-        bounded=[{"path": "x.cache", "bound": 16}],
+        bounded=[{"path": "x.cache", "type": "dict", "bound": 16, "items": 4}],
     )
     child = runfile.from_dict(runfile.to_dict(run))
     child.process = {"pid": 42, "parent_pid": 1, "role": "worker", "command": "python w.py"}
