@@ -478,9 +478,9 @@ def _check_traced(
     # Pre-flight every target before tracing any: a typo in the last one
     # should not wait for the others to run.
     specs = [targetmod.parse(entry.target) for entry in entries]
-    interpreter = _choose_python(python)
     several = len(entries) > 1
     paths = _run_paths([entry.target for entry in entries], json_path)
+    interpreter = _choose_python(python)
     decisions = []
     for entry, spec, path in zip(entries, specs, paths, strict=True):
         layered = cli.over(entry.settings).over(cfg.settings)
