@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from leakscope import __version__
 from leakscope.errors import LeakscopeError
+from leakscope.render.paths import short_location, short_path
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
 from leakscope.units import format_bytes, format_count, short_unit
 
@@ -338,7 +339,9 @@ def _source(
 
 
 def _frame(frame: Frame) -> dict[str, Any]:
-    return {"file": frame.file, "line": frame.line, "function": frame.function}
+    # "file" as recorded (the source snippet reads it), "short" as the terminal shows it.
+    return {"file": frame.file, "short": short_path(frame.file), "line": frame.line,
+            "function": frame.function}
 
 
 def _same(a: Frame, b: Frame | None) -> bool:
@@ -357,6 +360,7 @@ def _site(
         traceback.append({**_frame(frame), "user": is_user})
     return {
         "file": site.file,
+        "short": short_path(site.file),
         "line": site.line,
         "function": site.function,
         "rate": _rate(site.bytes_per_iteration, short),
@@ -388,11 +392,12 @@ def _holder(holder: Holder, short: str) -> dict[str, Any]:
         "items_last": _number(holder.items_last),
         "growth": _per(holder.items_per_iteration, noun, short),
         "item_types": [[str(name), _number(count)] for name, count in holder.item_types.items()],
-        "defined_at": list(holder.callables_defined_at),
-        "made_at": [m for m in holder.items_made_at if m not in holder.callables_defined_at],
-        "grown_at": holder.grown_at,
+        "defined_at": [short_location(d) for d in holder.callables_defined_at],
+        "made_at": [short_location(m) for m in holder.items_made_at
+                    if m not in holder.callables_defined_at],
+        "grown_at": short_location(holder.grown_at) if holder.grown_at else holder.grown_at,
         "grown_at_stack": [
-            f"{entry[0]}:{entry[1]}" for entry in stack
+            short_location(f"{entry[0]}:{entry[1]}") for entry in stack
             if isinstance(entry, (list, tuple)) and len(entry) >= 2
         ],
         "keys_sample": [str(key) for key in getattr(holder, "keys_sample", None) or []],
@@ -416,7 +421,7 @@ def _loops(run: Run) -> dict[str, Any]:
             continue
         flat: list[Any] = []
         for delta in loop.top:
-            flat += [files.setdefault(delta.file, len(files)), _number(delta.line),
+            flat += [files.setdefault(short_path(delta.file), len(files)), _number(delta.line),
                      _number(delta.size_diff), _number(delta.count_diff)]
         index.append(loop.index)
         net.append(_number(loop.net_bytes))

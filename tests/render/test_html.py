@@ -159,7 +159,8 @@ def test_view_model_carries_verdict_sites_holders_and_settings():
     assert model["verdict"]["memory_limit"] == "512 MiB"
     site = model["sites"][0]
     assert [f["user"] for f in site["traceback"]] == [False, True, False]
-    assert site["user_frame"] == {"file": "app/worker.py", "line": 12, "function": "handle"}
+    assert site["user_frame"] == {"file": "app/worker.py", "short": "app/worker.py", "line": 12,
+                                  "function": "handle"}
     holder = model["holders"][0]
     assert holder["grown_at"] == "app/providers.py:41"
     assert holder["defined_at"] == ["app/providers.py:40"]
@@ -451,3 +452,21 @@ def test_per_loop_view_opens_on_the_last_traced_loop():
     assert model["net"][model["open"]] is not None
     assert model["index"][model["open"]] == 110
     assert view_model(_run())["loops"]["open"] == len(view_model(_run())["loops"]["index"]) - 1
+
+
+def test_paths_are_shown_as_in_the_terminal():
+    """An installed package by its import path, as the terminal shows it; the file as
+    recorded stays in the model for the source snippet."""
+    lib = "/srv/venv/lib/python3.11/site-packages/requests/structures.py"
+    run = _run()
+    run.sites[0].file = lib
+    run.sites[0].traceback[0] = Frame(lib, 40, "CaseInsensitiveDict.__setitem__")
+    run.holders[0].grown_at = f"{lib}:41"
+    run.loops[-1].top = [LineDelta(lib, 56, 100, 1)]
+    model = view_model(run)
+    site = model["sites"][0]
+    assert site["file"] == lib and site["short"] == "requests/structures.py"
+    assert site["traceback"][0]["short"] == "requests/structures.py"
+    assert model["holders"][0]["grown_at"] == "requests/structures.py:41"
+    assert "requests/structures.py" in model["loops"]["files"]
+    assert lib not in model["loops"]["files"]

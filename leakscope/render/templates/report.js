@@ -409,14 +409,14 @@
   // -------------------------------------------------------------------- sites
 
   function frameText(frame) {
-    return location(frame.file, frame.line) + (frame.function ? "  " + frame.function : "");
+    return location(frame.short, frame.line) + (frame.function ? "  " + frame.function : "");
   }
 
   function siteBody(site) {
     var body = el("div", "site-body");
     if (site.user_frame) {
       var first = el("p", "open-first");
-      add(first, el("span", "label", "Open first"), el("code", null, location(site.user_frame.file, site.user_frame.line)),
+      add(first, el("span", "label", "Open first"), el("code", null, location(site.user_frame.short, site.user_frame.line)),
         site.user_frame.function ? el("span", "fn", site.user_frame.function) : null);
       add(body, first);
     }
@@ -432,7 +432,7 @@
     site.traceback.forEach(function (frame) {
       var item = el("li", "frame" + (frame.user ? " user" : ""));
       // Real spaces between the parts, so a long line breaks between them, not inside a name.
-      add(item, el("code", "loc", location(frame.file, frame.line)), " ", el("span", "fn", frame.function || ""));
+      add(item, el("code", "loc", location(frame.short, frame.line)), " ", el("span", "fn", frame.function || ""));
       if (frame.user) add(item, " ", el("span", "badge user-tag", "your code"));
       add(list, item);
     });
@@ -483,7 +483,7 @@
     var details = el("details", "site" + (site.growing ? " growing" : ""));
     var summary = el("summary");
     var where = el("div", "where");
-    add(where, el("code", "loc", location(site.file, site.line)), el("div", "fn", site.function));
+    add(where, el("code", "loc", location(site.short, site.line)), el("div", "fn", site.function));
     var rate = el("div", "num rate");
     add(rate, el("strong", null, site.rate), el("div", "sub", site.blocks));
     var trend = el("div", "trend");
