@@ -244,8 +244,12 @@ def _chart(run: Run) -> dict[str, Any]:
     verdict = run.verdict
     short = short_unit(run.unit)
     fast = _fast_counters(run)
-    names = ["allocated_blocks", "malloc_bytes", "rss_bytes"] if fast else [
-        "traced_bytes", "rss_bytes"]
+    if not fast:
+        names = ["traced_bytes", "rss_bytes"]
+    elif verdict is not None and verdict.kind == "native":
+        names = ["malloc_bytes", "allocated_blocks", "rss_bytes"]  # the verdict read malloc
+    else:
+        names = ["allocated_blocks", "malloc_bytes", "rss_bytes"]
     values: dict[str, list[float | int | None]] = {}
     for name in names:
         counter = fast and name != "rss_bytes"

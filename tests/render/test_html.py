@@ -403,6 +403,12 @@ def test_fast_run_chart_plots_the_counters_the_verdict_read():
     run = _fast_run()
     run.verdict.evidence["blocks_rate"] = 2.5
     assert view_model(run)["chart"]["fit"]["label"] == "2.5 blocks/iter"
+    # A native leak was decided on malloc's bytes: that panel comes first, with the fit.
+    run.verdict.kind = "native"
+    run.verdict.evidence["malloc_rate"] = 8.0
+    chart = view_model(run)["chart"]
+    assert [panel["key"] for panel in chart["panels"]] == ["malloc", "blocks", "rss"]
+    assert chart["fit"]["series"] == "malloc" and chart["fit"]["label"] == "8 B/iter"
 
 
 def test_full_run_chart_plots_traced_bytes_and_rss():
