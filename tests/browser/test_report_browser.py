@@ -331,7 +331,7 @@ def test_run_report_opens_on_a_traced_unit(browser, tmp_path):
     """`leakscope run` traces a window and watches the rest: the per-unit view opens on a
     unit with a figure and lines, not on one of the untraced last units."""
     run_json, report = tmp_path / "run.json", tmp_path / "run.html"
-    proc = run_cli("run", "--quiet", "--units", "200", "--json", str(run_json), "--html",
+    proc = run_cli("run", "--quiet", "--units", "300", "--json", str(run_json), "--html",
                    str(report), "--", sys.executable, "scenarios/workers/consumer_tick.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = load_json(run_json)
