@@ -1,4 +1,5 @@
-# leakscope: `make demo` and `make test` do all set-up on a fresh machine.
+# leakscope: `make demo` and `make test` do all set-up on a fresh machine (Python 3.10+
+# and pip; `make test` also installs Chromium and Redis with apt-get when it can).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,7 +23,8 @@ demo: $(STAMP) ## trace a leaking scenario and write its HTML report under repor
 		--json reports/demo-run.json --html reports/demo.html
 	@echo "open reports/demo.html"
 
-test: $(STAMP) ## run the test suite
+test: $(STAMP) ## run the test suite (installs Chromium and Redis if missing, else skips their tests)
+	@.ci/system-deps || true
 	$(PY) -m pytest -n auto -q
 
 lint: $(STAMP) ## ruff

@@ -37,6 +37,7 @@ from leakscope.settings import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOP,
     DEFAULT_TRACE_UNITS,
+    DEFAULT_WARMUP,
     MAX_FRAMES,
     MAX_SECONDS,
     MIN_TRACE_UNITS,
@@ -63,6 +64,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
+    # Click passes these down to every command's context, so `-h` works everywhere.
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Find what a long-running Python worker keeps from every loop.",
 )
 console = Console(highlight=False)
@@ -71,6 +74,25 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 class Interrupted(Exception):
     """Ctrl-C after the gathered loops were saved."""
+
+
+def _print_version(value: bool) -> None:
+    """--version: one line, then exit 0, before any command is parsed."""
+    if value:
+        from leakscope import __version__
+
+        console.print(f"leakscope {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Find what a long-running Python worker keeps from every loop."""
 
 
 def _warmup(value: str) -> int | str:
@@ -179,7 +201,7 @@ def trace(
         help=f"Measured loops (default {DEFAULT_ITERATIONS}; "
              f"{DEFAULT_FAST_ITERATIONS} with --fast).",
     ),
-    warmup: str = typer.Option("5", "--warmup", "-w",
+    warmup: str = typer.Option(str(DEFAULT_WARMUP), "--warmup", "-w",
                                help="Untraced loops first: a number, or 'auto'."),
     fast: bool = typer.Option(
         False, "--fast",
@@ -307,19 +329,25 @@ def check(
     ),
     max_growth: Optional[str] = typer.Option(  # noqa: UP007, UP045
         None, "--max-growth",
-        help="Growth per iteration allowed before it fails: 0B (default), 512B, 4KiB, 1MiB.",
+        help="Growth per iteration allowed before it fails: 512B, 4KiB, 1MiB (default 0B).",
     ),
     iterations: Optional[int] = typer.Option(  # noqa: UP007, UP045
-        None, "--iterations", "-n", min=1, help=f"Measured loops (default {DEFAULT_ITERATIONS})."
+        None, "--iterations", "-n", min=1,
+        help=f"Measured loops (default {DEFAULT_FAST_ITERATIONS} in fast mode, which check "
+             f"uses; {DEFAULT_ITERATIONS} with --full).",
     ),
     warmup: Optional[str] = typer.Option(  # noqa: UP007, UP045
-        None, "--warmup", "-w", help="Untraced loops first: a number (default 5), or 'auto'."
+        None, "--warmup", "-w",
+        help=f"Untraced loops first: a number (default {DEFAULT_WARMUP}), or 'auto'."
     ),
     frames: Optional[int] = typer.Option(  # noqa: UP007, UP045
-        None, "--frames", min=1, max=MAX_FRAMES, help="Traceback depth kept per allocation."
+        None, "--frames", min=1, max=MAX_FRAMES,
+        help=f"Traceback depth kept per allocation (default {DEFAULT_FRAMES}).",
     ),
     timeout: Optional[float] = typer.Option(  # noqa: UP007, UP045
-        None, "--timeout", help="Seconds a loop may take before the worker counts as hung."
+        None, "--timeout",
+        help=f"Seconds a loop may take before the worker counts as hung "
+             f"(default {DEFAULT_TIMEOUT:g}).",
     ),
     memory_limit: Optional[str] = typer.Option(  # noqa: UP007, UP045
         None, "--memory-limit", help="RSS limit for the projection (default 512MiB)."

@@ -334,7 +334,13 @@ class LoopTrace:
                 pytrace=False,
             )
         if self.check and run is not None:
-            _judge(run, self.max_growth_bytes)
+            try:
+                _judge(run, self.max_growth_bytes)
+            except pytest.fail.Exception as failure:
+                # Raised while the StopTracing that ended the loop is handled:
+                # without `from None` pytest prints "During handling of the
+                # above exception" over an empty section.
+                raise failure from None
         return stopped
 
 

@@ -27,6 +27,21 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 180, env: dict | None
     )
 
 
+def need_program(name: str, path: str | None) -> str:
+    """A system program a test needs (chromium, redis-server), or skip with one reason.
+
+    `make test` installs them with .ci/system-deps where it can; where it cannot,
+    those tests skip. CI (.ci/run) sets LEAKSCOPE_REQUIRE_SYSTEM_DEPS=1, and a
+    missing program fails there instead.
+    """
+    if path and os.access(path, os.X_OK):
+        return path
+    reason = f"{name} is not installed (.ci/system-deps installs it)"
+    if os.environ.get("LEAKSCOPE_REQUIRE_SYSTEM_DEPS") == "1":
+        pytest.fail(f"{reason}; LEAKSCOPE_REQUIRE_SYSTEM_DEPS=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from rich.console import Console, Group
 from rich.markup import escape
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from leakscope.render.paths import short_location, site_location
 from leakscope.render.safe import displayed, printable
-from leakscope.runfile import LineDelta, Loop, Run
+from leakscope.runfile import Holder, LineDelta, Loop, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
 
 # Lines shown per loop in the live view (the rest are summed up in one line).
@@ -69,14 +71,15 @@ class LiveLoopPrinter:
         freed = [c for c in changes if c not in grew]
         for change in grew[:LIVE_LINES]:
             self.console.print(
-                f"    {escape(printable(change.file))}:{change.line} => "
+                f"    {escape(printable(site_location(change.file, change.line)))} => "
                 f"[red]{format_bytes(change.size_diff, signed=True)}[/red] "
                 f"[dim]{_blocks(change.count_diff)}[/dim]",
                 highlight=False,
             )
         for change in freed[: max(0, LIVE_LINES - len(grew[:LIVE_LINES]))]:
             self.console.print(
-                f"    [green]freed[/green] {escape(printable(change.file))}:{change.line} => "
+                f"    [green]freed[/green] "
+                f"{escape(printable(site_location(change.file, change.line)))} => "
                 f"[green]{format_bytes(change.size_diff, signed=True)}[/green] "
                 f"[dim]{_blocks(change.count_diff)}[/dim]",
                 highlight=False,
@@ -149,23 +152,9 @@ def summary(run: Run, max_sites: int = 8) -> Group:
     parts.append(Panel(Group(head, Text(facts, style="dim")), border_style=style, expand=True))
     growing_holders = [h for h in run.holders if h.growing]
     if growing_holders:
-        table = Table(title="Growing containers", title_justify="left", expand=True, box=None,
-                      pad_edge=False)
-        table.add_column("path", overflow="fold")
-        table.add_column("type")
-        table.add_column("role")
-        table.add_column(Text(f"items/{short}"), justify="right")
-        table.add_column("items", justify="right")
-        table.add_column("made at / added at", overflow="fold")
+        parts.append(Text("Growing containers", style="italic"))
         for holder in growing_holders[:5]:
-            made = ", ".join(holder.callables_defined_at or holder.items_made_at) or "-"
-            table.add_row(
-                Text(holder.path), Text(holder.type), Text(holder.role),
-                format_count(holder.items_per_iteration),
-                f"{holder.items_first:,} → {holder.items_last:,}",
-                Text(f"{made} / {holder.grown_at or '-'}"),
-            )
-        parts.append(table)
+            parts.append(_holder_lines(holder, short))
     for bounded in [b for b in run.bounded if b.get("filling") or b.get("full")][:3]:
         state = "full" if bounded.get("full") else "filling"
         parts.append(Text(
@@ -176,26 +165,51 @@ def summary(run: Run, max_sites: int = 8) -> Group:
     if not shown and not verdict.leak:
         shown = [s for s in run.sites if s.bytes_per_iteration > 0][:3]
     if shown:
+        # Three columns, the site's file:line on a row of its own: at 80 columns a
+        # fourth column of paths would fold a file:line across rows.
         table = Table(
             title="Growing allocation sites" if verdict.leak else "Largest kept sites",
             title_justify="left", expand=True, box=None, pad_edge=False,
         )
-        table.add_column("site", overflow="fold", ratio=3)
+        table.add_column("site", overflow="fold", ratio=1)
         table.add_column(Text(f"B/{short}"), justify="right", no_wrap=True)
         table.add_column("kept", justify="right", no_wrap=True)
-        table.add_column("open first", overflow="fold", ratio=2)
         for site in shown:
-            user = site.user_frame
-            same = user is not None and (user.file, user.line) == (site.file, site.line)
             table.add_row(
-                Text(f"{site.file}:{site.line} {site.function}"),
-                format_bytes(site.bytes_per_iteration), format_bytes(site.kept_bytes),
-                "(this line)" if same else (Text(f"{user.file}:{user.line}") if user else "-"),
+                _site_cell(site), format_bytes(site.bytes_per_iteration),
+                format_bytes(site.kept_bytes),
             )
         parts.append(table)
     if verdict.projection:
         parts.append(Text(verdict.projection, style="bold" if verdict.leak else "dim"))
     return Group(*parts)
+
+
+def _holder_lines(holder: Holder, short: str) -> Padding:
+    """One growing container: its path, then what and where, wrapped between words only."""
+    made = ", ".join(short_location(m) for m in holder.callables_defined_at or
+                     holder.items_made_at)
+    text = Text()
+    text.append(holder.path, style="bold")
+    text.append(f"\n{holder.type}, {holder.role}: +{format_count(holder.items_per_iteration)} "
+                f"items/{short}, {holder.items_first:,} → {holder.items_last:,}")
+    if made:
+        text.append(f"\nmade at {made}", style="dim")
+    if holder.grown_at:
+        text.append(f"\nadded at {short_location(holder.grown_at)}", style="dim")
+    return Padding(text, (0, 0, 0, 2))
+
+
+def _site_cell(site: Site) -> Text:
+    """``file:line`` first, the function and the user's line to open under it."""
+    user = site.user_frame
+    same = user is not None and (user.file, user.line) == (site.file, site.line)
+    cell = Text(site_location(site.file, site.line))
+    cell.append(f"\n  {site.function}", style="dim")
+    if user is not None and not same:
+        cell.append("\n  open first ")
+        cell.append(site_location(user.file, user.line), style="bold")
+    return cell
 
 
 def print_summary(console: Console, run: Run) -> None:

@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from leakscope import __version__
 from leakscope.errors import LeakscopeError
+from leakscope.render.paths import short_location, short_path
 from leakscope.render.safe import displayed
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
 from leakscope.units import format_bytes, format_count, short_unit
@@ -166,50 +167,139 @@ def _spark(values: Sequence[Any]) -> list[float | int | None]:
     return [numbers[i] for i in _thin_indices(len(numbers), [numbers], SPARK_POINTS)]
 
 
-def _fit(loops: Sequence[Loop], verdict: Verdict | None, short: str) -> dict[str, Any] | None:
+def _fit(
+    loops: Sequence[Loop], name: str, slope: float | None, label: str, phases: tuple[str, ...]
+) -> dict[str, Any] | None:
     """The verdict's growth line, anchored on the series the verdict read.
 
     The slope is the verdict's own rate (nothing is re-decided here); only the
     intercept is placed, as the median residual, so the line sits on the data.
     """
-    if verdict is None or _number(verdict.bytes_per_iteration) is None:
+    if _number(slope) is None:
         return None
-    name = "rss_bytes" if verdict.kind == "native" else "traced_bytes"
     points = [
-        (loop.index, getattr(loop, name)) for loop in loops
+        (loop.index, getattr(loop, name)) for loop in _longest_stretch(loops, phases)
         if not loop.warmup and _number(getattr(loop, name)) is not None
     ]
     if len(points) < 2:
         return None
-    slope = float(verdict.bytes_per_iteration)
+    slope = float(slope)  # type: ignore[arg-type]
     intercept = statistics.median(y - slope * x for x, y in points)
     x0, x1 = points[0][0], points[-1][0]
     return {
-        "series": "rss" if name == "rss_bytes" else "traced",
+        "series": _SERIES[name][0],
         "x0": x0, "y0": _number(intercept + slope * x0),
         "x1": x1, "y1": _number(intercept + slope * x1),
-        "label": _rate(slope, short),
+        "label": label,
     }
 
 
+def _longest_stretch(loops: Sequence[Loop], phases: tuple[str, ...]) -> Sequence[Loop]:
+    """The longest run of consecutive loops in ``phases`` (all loops when none are given).
+
+    A watched worker's counters step when its traced window starts and ends;
+    the rule reads one side of it, so the line is anchored on one side too.
+    """
+    if not phases:
+        return loops
+    best: list[Loop] = []
+    current: list[Loop] = []
+    for loop in loops:
+        if loop.phase in phases:
+            current.append(loop)
+            if len(current) > len(best):
+                best = current
+        else:
+            current = []
+    return best
+
+
+# Loop field -> (chart key, panel title, axis format).
+_SERIES = {
+    "traced_bytes": ("traced", "traced bytes", "bytes"),
+    "allocated_blocks": ("blocks", "allocated blocks (untraced)", "count"),
+    "malloc_bytes": ("malloc", "malloc in use (untraced)", "bytes"),
+    "rss_bytes": ("rss", "RSS", "bytes"),
+}
+# Fast mode reads its counters on these loops only: a traced loop's counters
+# carry tracemalloc's own tables, a step that is not the worker's.
+_COUNTER_PHASES = ("warmup", "detect")
+
+
+def _fast_counters(run: Run) -> bool:
+    """True when the verdict was decided on the cheap counters, not on traced bytes."""
+    return run.mode == "fast" and any(
+        loop.phase == "detect" and loop.allocated_blocks is not None for loop in run.loops
+    )
+
+
 def _chart(run: Run) -> dict[str, Any]:
+    """The series the verdict read, over the whole run, then RSS.
+
+    Full mode decides on traced bytes. Fast mode decides on the counters of
+    its untraced loops (allocated blocks, malloc's in-use bytes) and traces
+    only a few loops at the end, so its chart shows the counters: traced
+    bytes would be a few points squeezed at the right edge.
+    """
     loops = run.loops
-    traced = [_number(loop.traced_bytes) for loop in loops]
-    rss = [_number(loop.rss_bytes) for loop in loops]
-    keep = _thin_indices(len(loops), [traced, rss], CHART_POINTS)
+    verdict = run.verdict
+    short = short_unit(run.unit)
+    fast = _fast_counters(run)
+    if not fast:
+        names = ["traced_bytes", "rss_bytes"]
+    elif verdict is not None and verdict.kind == "native":
+        names = ["malloc_bytes", "allocated_blocks", "rss_bytes"]  # the verdict read malloc
+    else:
+        names = ["allocated_blocks", "malloc_bytes", "rss_bytes"]
+    values: dict[str, list[float | int | None]] = {}
+    for name in names:
+        counter = fast and name != "rss_bytes"
+        values[name] = [
+            _number(getattr(loop, name)) if not counter or loop.phase in _COUNTER_PHASES
+            else None
+            for loop in loops
+        ]
+    if fast and not any(v is not None for v in values["malloc_bytes"]):
+        del values["malloc_bytes"]
+    keep = _thin_indices(len(loops), list(values.values()), CHART_POINTS)
     measured = [loop.index for loop in loops if not loop.warmup]
     warmup = [loop.index for loop in loops if loop.warmup]
-    fit = _fit(loops, run.verdict, short_unit(run.unit))
-    return {
+    traced = [loop.index for loop in loops if fast and loop.traced_bytes is not None]
+    fit = None
+    if verdict is not None:
+        # The counters' own rates, as the decision measured them; the verdict's
+        # blocks and bytes per loop come from the traced loops instead.
+        counted = verdict.evidence
+        if fast and verdict.kind != "native":
+            rate = _number(counted.get("blocks_rate"))
+            rate = verdict.blocks_per_iteration if rate is None else rate
+            fit = _fit(loops, "allocated_blocks", rate,
+                       f"{format_count(rate)} blocks/{short}", ("detect",))
+        elif fast and "malloc_bytes" in values:
+            rate = _number(counted.get("malloc_rate"))
+            rate = verdict.bytes_per_iteration if rate is None else rate
+            fit = _fit(loops, "malloc_bytes", rate, _rate(rate, short), ("detect",))
+        elif not fast:
+            name = "rss_bytes" if verdict.kind == "native" else "traced_bytes"
+            fit = _fit(loops, name, verdict.bytes_per_iteration,
+                       _rate(verdict.bytes_per_iteration, short), ())
+    chart: dict[str, Any] = {
         "x": [loops[i].index for i in keep],
-        "traced": [traced[i] for i in keep],
-        "rss": [rss[i] for i in keep],
+        "panels": [
+            {"key": _SERIES[name][0], "title": _SERIES[name][1], "format": _SERIES[name][2]}
+            for name in values
+        ],
         "loops": len(loops),
         "thinned": len(keep) < len(loops),
         "warmup": [warmup[0], warmup[-1]] if warmup else None,
         "first_measured": measured[0] if measured else None,
+        # Fast mode: the loops that were traced to locate the growth, shaded.
+        "traced_range": [traced[0], traced[-1]] if traced else None,
         "fit": fit,
     }
+    for name, series in values.items():
+        chart[_SERIES[name][0]] = [series[i] for i in keep]
+    return chart
 
 
 def _read_source(path: str) -> tuple[str, ...] | None:
@@ -296,7 +386,9 @@ def _source(
 
 
 def _frame(frame: Frame) -> dict[str, Any]:
-    return {"file": frame.file, "line": frame.line, "function": frame.function}
+    # "file" as recorded (the source snippet reads it), "short" as the terminal shows it.
+    return {"file": frame.file, "short": short_path(frame.file), "line": frame.line,
+            "function": frame.function}
 
 
 def _same(a: Frame, b: Frame | None) -> bool:
@@ -316,6 +408,7 @@ def _site(
         traceback.append({**_frame(frame), "user": is_user})
     return {
         "file": site.file,
+        "short": short_path(site.file),
         "line": site.line,
         "function": site.function,
         "rate": _rate(site.bytes_per_iteration, short),
@@ -347,11 +440,12 @@ def _holder(holder: Holder, short: str) -> dict[str, Any]:
         "items_last": _number(holder.items_last),
         "growth": _per(holder.items_per_iteration, noun, short),
         "item_types": [[str(name), _number(count)] for name, count in holder.item_types.items()],
-        "defined_at": list(holder.callables_defined_at),
-        "made_at": [m for m in holder.items_made_at if m not in holder.callables_defined_at],
-        "grown_at": holder.grown_at,
+        "defined_at": [short_location(d) for d in holder.callables_defined_at],
+        "made_at": [short_location(m) for m in holder.items_made_at
+                    if m not in holder.callables_defined_at],
+        "grown_at": short_location(holder.grown_at) if holder.grown_at else holder.grown_at,
         "grown_at_stack": [
-            f"{entry[0]}:{entry[1]}" for entry in stack
+            short_location(f"{entry[0]}:{entry[1]}") for entry in stack
             if isinstance(entry, (list, tuple)) and len(entry) >= 2
         ],
         "keys_sample": [str(key) for key in getattr(holder, "keys_sample", None) or []],
@@ -375,15 +469,54 @@ def _loops(run: Run) -> dict[str, Any]:
             continue
         flat: list[Any] = []
         for delta in loop.top:
-            flat += [files.setdefault(delta.file, len(files)), _number(delta.line),
+            flat += [files.setdefault(short_path(delta.file), len(files)), _number(delta.line),
                      _number(delta.size_diff), _number(delta.count_diff)]
         index.append(loop.index)
         net.append(_number(loop.net_bytes))
         traced.append(_number(loop.traced_bytes))
         blocks.append(_number(loop.traced_blocks))
         top.append(flat)
+    # Open on the last loop that was traced: a watched worker's last units have
+    # counters only, and "no net figure" is no place to start.
+    with_net = [pos for pos, value in enumerate(net) if value is not None]
+    with_lines = [pos for pos in with_net if top[pos]]
+    opened = (with_lines or with_net or [len(index) - 1])[-1]
     return {"files": list(files), "index": index, "net": net, "traced": traced,
-            "blocks": blocks, "top": top}
+            "blocks": blocks, "top": top, "open": max(opened, 0)}
+
+
+def _site_groups(sites: Sequence[Site]) -> list[dict[str, Any]]:
+    """Which sites the page lists under which title: growing ones apart from the rest.
+
+    A steady site under "Growing allocation sites" would read as part of the leak.
+    """
+    growing = [i for i, site in enumerate(sites) if site.growing]
+    others = [i for i, site in enumerate(sites) if not site.growing]
+    if not growing:
+        return [{"title": "Largest kept sites", "sites": others}] if others else []
+    groups = [{"title": "Growing allocation sites", "sites": growing}]
+    if others:
+        groups.append({"title": "Kept, not growing", "sites": others})
+    return groups
+
+
+def _bounded(run: Run) -> list[dict[str, Any]]:
+    """Bounded containers still filling or full, as the terminal lists them: a verdict
+    that names a filling cache must find it on the page too."""
+    rows = []
+    for entry in run.bounded:
+        if not isinstance(entry, dict) or not (entry.get("filling") or entry.get("full")):
+            continue
+        series = entry.get("items_series")
+        rows.append({
+            "path": _text(entry.get("path", "-")),
+            "type": _text(entry.get("type", "-")),
+            "state": "full" if entry.get("full") else "filling",
+            "items": _number(entry.get("items")),
+            "bound": _number(entry.get("bound")),
+            "series": _spark(series) if isinstance(series, list) else [],
+        })
+    return rows
 
 
 def _run_facts(run: Run) -> list[list[str]]:
@@ -461,7 +594,9 @@ def view_model(run: Run, source_roots: Sequence[str | os.PathLike[str]] = ()) ->
         "verdict": _verdict(run.verdict, run),
         "chart": _chart(run),
         "sites": [_site(site, short, cwd, roots, files) for site in run.sites],
+        "site_groups": _site_groups(run.sites),
         "holders": [_holder(holder, short) for holder in run.holders],
+        "bounded": _bounded(run),
         "loops": _loops(run),
         "run": _run_facts(run),
         "settings": _settings(run),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leakscope.render.paths import short_location, site_location
 from leakscope.render.safe import displayed
 from leakscope.runfile import Holder, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
@@ -54,9 +55,10 @@ def _where(run: Run) -> str:
     location = None
     if site is not None:
         frame = site.user_frame
-        location = f"{frame.file}:{frame.line}" if frame else f"{site.file}:{site.line}"
+        location = site_location(frame.file, frame.line) if frame else site_location(
+            site.file, site.line)
     elif holder is not None and holder.grown_at:
-        location = holder.grown_at
+        location = short_location(holder.grown_at)
     if location and holder is not None:
         return f"{location} ({holder.path})"
     if location:
@@ -109,7 +111,7 @@ def short_summary(run: Run, max_sites: int = SUMMARY_SITES) -> str:
         lines.append("growing containers:")
         for holder in holders:
             items = format_count(holder.items_per_iteration)
-            added = f", added at {holder.grown_at}" if holder.grown_at else ""
+            added = f", added at {short_location(holder.grown_at)}" if holder.grown_at else ""
             lines.append(
                 f"  {holder.path} ({holder.type}, {holder.role}): +{items} items/{unit}, "
                 f"{holder.items_first:,} -> {holder.items_last:,}{added}"
@@ -187,7 +189,7 @@ def comparison_text(comparison: Comparison) -> str:
         for base, new in moved:
             delta = new.bytes_per_iteration - base.bytes_per_iteration
             lines.append(
-                f"  {new.file}:{new.line} {new.function}: "
+                f"  {site_location(new.file, new.line)} {new.function}: "
                 f"{format_bytes(base.bytes_per_iteration)}/{unit} -> "
                 f"{format_bytes(new.bytes_per_iteration)}/{unit} "
                 f"({'+' if delta > 0 else ''}{format_bytes(delta)}/{unit})"
@@ -203,6 +205,6 @@ def _site(site: Site, unit: str, extra: str = "") -> str:
     frame = site.user_frame
     first = ""
     if frame is not None and (frame.file, frame.line) != (site.file, site.line):
-        first = f" (open {frame.file}:{frame.line} first)"
-    return (f"{site.file}:{site.line} {site.function}: "
+        first = f" (open {site_location(frame.file, frame.line)} first)"
+    return (f"{site_location(site.file, site.line)} {site.function}: "
             f"{format_bytes(site.bytes_per_iteration)}/{unit}{extra}{first}")

@@ -262,3 +262,84 @@ def test_report_of_a_real_worker_run(browser, tmp_path):
     assert not [url for url in seen["requests"] if not url.startswith("file:")], seen
     assert not seen["errors"] and not seen["dialogs"], seen
     page.close()
+
+
+def _trace_report(tmp_path: Path, scenario: str, *extra: str) -> tuple[dict, Path]:
+    run_json, report = tmp_path / "run.json", tmp_path / "report.html"
+    proc = run_cli("trace", scenario, "--quiet", *extra, "--json", str(run_json),
+                   "--html", str(report))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return load_json(run_json), report
+
+
+def test_fast_report_charts_the_counters_the_verdict_read(browser, tmp_path):
+    """`trace --fast` decides on the untraced loops' counters: the chart draws them across
+    the whole run, not the six traced loops squeezed at the right edge."""
+    run, report = _trace_report(tmp_path, SCENARIO, "--fast")
+    detect = [loop for loop in run["loops"] if loop["phase"] == "detect"]
+    assert len(detect) >= 150 and run["verdict"]["leak"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    seen = _open(page, report)
+    blocks = page.locator("#memory-chart path.series-blocks")
+    expect(blocks).to_have_count(1)
+    assert blocks.get_attribute("d").count("L") >= len(detect) - 1
+    plot = page.locator("#memory-chart .panel-blocks rect.plot-bg").bounding_box()
+    assert blocks.bounding_box()["width"] > 0.8 * plot["width"]
+    expect(page.locator("#memory-chart path.series-traced")).to_have_count(0)
+    expect(page.locator("#memory-chart line.fit")).to_have_count(1)
+    expect(page.locator("#chart-note")).to_contain_text("cheap counters")
+    assert seen["errors"] == [] and seen["dialogs"] == []
+    page.close()
+
+
+def test_bounded_cache_report_shows_the_cache_the_verdict_names(browser, tmp_path):
+    run, report = _trace_report(tmp_path, "scenarios/lru_bounded_filling.py")
+    assert not run["verdict"]["leak"] and "render_avatar" in run["verdict"]["summary"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    seen = _open(page, report)
+    holders = page.locator("#holders")
+    expect(holders).to_contain_text("lru_bounded_filling.render_avatar")
+    expect(holders).to_contain_text("filling")
+    expect(holders).to_contain_text("of 512")
+    expect(holders).not_to_contain_text("No growing container was found")
+    assert seen["errors"] == []
+    page.close()
+
+
+def test_steady_sites_are_never_listed_as_growing(browser, real_run, tmp_path):
+    run = runfile.load(real_run[0])
+    assert len([s for s in run.sites if s.growing]) >= 1
+    steady = replace(run.sites[0], file="lib/pool.py", line=5, function="Pool.get",
+                     growing=False)
+    run.sites.append(steady)
+    path = runfile.save(run, tmp_path / "mixed.json")
+    report = tmp_path / "mixed.html"
+    assert run_cli("html", str(path), "-o", str(report)).returncode == 0
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _open(page, report)
+    expect(page.locator("#sites-title")).to_have_text("Growing allocation sites")
+    growing = page.locator("#site-list [data-group=growing] details.site")
+    expect(growing).to_have_count(len(run.sites) - 1)
+    expect(page.locator("#site-list [data-group=growing] .badge.flat")).to_have_count(0)
+    expect(page.locator("#site-list h3.site-group")).to_have_text("Kept, not growing")
+    expect(page.locator("#site-list [data-group=other] details.site")).to_contain_text(
+        "lib/pool.py:5")
+    page.close()
+
+
+def test_run_report_opens_on_a_traced_unit(browser, tmp_path):
+    """`leakscope run` traces a window and watches the rest: the per-unit view opens on a
+    unit with a figure and lines, not on one of the untraced last units."""
+    run_json, report = tmp_path / "run.json", tmp_path / "run.html"
+    proc = run_cli("run", "--quiet", "--units", "300", "--json", str(run_json), "--html",
+                   str(report), "--", sys.executable, "scenarios/workers/consumer_tick.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = load_json(run_json)
+    assert run["loops"][-1]["net_bytes"] is None, "the run should end on untraced units"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _open(page, report)
+    head = page.locator("#loop-detail .loop-head")
+    expect(head).to_contain_text("kept")
+    expect(head).not_to_contain_text("no net figure")
+    expect(page.locator("#loop-detail table.deltas tbody tr").first).to_be_visible()
+    page.close()

@@ -114,3 +114,29 @@ def test_fixture_in_this_session(leakscope):
     run = leakscope.trace(lambda: None, iterations=10, check=False)
     assert run.verdict is not None and not run.verdict.leak
     assert run.target == "tests/plugin/test_fixture.py::test_fixture_in_this_session::<lambda>"
+
+
+def test_loop_failure_has_no_chained_exception_above_it(pytester):
+    """A leak found by loop() is raised on its own: no "During handling of the above
+    exception" left over from the StopTracing that ended the loop."""
+    pytester.makepyfile('''
+import itertools
+
+import leakscope as leakscope_module
+
+SEEN = set()
+
+
+def test_consumer_leaks(leakscope):
+    with leakscope.loop(iterations=20):
+        for n in itertools.count():
+            SEEN.add(f"orders-{n:08d}")
+            leakscope_module.tick()
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*_ test_consumer_leaks _*", "leakscope: LEAK *"])
+    result.stdout.no_fnmatch_line("*During handling of the above exception*")
+    result.stdout.no_fnmatch_line("*StopTracing*")
+    section = result.stdout.str().split("test_consumer_leaks _", 1)[1]
+    assert section.lstrip("_ \n").startswith("leakscope: LEAK"), section

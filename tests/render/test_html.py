@@ -81,6 +81,8 @@ def _run(loops: list[Loop] | None = None, hostile: str = "", cwd: str = "/nonexi
         loops=loops if loops is not None else _loops(32, files=files),
         verdict=verdict, sites=[site], holders=[holder], platform=f"Linux {h}",
         observations={"cwd": cwd},
+        bounded=[{"path": f"app.avatar{h}", "type": f"lru_cache{h}", "bound": 512, "items": 9,
+                  "filling": True, "full": False, "items_series": [1, 5, 9]}],
     )
 
 
@@ -157,7 +159,8 @@ def test_view_model_carries_verdict_sites_holders_and_settings():
     assert model["verdict"]["memory_limit"] == "512 MiB"
     site = model["sites"][0]
     assert [f["user"] for f in site["traceback"]] == [False, True, False]
-    assert site["user_frame"] == {"file": "app/worker.py", "line": 12, "function": "handle"}
+    assert site["user_frame"] == {"file": "app/worker.py", "short": "app/worker.py", "line": 12,
+                                  "function": "handle"}
     holder = model["holders"][0]
     assert holder["grown_at"] == "app/providers.py:41"
     assert holder["defined_at"] == ["app/providers.py:40"]
@@ -358,3 +361,118 @@ def test_html_command_open_hands_the_file_uri_to_the_browser(tmp_path):
                    env={"BROWSER": f"{sys.executable} {fake} %s"})
     assert proc.returncode == 0, proc.stderr
     assert opened.read_text() == report.resolve().as_uri()
+
+
+# ------------------------------------------------------------- what each view says
+
+
+def _fast_run(detect: int = 200, locate: int = 6) -> Run:
+    """A fast-mode run: warm-up, untraced detect loops on the counters, then a few traced."""
+    loops = [Loop(index=i, warmup=True, phase="warmup", allocated_blocks=66_000 + i,
+                  rss_bytes=20_000_000) for i in range(5)]
+    for i in range(5, 5 + detect):
+        loops.append(Loop(index=i, warmup=False, phase="detect",
+                          allocated_blocks=66_000 + 3 * i, malloc_bytes=3_390_000 + 8 * i,
+                          rss_bytes=20_000_000 + 4096 * (i // 50)))
+    for k, i in enumerate(range(5 + detect, 5 + detect + locate)):
+        loops.append(Loop(index=i, warmup=False, phase="locate", traced_bytes=192 * (k + 1),
+                          traced_blocks=2 * (k + 1), net_bytes=192,
+                          allocated_blocks=70_000 + 3 * i, rss_bytes=22_000_000))
+    run = _run(loops=loops)
+    run.mode = "fast"
+    run.verdict.bytes_per_iteration = 192.0
+    run.verdict.blocks_per_iteration = 3.0
+    return run
+
+
+def test_fast_run_chart_plots_the_counters_the_verdict_read():
+    """Fast mode decides on the untraced loops' counters: the chart shows those over the
+    whole run, not only the few traced loops at its end."""
+    chart = view_model(_fast_run())["chart"]
+    keys = [panel["key"] for panel in chart["panels"]]
+    assert keys[0] == "blocks" and "rss" in keys and "traced" not in keys
+    blocks = [v for v in chart["blocks"] if v is not None]
+    assert len(blocks) == 205  # warm-up and detect loops; the traced loops' counters are off
+    assert chart["panels"][0]["format"] == "count"
+    fit = chart["fit"]
+    assert fit["series"] == "blocks" and fit["label"] == "3 blocks/iter"
+    assert (fit["x0"], fit["x1"]) == (5, 204)
+    assert chart["traced_range"] == [205, 210]
+    # The counters' own rate, when the verdict's evidence carries it (the verdict's
+    # blocks per loop come from the traced loops).
+    run = _fast_run()
+    run.verdict.evidence["blocks_rate"] = 2.5
+    assert view_model(run)["chart"]["fit"]["label"] == "2.5 blocks/iter"
+    # A native leak was decided on malloc's bytes: that panel comes first, with the fit.
+    run.verdict.kind = "native"
+    run.verdict.evidence["malloc_rate"] = 8.0
+    chart = view_model(run)["chart"]
+    assert [panel["key"] for panel in chart["panels"]] == ["malloc", "blocks", "rss"]
+    assert chart["fit"]["series"] == "malloc" and chart["fit"]["label"] == "8 B/iter"
+
+
+def test_full_run_chart_plots_traced_bytes_and_rss():
+    chart = view_model(_run())["chart"]
+    assert [panel["key"] for panel in chart["panels"]] == ["traced", "rss"]
+    assert chart["traced_range"] is None
+
+
+def test_steady_sites_are_not_listed_as_growing():
+    run = _run()
+    steady = Site(file="lib/pool.py", line=5, function="Pool.get", traceback=[],
+                  user_frame=None, bytes_per_iteration=2.0, blocks_per_iteration=0.0,
+                  growing=False, kept_bytes=300)
+    run.sites.append(steady)
+    model = view_model(run)
+    groups = model["site_groups"]
+    assert [g["title"] for g in groups] == ["Growing allocation sites", "Kept, not growing"]
+    assert [model["sites"][i]["growing"] for i in groups[0]["sites"]] == [True]
+    assert [model["sites"][i]["file"] for i in groups[1]["sites"]] == ["lib/pool.py"]
+    run.sites[0].growing = False
+    groups = view_model(run)["site_groups"]
+    assert [(g["title"], len(g["sites"])) for g in groups] == [("Largest kept sites", 2)]
+
+
+def test_bounded_containers_filling_are_in_the_report():
+    run = _run()
+    run.holders = []
+    run.verdict.leak = False
+    run.bounded = [
+        {"path": "app.render_avatar", "type": "lru_cache", "bound": 512, "items": 55,
+         "filling": True, "full": False, "items_series": [5, 17, 30, 43, 55]},
+        {"path": "re._cache", "type": "dict", "bound": 512, "items": 30, "filling": False,
+         "full": False, "items_series": [30, 30]},
+    ]
+    bounded = view_model(run)["bounded"]
+    assert bounded == [{"path": "app.render_avatar", "type": "lru_cache", "state": "filling",
+                        "items": 55, "bound": 512, "series": [5, 17, 30, 43, 55]}]
+
+
+def test_per_loop_view_opens_on_the_last_traced_loop():
+    """`leakscope run` traces a window and watches the rest with counters: the view opens
+    on a unit that has lines to show, not on an untraced one."""
+    loops = _fast_run(detect=100, locate=6).loops
+    loops += [Loop(index=111 + i, warmup=False, phase="detect", allocated_blocks=70_000)
+              for i in range(40)]
+    model = view_model(_run(loops=loops))["loops"]
+    assert model["net"][model["open"]] is not None
+    assert model["index"][model["open"]] == 110
+    assert view_model(_run())["loops"]["open"] == len(view_model(_run())["loops"]["index"]) - 1
+
+
+def test_paths_are_shown_as_in_the_terminal():
+    """An installed package by its import path, as the terminal shows it; the file as
+    recorded stays in the model for the source snippet."""
+    lib = "/srv/venv/lib/python3.11/site-packages/requests/structures.py"
+    run = _run()
+    run.sites[0].file = lib
+    run.sites[0].traceback[0] = Frame(lib, 40, "CaseInsensitiveDict.__setitem__")
+    run.holders[0].grown_at = f"{lib}:41"
+    run.loops[-1].top = [LineDelta(lib, 56, 100, 1)]
+    model = view_model(run)
+    site = model["sites"][0]
+    assert site["file"] == lib and site["short"] == "requests/structures.py"
+    assert site["traceback"][0]["short"] == "requests/structures.py"
+    assert model["holders"][0]["grown_at"] == "requests/structures.py:41"
+    assert "requests/structures.py" in model["loops"]["files"]
+    assert lib not in model["loops"]["files"]

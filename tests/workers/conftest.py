@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need_program
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+            [need_program("redis-server", shutil.which("redis-server")), "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

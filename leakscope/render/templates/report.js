@@ -113,6 +113,11 @@
     return sign + (Math.abs(value) / scale).toFixed(decimals) + " " + units[scale];
   }
 
+  function axisCount(value, step) {
+    var decimals = step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step) - 1e-9));
+    return decimals ? value.toFixed(decimals) : grouped(value);
+  }
+
   function nearest(sorted, value) {
     var lo = 0, hi = sorted.length - 1;
     if (hi < 0) return -1;
@@ -226,11 +231,21 @@
       add(node, el("span", "swatch " + cls), label);
       return node;
     }
-    add(box, item("traced", "traced bytes kept since warm-up"), item("rss", "RSS"));
+    var names = {
+      traced: "traced bytes kept since warm-up", blocks: "allocated blocks",
+      malloc: "malloc in use", rss: "RSS"
+    };
+    chart.panels.forEach(function (panel) { add(box, item(panel.key, names[panel.key] || panel.title)); });
     if (chart.fit) add(box, item("fit", "fitted growth " + chart.fit.label));
     if (chart.warmup) add(box, item("warm", "warm-up"));
+    if (chart.traced_range) add(box, item("traced-band", "traced to locate"));
     var note = document.getElementById("chart-note");
     var text = plural(chart.loops, unit) + " in the run";
+    if (chart.traced_range) {
+      text += "; fast mode decided on the cheap counters of the untraced " + unit + "s, " +
+        "then traced " + unit + "s " + grouped(chart.traced_range[0]) + "–" + grouped(chart.traced_range[1]) +
+        " to locate the growth (their lines are in the per-" + unit + " view)";
+    }
     if (chart.thinned) text += "; the chart keeps " + grouped(chart.x.length) + " points, each bucket's lowest and highest";
     note.textContent = text + ". Hover for figures, click to open that " + unit + " below.";
   }
@@ -242,11 +257,15 @@
     clear(node);
     var width = Math.max(360, Math.round(wrap.clientWidth || 900));
     var left = 76, right = 18;
-    var panels = [
-      { key: "traced", title: "traced bytes", top: 22, height: 200 },
-      { key: "rss", title: "RSS", top: 22 + 200 + 40, height: 110 }
-    ];
-    var height = panels[1].top + panels[1].height + 30;
+    // The first panel is the series the verdict read, the others smaller under it.
+    var top = 22;
+    var panels = chart.panels.map(function (spec, k) {
+      var panel = { key: spec.key, title: spec.title, format: spec.format, top: top, height: k ? 110 : 200 };
+      top += panel.height + 40;
+      return panel;
+    });
+    var last = panels[panels.length - 1];
+    var height = last.top + last.height + 30;
     node.setAttribute("viewBox", "0 0 " + width + " " + height);
     node.setAttribute("width", width);
     node.setAttribute("height", height);
@@ -278,7 +297,7 @@
       }
       if (panel.key === "traced") lo = Math.min(lo, 0);
       // Ticks are nice numbers of the unit the axis is labelled in (0.05 MiB, not 52,429 B).
-      var unitSize = byteUnit(Math.max(Math.abs(lo), Math.abs(hi)));
+      var unitSize = panel.format === "bytes" ? byteUnit(Math.max(Math.abs(lo), Math.abs(hi))) : 1;
       var scale = ticks(lo / unitSize, hi / unitSize, panel.height > 150 ? 5 : 3);
       scale.lo *= unitSize;
       scale.hi *= unitSize;
@@ -295,10 +314,15 @@
           add(g, add(svg("text", { x: wx0 + 5, y: panel.top + 14, "class": "warmup-label" }), "warm-up"));
         }
       }
+      if (chart.traced_range) {
+        var tx0 = sx(chart.traced_range[0]), tx1 = sx(chart.traced_range[1]);
+        add(g, svg("rect", { x: tx0, y: panel.top, width: Math.max(2, tx1 - tx0), height: panel.height, "class": "traced-band" }));
+      }
       scale.values.forEach(function (v) {
         var y = sy(v);
         add(g, svg("line", { x1: left, x2: left + plotWidth, y1: y, y2: y, "class": "grid" }));
-        add(g, add(svg("text", { x: left - 8, y: y + 4, "class": "axis-label", "text-anchor": "end" }), axisBytes(v, scale.step, unitSize)));
+        add(g, add(svg("text", { x: left - 8, y: y + 4, "class": "axis-label", "text-anchor": "end" }),
+          panel.format === "bytes" ? axisBytes(v, scale.step, unitSize) : axisCount(v, scale.step)));
       });
       var d = "", pen = false;
       for (var i = 0; i < xs.length; i++) {
@@ -317,7 +341,7 @@
     });
 
     // x axis under the lower panel
-    var bottom = panels[1].top + panels[1].height;
+    var bottom = last.top + last.height;
     var xticks = ticks(x0, x1, Math.max(2, Math.floor(plotWidth / 110)));
     xticks.values.forEach(function (v) {
       if (v < x0 || v > x1 || v !== Math.floor(v)) return;
@@ -355,7 +379,7 @@
         dots[k].setAttribute("cx", x);
         dots[k].setAttribute("cy", panel.sy(v));
         dots[k].setAttribute("visibility", "visible");
-        add(tip, el("div", "tip-" + panel.key, panel.title + " " + formatBytes(v)));
+        add(tip, el("div", "tip-" + panel.key, panel.title + " " + (panel.format === "bytes" ? formatBytes(v) : grouped(v))));
       });
       if (chart.first_measured !== null && xs[i] < chart.first_measured) add(tip, el("div", "tip-muted", "warm-up (untraced)"));
       tip.hidden = false;
@@ -385,14 +409,14 @@
   // -------------------------------------------------------------------- sites
 
   function frameText(frame) {
-    return location(frame.file, frame.line) + (frame.function ? "  " + frame.function : "");
+    return location(frame.short, frame.line) + (frame.function ? "  " + frame.function : "");
   }
 
   function siteBody(site) {
     var body = el("div", "site-body");
     if (site.user_frame) {
       var first = el("p", "open-first");
-      add(first, el("span", "label", "Open first"), el("code", null, location(site.user_frame.file, site.user_frame.line)),
+      add(first, el("span", "label", "Open first"), el("code", null, location(site.user_frame.short, site.user_frame.line)),
         site.user_frame.function ? el("span", "fn", site.user_frame.function) : null);
       add(body, first);
     }
@@ -408,7 +432,7 @@
     site.traceback.forEach(function (frame) {
       var item = el("li", "frame" + (frame.user ? " user" : ""));
       // Real spaces between the parts, so a long line breaks between them, not inside a name.
-      add(item, el("code", "loc", location(frame.file, frame.line)), " ", el("span", "fn", frame.function || ""));
+      add(item, el("code", "loc", location(frame.short, frame.line)), " ", el("span", "fn", frame.function || ""));
       if (frame.user) add(item, " ", el("span", "badge user-tag", "your code"));
       add(list, item);
     });
@@ -439,26 +463,35 @@
 
   function sites() {
     var list = document.getElementById("site-list");
-    var growing = data.sites.filter(function (s) { return s.growing; });
-    if (!growing.length) document.getElementById("sites-title").textContent = "Largest kept sites";
     if (!data.sites.length) {
       add(list, el("p", "empty", "No allocation site kept memory across the measured " + unit + "s."));
       return;
     }
-    data.sites.forEach(function (site, i) {
-      var details = el("details", "site" + (site.growing ? " growing" : ""));
-      var summary = el("summary");
-      var where = el("div", "where");
-      add(where, el("code", "loc", location(site.file, site.line)), el("div", "fn", site.function));
-      var rate = el("div", "num rate");
-      add(rate, el("strong", null, site.rate), el("div", "sub", site.blocks));
-      var trend = el("div", "trend");
-      add(trend, sparkline(site.series, 132, 30, site.growing ? "up" : ""));
-      add(summary, el("span", "rank", "#" + (i + 1)), where, rate, el("div", "num kept", site.kept), trend,
-        el("span", "badge " + (site.growing ? "grow" : "flat"), site.growing ? "growing" : "steady"));
-      add(details, summary, siteBody(site));
-      add(list, details);
+    // The view model says which sites go under which title: steady ones are never
+    // listed as growing.
+    data.site_groups.forEach(function (group, g) {
+      if (g === 0) document.getElementById("sites-title").textContent = group.title;
+      else add(list, el("h3", "site-group", group.title));
+      var box = el("div", "site-group-list");
+      box.setAttribute("data-group", g === 0 && data.sites[group.sites[0]].growing ? "growing" : "other");
+      group.sites.forEach(function (i) { add(box, siteRow(data.sites[i], i)); });
+      add(list, box);
     });
+  }
+
+  function siteRow(site, i) {
+    var details = el("details", "site" + (site.growing ? " growing" : ""));
+    var summary = el("summary");
+    var where = el("div", "where");
+    add(where, el("code", "loc", location(site.short, site.line)), el("div", "fn", site.function));
+    var rate = el("div", "num rate");
+    add(rate, el("strong", null, site.rate), el("div", "sub", site.blocks));
+    var trend = el("div", "trend");
+    add(trend, sparkline(site.series, 132, 30, site.growing ? "up" : ""));
+    add(summary, el("span", "rank", "#" + (i + 1)), where, rate, el("div", "num kept", site.kept), trend,
+      el("span", "badge " + (site.growing ? "grow" : "flat"), site.growing ? "growing" : "steady"));
+    add(details, summary, siteBody(site));
+    return details;
   }
 
   // ------------------------------------------------------------------ holders
@@ -476,12 +509,32 @@
     return node;
   }
 
+  function bounded(box) {
+    if (!data.bounded.length) return;
+    add(box, el("h3", "site-group", "Bounded containers (they stop at their bound)"));
+    data.bounded.forEach(function (b) {
+      var card = el("div", "holder bounded");
+      var head = el("div", "holder-head");
+      add(head, el("code", "holder-path", b.path), el("span", "badge", b.type),
+        el("span", "badge warn", b.state), el("span", "badge", "bound " + grouped(b.bound || 0)));
+      var facts = el("div", "holder-facts");
+      add(facts, fact("items", grouped(b.items || 0) + " of " + grouped(b.bound || 0)),
+        fact("trend", sparkline(b.series, 140, 30, "")));
+      add(card, head, facts);
+      add(box, card);
+    });
+  }
+
   function holders() {
     var box = document.getElementById("holder-list");
     if (!data.holders.length) {
-      add(box, el("p", "empty", meta.holders_searched
-        ? "No growing container was found reachable from a module."
-        : "The container search was off for this run (--no-holders)."));
+      var empty = !meta.holders_searched
+        ? "The container search was off for this run (--no-holders)."
+        : data.bounded.length
+          ? "No unbounded container grows; the growth is in a bounded one, filling toward its bound."
+          : "No growing container was found reachable from a module.";
+      add(box, el("p", "empty", empty));
+      bounded(box);
       return;
     }
     data.holders.forEach(function (h) {
@@ -514,6 +567,7 @@
       add(card, head, facts, where);
       add(box, card);
     });
+    bounded(box);
   }
 
   // ---------------------------------------------------------------- per loop
@@ -540,15 +594,18 @@
       clear(detail);
       var net = loops.net[current];
       var head = el("div", "loop-head");
-      var kept = net === null ? "no net figure" : formatBytes(net, true) + (net >= 0 ? " kept" : " freed");
+      var kept = net === null ? "not traced: fast mode watched this " + unit + " with counters only"
+        : formatBytes(net, true) + (net >= 0 ? " kept" : " freed");
       add(head, el("strong", null, unit + " " + grouped(index)),
         el("span", net > 0 ? "pos" : (net < 0 ? "neg" : "muted"), kept),
-        el("span", "muted", "(" + formatBytes(loops.traced[current]) + " in " +
+        net === null ? null : el("span", "muted", "(" + formatBytes(loops.traced[current]) + " in " +
           plural(loops.blocks[current] || 0, "block") + " since warm-up)"));
       add(detail, head);
       var flat = loops.top[current];
       if (!flat.length) {
-        add(detail, el("p", "empty", "No line kept or freed memory in this " + unit + "."));
+        add(detail, el("p", "empty", net === null
+          ? "Lines are recorded for traced " + unit + "s only."
+          : "No line kept or freed memory in this " + unit + "."));
       } else {
         var biggest = 1;
         for (var k = 0; k < flat.length; k += 4) biggest = Math.max(biggest, Math.abs(flat[k + 2] || 0));
@@ -593,7 +650,7 @@
       for (var i = 1; i < count; i++) if ((loops.net[i] || 0) > (loops.net[best] || 0)) best = i;
       show(best);
     });
-    show(count - 1);
+    show(loops.open);
   }
 
   // --------------------------------------------------------------------- run
