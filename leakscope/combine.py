@@ -83,10 +83,9 @@ def _no_leak(working: list[Run], runs: list[Run], unit: str) -> Verdict:
     units = sum(len(run.measured) for run in working)
     undecided = [run for run in working if run.verdict and run.verdict.evidence.get("needs_units")]
     confidence = min((run.verdict.confidence for run in working if run.verdict), default=0.0)
-    summary = (
-        f"No leak in any of the {len(working)} process{'es' if len(working) != 1 else ''} "
-        f"that did work ({units:,} measured {unit}s; {len(runs)} processes traced)."
-    )
+    which = ("the process" if len(working) == 1
+             else f"any of the {len(working)} processes")
+    summary = f"No leak in {which} that did work ({units:,} measured {unit}s; {_watched(runs)})."
     if undecided:
         more = max(int(run.verdict.evidence["needs_units"]) for run in undecided if run.verdict)
         summary += f" Not yet decided for {len(undecided)}: run about {more:,} more {unit}s."
@@ -96,6 +95,19 @@ def _no_leak(working: list[Run], runs: list[Run], unit: str) -> Verdict:
         evidence={"processes": len(runs), "working_processes": len(working),
                   "measured_units": units},
     )
+
+
+def _watched(runs: list[Run]) -> str:
+    """How many processes were watched and how many of them traced, as the table counts them.
+
+    Under ``--sample auto`` a process is watched with its counters and traced
+    only once they grow, so the two counts differ and both are said.
+    """
+    traced = sum(1 for run in runs if (run.process or {}).get("traced_units"))
+    watched = f"{len(runs)} process{'es' if len(runs) != 1 else ''} watched"
+    if traced == len(runs):
+        return f"{watched}, all traced" if traced > 1 else f"{watched} and traced"
+    return f"{watched}, {traced or 'none'} traced"
 
 
 # ------------------------------------------------------------------ advice
