@@ -63,13 +63,59 @@ def current() -> Agent | None:
 
 
 def peak_rss_bytes() -> int | None:
-    """The process's peak RSS as the kernel keeps it (what Celery's limit reads)."""
+    """This process's own peak RSS: the high-water mark of its memory since it started.
+
+    ``ru_maxrss`` alone is not that: Linux carries the high-water mark of the
+    image an ``exec`` replaced into it, so a worker exec'd by `leakscope run`
+    starts with the peak of leakscope's own process (tens of MiB), which
+    looked like a spike the worker never had. Linux's ``VmHWM`` is the
+    worker's own; it is read only while ``ru_maxrss`` is still at or under
+    the figure inherited at start-up, since above it the two are equal. A
+    pool child forked from the worker (Celery's) inherits nothing across exec,
+    so there this is the ``ru_maxrss`` that ``--max-memory-per-child`` reads.
+    """
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    if peak > _inherited_peak[1] or _inherited_peak[0] != os.getpid():
+        return peak
+    own = _high_water_mark()
+    return own if own is not None else peak
+
+
+# (pid, ru_maxrss in bytes when the agent armed that process)
+_inherited_peak: tuple[int, int] = (0, 0)
+_status_fd: tuple[int, int] | None = None
+
+
+def _note_inherited_peak() -> None:
+    global _inherited_peak
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    scale = 1 if sys.platform == "darwin" else 1024
+    _inherited_peak = (os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def _high_water_mark() -> int | None:
+    """``VmHWM`` from /proc/self/status (Linux), through a descriptor kept open per process."""
+    global _status_fd
+    pid = os.getpid()
+    try:
+        if _status_fd is None or _status_fd[0] != pid:
+            if _status_fd is not None:
+                os.close(_status_fd[1])
+            _status_fd = (pid, os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC))
+        data = os.pread(_status_fd[1], 8192, 0)
+        start = data.index(b"VmHWM:") + 6
+        return int(data[start:data.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
+        _status_fd = None
+        return None
 
 
 def initial_role(argv: list[str]) -> str:
@@ -133,6 +179,7 @@ class Agent:
     # ------------------------------------------------------------- arming
 
     def arm(self) -> None:
+        _note_inherited_peak()
         self._open()
         hook.install(self)
         if hasattr(os, "register_at_fork"):
@@ -336,6 +383,7 @@ class Agent:
             os.close(self._fd)  # our copy only: the parent keeps writing its own file
             self._fd = None
         self.parent_pid, self.pid = self.pid, os.getpid()
+        _note_inherited_peak()
         self.role = f"forked from {self.role}"
         self.units = 0
         self.finalized = False
