@@ -338,6 +338,9 @@ class Agent:
         if self.finalized or self.disarmed or os.getpid() != self.pid:
             return
         self.finalized = True
+        # Read before close(): its last walk and collection are leakscope's memory, not the
+        # worker's.
+        rss, peak = counters.rss_bytes(), peak_rss_bytes()
         final: dict[str, Any] = {}
         outcome: dict[str, Any] = {"status": "done", "reason": reason}
         recorder, self.recorder = self.recorder, None
@@ -347,8 +350,8 @@ class Agent:
             except BaseException as exc:  # noqa: BLE001 - a save must not fail an exit
                 outcome = {"status": "done", "reason": reason,
                            "close_error": f"{type(exc).__name__}: {exc}"}
-        final["rss_bytes"] = counters.rss_bytes()
-        final["peak_rss_bytes"] = peak_rss_bytes()
+        final["rss_bytes"] = rss
+        final["peak_rss_bytes"] = peak
         final["units"] = self.units
         self.send({"t": "final", "outcome": outcome, "final": final})
         fd, self._fd = self._fd, None

@@ -161,7 +161,7 @@ def ru_maxrss_spike(run: Run) -> str | None:
     """Celery's --max-memory-per-child reads the peak RSS: a child that spiked once is
     recycled after every task from then on. Say so when this run shows that shape."""
     process = run.process or {}
-    peak = process.get("peak_rss_bytes")
+    peak = own_peak_rss(run)
     now = process.get("rss_bytes") or _last_rss(run)
     if not peak or not now:
         return None
@@ -187,6 +187,32 @@ def ru_maxrss_spike(run: Run) -> str | None:
                 "every task"
             )
     return text
+
+
+def own_peak_rss(run: Run) -> int | None:
+    """The peak RSS the worker reached by itself, outside leakscope's traced window.
+
+    A traced window (``--sample auto`` or K) holds tracemalloc's record of
+    every block allocated in it; when the window closes that memory is
+    freed, but the peak keeps it. So when tracing ended before the process
+    did, only a peak reached in an untraced unit that followed an untraced
+    unit counts (the unit after the window's last one pays for closing it).
+    When tracing went on to the end, the current RSS holds tracing's memory
+    too, and the process's peak compares like with like.
+    """
+    peak = (run.process or {}).get("peak_rss_bytes")
+    traced = [loop.traced_bytes is not None for loop in run.loops]
+    if not any(traced) or traced[-1]:
+        return peak
+    own, previous, after_traced = None, None, False
+    for loop, is_traced in zip(run.loops, traced):
+        value = loop.peak_rss_bytes
+        if value is not None:
+            if not is_traced and not after_traced and (previous is None or value > previous):
+                own = value
+            previous = value if previous is None else max(previous, value)
+        after_traced = is_traced
+    return own
 
 
 def _last_rss(run: Run) -> int | None:

@@ -89,7 +89,7 @@ def test_a_real_spike_is_still_reported(tmp_path):
     script = _script(tmp_path, "spiky.py", PEAK_REPORTER)
     out, peak_file = tmp_path / "run.json", tmp_path / "peak.txt"
     proc = run_cli("run", "--quiet", "--json", str(out), "--", sys.executable, str(script),
-                   str(peak_file), "300", "150")
+                   str(peak_file), "300", "40")
     assert proc.returncode == 0, proc.stderr
     (process,) = load_json(out)["processes"]
     assert process["process"]["peak_rss_bytes"] >= 96 << 20
