@@ -43,19 +43,78 @@ ENV = "LEAKSCOPE_AGENT"
 # command; each process stops measuring units once it is there.
 STOPPING_MARKER = "stopping"
 
+# How often a process doing units checks that its run is still on.
+RUN_CHECK_SECONDS = 1.0
+
 _agent: Agent | None = None
 _real_os_exit = os._exit
 
 
 def activate() -> Agent | None:
-    """Arm this process if ``leakscope run`` started it (idempotent)."""
+    """Arm this process if ``leakscope run`` started it and the run is still on (idempotent).
+
+    A process started after the run (by a daemon that escaped it) is not
+    armed, and takes leakscope's entries out of its environment, so that
+    nothing it starts is either.
+    """
     global _agent
     raw = os.environ.get(ENV)
     if not raw or _agent is not None:
         return _agent
-    _agent = Agent(json.loads(raw))
+    config = json.loads(raw)
+    if not run_is_on(config):
+        strip_environment(config)
+        return None
+    _agent = Agent(config)
     _agent.arm()
     return _agent
+
+
+def run_is_on(config: dict[str, Any]) -> bool:
+    """Whether the `leakscope run` that armed this process still reads its run directory."""
+    if not os.path.isdir(config["dir"]):
+        return False
+    leader = config.get("leader")
+    if leader is None:
+        return True
+    try:
+        os.kill(int(leader), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user took the pid: gone too, but rare
+    return True
+
+
+def strip_environment(config: dict[str, Any]) -> None:
+    """Take out of ``os.environ`` what `leakscope run` put there, so later children are clean.
+
+    Only leakscope's own entries go: the worker's own ``PYTHONPATH`` entries
+    and ``GLIBC_TUNABLES`` settings stay, whatever it set since.
+    """
+    os.environ.pop(ENV, None)
+    startup = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_startup")
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    restore = config.get("restore") or {}
+    original = [p for p in (restore.get("PYTHONPATH") or "").split(os.pathsep) if p]
+    ours = {startup} | ({package_parent} if package_parent not in original else set())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    kept = [p for p in paths if os.path.abspath(p) not in ours]
+    if kept:
+        os.environ["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        os.environ.pop("PYTHONPATH", None)
+    if startup in sys.path:
+        sys.path.remove(startup)
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    if tunables is not None and tunables != restore.get("GLIBC_TUNABLES"):
+        settings = [part for part in tunables.split(":")
+                    if part and part != counters.TCACHE_OFF]
+        if restore.get("GLIBC_TUNABLES") is not None or settings:
+            os.environ["GLIBC_TUNABLES"] = (restore.get("GLIBC_TUNABLES")
+                                            or ":".join(settings))
+        else:
+            os.environ.pop("GLIBC_TUNABLES", None)
 
 
 def current() -> Agent | None:
@@ -175,6 +234,8 @@ class Agent:
         self.units = 0
         self.stopping = False
         self._stopping_path = os.path.join(self.directory, STOPPING_MARKER)
+        self._run_checked_at = time.monotonic()
+        self._handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------- arming
 
@@ -189,6 +250,7 @@ class Agent:
         for signum in (signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
             if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
                 signal.signal(signum, self._on_signal)
+                self._handlers[signum] = self._on_signal
         from leakscope import integrations
 
         integrations.install(self)
@@ -249,6 +311,41 @@ class Agent:
             except OSError:
                 pass
 
+    def run_over(self) -> bool:
+        """Disarm for good if leakscope or its run directory is gone; say whether it was.
+
+        What is left of this process is the worker alone: no tracing, no
+        writing, no tick hook, the worker's own signal handlers and
+        ``os._exit``, and an environment without leakscope's entries, so a
+        daemon that escaped the run arms nothing it starts later.
+        """
+        if run_is_on(self.config):
+            return False
+        self.disarmed = True
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            try:
+                recorder.abandon()
+            except Exception:  # noqa: BLE001, S110 - leaving anyway
+                pass
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        hook.install(None)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for signum, handler in self._handlers.items():
+            if signal.getsignal(signum) == handler:
+                signal.signal(signum, signal.SIG_DFL)
+        self._handlers = {}
+        if os._exit is _os_exit:
+            os._exit = _real_os_exit
+        strip_environment(self.config)
+        return True
+
     # -------------------------------------------------------------- units
 
     def end_loop(self) -> bool:
@@ -260,6 +357,11 @@ class Agent:
         """One unit of work (task, job, request, tick) ended in this process."""
         if self.disarmed or self.finalized or self._busy or os.getpid() != self.pid:
             return
+        now = time.monotonic()
+        if now - self._run_checked_at >= RUN_CHECK_SECONDS:
+            self._run_checked_at = now
+            if self.run_over():
+                return
         if self.stopping or os.path.exists(self._stopping_path):
             # `leakscope run` is stopping the command: units that end while
             # the worker shuts down are not measured (launcher._stop).
@@ -335,7 +437,7 @@ class Agent:
 
     def finalize(self, reason: str) -> None:
         """Write this process's final message: once, and only in the process that owns it."""
-        if self.finalized or self.disarmed or os.getpid() != self.pid:
+        if self.finalized or self.disarmed or os.getpid() != self.pid or self.run_over():
             return
         self.finalized = True
         # Read before close(): its last walk and collection are leakscope's memory, not the
@@ -386,6 +488,8 @@ class Agent:
             os.close(self._fd)  # our copy only: the parent keeps writing its own file
             self._fd = None
         self.parent_pid, self.pid = self.pid, os.getpid()
+        if self.run_over():
+            return
         _note_inherited_peak()
         self.role = f"forked from {self.role}"
         self.units = 0
@@ -393,7 +497,11 @@ class Agent:
         self._busy = False
         self._deferred_signal = None
         self._lock = threading.Lock()
-        self._open()
+        self._run_checked_at = time.monotonic()
+        try:
+            self._open()
+        except OSError:
+            self.run_over()  # the run directory went between the check and now
 
 
 def _os_exit(code: int) -> None:

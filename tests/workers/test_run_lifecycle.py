@@ -6,10 +6,14 @@ leakscope's (processes, armed interpreters, the run directory) outlives the run.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 
-from tests.conftest import load_json, run_cli
+from tests.conftest import ROOT, load_json, run_cli
 
 CLEAN_TICKS = textwrap.dedent(
     """
@@ -94,3 +98,111 @@ def test_a_real_spike_is_still_reported(tmp_path):
     (process,) = load_json(out)["processes"]
     assert process["process"]["peak_rss_bytes"] >= 96 << 20
     assert "one unit spiked and was freed" in proc.stdout, proc.stdout
+
+
+TALKER = textwrap.dedent(
+    """
+    import sys
+    import leakscope
+
+    line = sys.stdin.readline().strip()
+    print(f"got: {line}", flush=True)
+    print("worker warning: on stderr", file=sys.stderr, flush=True)
+    for i in range(40):
+        leakscope.tick()
+    """
+)
+
+
+def _leakscope(*args: str, tmp: object, **kwargs) -> subprocess.CompletedProcess:
+    """The real CLI with its temporary folder in ``tmp``, so what it leaves there is seen."""
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp)}
+    return subprocess.run([sys.executable, "-m", "leakscope", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_the_commands_output_and_stdin_pass_through_and_nothing_is_left(tmp_path):
+    script = _script(tmp_path, "talker.py", TALKER)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = _leakscope("run", "--quiet", "--json", str(tmp_path / "run.json"), "--",
+                      sys.executable, str(script), tmp=tmp, input="hello\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "got: hello" in proc.stdout
+    assert "worker warning: on stderr" in proc.stderr
+    assert "worker warning" not in proc.stdout and "got: hello" not in proc.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_keep_run_dir_keeps_it_and_says_where(tmp_path):
+    script = _script(tmp_path, "talker.py", TALKER)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = _leakscope("run", "--quiet", "--keep-run-dir", "--json", str(tmp_path / "run.json"),
+                      "--", sys.executable, str(script), tmp=tmp, input="x\n")
+    assert proc.returncode == 0, proc.stderr
+    (kept,) = tmp.iterdir()
+    assert f"run directory kept: {kept}" in proc.stdout + proc.stderr
+    assert list(kept.glob("*.jsonl"))
+
+
+FOREVER = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+    import leakscope
+
+    with open(sys.argv[1], "w") as out:
+        out.write(str(os.getpid()))
+    KEPT = []
+    while True:
+        KEPT.append("x" * 100)
+        print("unit done " + "." * 200, flush=True)   # chatty, as a real worker is
+        time.sleep(0.001)
+        leakscope.tick()
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line for line in status)
+    except OSError:
+        return False
+
+
+def _sizes(tmp) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
+
+
+def test_sigkill_of_leakscope_takes_the_worker_with_it(tmp_path):
+    script = _script(tmp_path, "forever.py", FOREVER)
+    pid_file = tmp_path / "pid"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leakscope", "run", "--quiet", "--", sys.executable, str(script),
+         str(pid_file)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp.rglob("*.jsonl")) or not pid_file.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(1)
+        worker = int(pid_file.read_text())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived leakscope"
+        before = _sizes(tmp)
+        time.sleep(1.5)
+        assert _sizes(tmp) == before, "something still writes into the run directory"
+    finally:
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
