@@ -39,9 +39,10 @@ from leakscope import counters, hook
 from leakscope.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
-# Written into the run directory by `leakscope run` just before it stops the
-# command; each process stops measuring units once it is there.
-STOPPING_MARKER = "stopping"
+# In the run directory while `leakscope run` measures units: it goes just
+# before leakscope stops the command, or once the command has ended, and each
+# process stops measuring units when it is gone (the directory too).
+RUNNING_MARKER = "running"
 
 # How often a process doing units checks that its run is still on.
 RUN_CHECK_SECONDS = 1.0
@@ -233,7 +234,7 @@ class Agent:
         self._deferred_signal: int | None = None
         self.units = 0
         self.stopping = False
-        self._stopping_path = os.path.join(self.directory, STOPPING_MARKER)
+        self._running_path = os.path.join(self.directory, RUNNING_MARKER)
         self._run_checked_at = time.monotonic()
         self._handlers: dict[int, Any] = {}
 
@@ -362,10 +363,12 @@ class Agent:
             self._run_checked_at = now
             if self.run_over():
                 return
-        if self.stopping or os.path.exists(self._stopping_path):
-            # `leakscope run` is stopping the command: units that end while
-            # the worker shuts down are not measured (launcher._stop).
+        if self.stopping or not os.path.exists(self._running_path):
+            # `leakscope run` is stopping the command, or has ended: units that
+            # end while the worker shuts down are not measured (launcher._stop),
+            # and a process that outlived the run disarms.
             self.stopping = True
+            self.run_over()
             return
         with self._lock:
             self._busy = True
@@ -497,7 +500,7 @@ class Agent:
         self._busy = False
         self._deferred_signal = None
         self._lock = threading.Lock()
-        self._run_checked_at = time.monotonic()
+        self._run_checked_at = 0.0  # a forked child checks at its first unit
         try:
             self._open()
         except OSError:

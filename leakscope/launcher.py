@@ -35,7 +35,7 @@ from typing import Any
 import leakscope
 from leakscope import counters
 from leakscope.agent import ENV as AGENT_ENV
-from leakscope.agent import STOPPING_MARKER
+from leakscope.agent import RUNNING_MARKER
 from leakscope.errors import TargetError, UsageError, WorkerError
 from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
@@ -262,6 +262,7 @@ def _gather(
     on_progress: Callable[[Watch, float], None] | None,
 ) -> Gathered:
     directory = Path(tempfile.mkdtemp(prefix="leakscope-run-"))
+    (directory / RUNNING_MARKER).touch()
     watch = Watch(directory, settings.top)
     started = time.monotonic()
     # The command's own session: a Ctrl-C at the terminal reaches leakscope
@@ -283,6 +284,7 @@ def _gather(
             _stop(proc, watch, limits.stop_timeout)
         except KeyboardInterrupt:
             _kill_group(proc)
+        _end_units(directory)  # a process that escaped the group kill measures no more
         watch.poll()
     code = proc.returncode
     return Gathered(
@@ -346,10 +348,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
         # First the marker the agents read at each unit's end: what a worker
         # frees as it shuts down (connections, prefetched messages) is not a
         # unit's, and would cut every earlier floor of the series.
-        try:
-            (watch.directory / STOPPING_MARKER).touch()
-        except OSError:
-            pass
+        _end_units(watch.directory)
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
@@ -366,6 +365,14 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
             break
         time.sleep(POLL_SECONDS)
     _kill_group(proc)
+
+
+def _end_units(directory: Path) -> None:
+    """No unit counts from now on (agents stat the marker at each unit's end)."""
+    try:
+        (directory / RUNNING_MARKER).unlink()
+    except OSError:
+        pass
 
 
 def _group_alive(pgid: int) -> bool:

@@ -6,6 +6,7 @@ leakscope's (processes, armed interpreters, the run directory) outlives the run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -206,3 +207,79 @@ def test_sigkill_of_leakscope_takes_the_worker_with_it(tmp_path):
     finally:
         if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+DAEMON = textwrap.dedent(
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import tracemalloc
+    import leakscope
+
+    report, go = sys.argv[1], sys.argv[2]
+    for i in range(30):
+        leakscope.tick()
+    if os.fork() == 0:              # the classic double fork: out of the group kill
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            give_up = time.monotonic() + 60
+            while not os.path.exists(go):     # the run is over when the test says go
+                if time.monotonic() > give_up:
+                    os._exit(1)
+                time.sleep(0.05)
+            end = time.monotonic() + 2.5
+            while time.monotonic() < end:     # units after the run: nothing may be written
+                leakscope.tick()
+                time.sleep(0.01)
+            child = subprocess.run(
+                [sys.executable, "-c", "import json, os, sys; from leakscope import agent; "
+                 "print(json.dumps({'armed': agent.current() is not None, "
+                 "'env': {k: os.environ.get(k) for k in "
+                 "('LEAKSCOPE_AGENT', 'PYTHONPATH', 'GLIBC_TUNABLES')}}))"],
+                capture_output=True, text=True)
+            from leakscope import agent
+            with open(report, "w") as out:
+                json.dump({"tracing": tracemalloc.is_tracing(),
+                           "disarmed": agent.current().disarmed,
+                           "env": {k: os.environ.get(k) for k in
+                                   ("LEAKSCOPE_AGENT", "PYTHONPATH", "GLIBC_TUNABLES")},
+                           "child": child.stdout}, out)
+        os._exit(0)
+    """
+)
+
+
+def test_a_daemon_that_escaped_the_run_is_disarmed_and_arms_nothing(tmp_path):
+    script = _script(tmp_path, "daemon.py", DAEMON)
+    report, go = tmp_path / "report.json", tmp_path / "go"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp)}
+    env.pop("GLIBC_TUNABLES", None)
+    env["PYTHONPATH"] = str(ROOT)  # leakscope importable in the daemon, as from its venv
+    proc = subprocess.run(
+        [sys.executable, "-m", "leakscope", "run", "--quiet", "--keep-run-dir", "--json",
+         str(tmp_path / "run.json"), "--", sys.executable, str(script), str(report), str(go)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (kept,) = tmp.iterdir()
+    before = _sizes(tmp)
+    go.touch()
+    deadline = time.monotonic() + 30
+    while not report.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)
+    seen = json.loads(report.read_text())
+    assert seen["disarmed"] is True and seen["tracing"] is False, seen
+    assert seen["env"] == {"LEAKSCOPE_AGENT": None, "PYTHONPATH": str(ROOT),
+                           "GLIBC_TUNABLES": None}, seen
+    child = json.loads(seen["child"])
+    assert child == {"armed": False, "env": seen["env"]}, child
+    # The units after the run wrote nothing: not even a file for the daemon's child.
+    assert _sizes(tmp) == before
