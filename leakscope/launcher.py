@@ -45,6 +45,9 @@ POLL_SECONDS = 0.5
 # After the command's main process is gone, how long its children get to
 # write their final messages before the whole process group is killed.
 CHILDREN_GRACE = 5.0
+RUN_DIR_PREFIX = "leakscope-run-"
+# In the run directory: "pid start-time" of the leakscope process that owns it.
+LEADER_FILE = "leader"
 # Errors about the command point at its own output, which passed through.
 OUTPUT_ABOVE = " (its own output is above)"
 # Linux's prctl option: a signal for this process when its parent dies.
@@ -261,8 +264,10 @@ def _gather(
     argv: list[str], settings: Settings, limits: RunLimits,
     on_progress: Callable[[Watch, float], None] | None,
 ) -> Gathered:
-    directory = Path(tempfile.mkdtemp(prefix="leakscope-run-"))
+    sweep_orphaned_run_directories()
+    directory = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
     (directory / RUNNING_MARKER).touch()
+    (directory / LEADER_FILE).write_text(_identity(os.getpid()) or "")
     watch = Watch(directory, settings.top)
     started = time.monotonic()
     # The command's own session: a Ctrl-C at the terminal reaches leakscope
@@ -314,6 +319,37 @@ def _die_with(leader: int) -> Callable[[], None] | None:
             os._exit(1)  # leakscope died before the request took effect
 
     return die_with_leakscope
+
+
+def _identity(pid: int) -> str | None:
+    """A process as "pid start-time" (Linux), so a reused pid is not taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+        return f"{pid} {int(fields[19])}"
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def sweep_orphaned_run_directories() -> None:
+    """Remove run directories of a `leakscope run` that was killed before it could.
+
+    Only this user's, only those whose ``leader`` file names a process that
+    is gone (same pid and start time): a run still going is never touched.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    uid = os.getuid()
+    for directory in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            if directory.is_symlink() or directory.stat().st_uid != uid:
+                continue
+            leader = (directory / LEADER_FILE).read_text().split()
+        except OSError:
+            continue
+        if len(leader) == 2 and leader[0].isdigit() and _identity(int(leader[0])) != " ".join(
+                leader):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def remove_run_directory(gathered: Gathered) -> None:

@@ -204,6 +204,12 @@ def test_sigkill_of_leakscope_takes_the_worker_with_it(tmp_path):
         before = _sizes(tmp)
         time.sleep(1.5)
         assert _sizes(tmp) == before, "something still writes into the run directory"
+        # The killed run could not remove its directory: the next run does.
+        talker = _script(tmp_path, "talker.py", TALKER)
+        again = _leakscope("run", "--quiet", "--json", str(tmp_path / "run.json"), "--",
+                           sys.executable, str(talker), tmp=tmp, input="x\n")
+        assert again.returncode == 0, again.stderr
+        assert list(tmp.iterdir()) == []
     finally:
         if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)
