@@ -338,10 +338,13 @@ class Agent:
                 os.close(fd)
             except OSError:
                 pass
-        for signum, handler in self._handlers.items():
-            if signal.getsignal(signum) == handler:
-                signal.signal(signum, signal.SIG_DFL)
-        self._handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            # Only the main thread may set handlers; elsewhere ours stays, and
+            # does what the default would (_on_signal, disarmed, re-raises).
+            for signum, handler in self._handlers.items():
+                if signal.getsignal(signum) == handler:
+                    signal.signal(signum, signal.SIG_DFL)
+            self._handlers = {}
         if os._exit is _os_exit:
             os._exit = _real_os_exit
         strip_environment(self.config)
@@ -358,19 +361,9 @@ class Agent:
         """One unit of work (task, job, request, tick) ended in this process."""
         if self.disarmed or self.finalized or self._busy or os.getpid() != self.pid:
             return
-        now = time.monotonic()
-        if now - self._run_checked_at >= RUN_CHECK_SECONDS:
-            self._run_checked_at = now
-            if self.run_over():
-                return
-        if self.stopping or not os.path.exists(self._running_path):
-            # `leakscope run` is stopping the command, or has ended: units that
-            # end while the worker shuts down are not measured (launcher._stop),
-            # and a process that outlived the run disarms.
-            self.stopping = True
-            self.run_over()
-            return
         with self._lock:
+            if self.disarmed or not self._measuring_units():
+                return
             self._busy = True
             try:
                 recorder = self.recorder
@@ -384,6 +377,26 @@ class Agent:
                 self._busy = False
         if self._deferred_signal is not None:
             self._on_signal(self._deferred_signal, None)
+
+    def _measuring_units(self) -> bool:
+        """Whether units still count: the run is on and leakscope is not stopping the command.
+
+        One stat of the marker per unit; whether leakscope is alive at all,
+        once a second (a process that outlived it disarms, run_over()).
+        """
+        now = time.monotonic()
+        if now - self._run_checked_at >= RUN_CHECK_SECONDS:
+            self._run_checked_at = now
+            if self.run_over():
+                return False
+        if self.stopping or not os.path.exists(self._running_path):
+            # `leakscope run` is stopping the command, or has ended: units that
+            # end while the worker shuts down are not measured (launcher._stop),
+            # and a process that outlived the run disarms.
+            self.stopping = True
+            self.run_over()
+            return False
+        return True
 
     def _give_up(self, exc: BaseException) -> None:
         """Stop measuring this process, say why in its log, and let the worker go on."""
