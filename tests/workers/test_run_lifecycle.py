@@ -14,6 +14,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from tests.conftest import ROOT, load_json, run_cli
 
 CLEAN_TICKS = textwrap.dedent(
@@ -261,7 +263,11 @@ DAEMON = textwrap.dedent(
 )
 
 
-def test_a_daemon_that_escaped_the_run_is_disarmed_and_arms_nothing(tmp_path):
+@pytest.mark.parametrize("keep", [False, True], ids=["removed", "kept"])
+def test_a_daemon_that_escaped_the_run_is_disarmed_and_arms_nothing(tmp_path, keep):
+    """A double-forked daemon leaves the group leakscope kills; once the run is over
+    (its directory removed, or kept with leakscope gone) it writes nothing, traces
+    nothing, and neither its environment nor a Python it starts is armed."""
     script = _script(tmp_path, "daemon.py", DAEMON)
     report, go = tmp_path / "report.json", tmp_path / "go"
     tmp = tmp_path / "tmp"
@@ -270,11 +276,11 @@ def test_a_daemon_that_escaped_the_run_is_disarmed_and_arms_nothing(tmp_path):
     env.pop("GLIBC_TUNABLES", None)
     env["PYTHONPATH"] = str(ROOT)  # leakscope importable in the daemon, as from its venv
     proc = subprocess.run(
-        [sys.executable, "-m", "leakscope", "run", "--quiet", "--keep-run-dir", "--json",
-         str(tmp_path / "run.json"), "--", sys.executable, str(script), str(report), str(go)],
+        [sys.executable, "-m", "leakscope", "run", "--quiet", "--json",
+         str(tmp_path / "run.json"), *(["--keep-run-dir"] if keep else []), "--",
+         sys.executable, str(script), str(report), str(go)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    (kept,) = tmp.iterdir()
     before = _sizes(tmp)
     go.touch()
     deadline = time.monotonic() + 30
@@ -289,3 +295,4 @@ def test_a_daemon_that_escaped_the_run_is_disarmed_and_arms_nothing(tmp_path):
     assert child == {"armed": False, "env": seen["env"]}, child
     # The units after the run wrote nothing: not even a file for the daemon's child.
     assert _sizes(tmp) == before
+    assert keep or list(tmp.iterdir()) == []
