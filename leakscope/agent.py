@@ -39,23 +39,83 @@ from leakscope import counters, hook, sites
 from leakscope.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
-# Written into the run directory by `leakscope run` just before it stops the
-# command; each process stops measuring units once it is there.
-STOPPING_MARKER = "stopping"
+# In the run directory while `leakscope run` measures units: it goes just
+# before leakscope stops the command, or once the command has ended, and each
+# process stops measuring units when it is gone (the directory too).
+RUNNING_MARKER = "running"
+
+# How often a process doing units checks that its run is still on.
+RUN_CHECK_SECONDS = 1.0
 
 _agent: Agent | None = None
 _real_os_exit = os._exit
 
 
 def activate() -> Agent | None:
-    """Arm this process if ``leakscope run`` started it (idempotent)."""
+    """Arm this process if ``leakscope run`` started it and the run is still on (idempotent).
+
+    A process started after the run (by a daemon that escaped it) is not
+    armed, and takes leakscope's entries out of its environment, so that
+    nothing it starts is either.
+    """
     global _agent
     raw = os.environ.get(ENV)
     if not raw or _agent is not None:
         return _agent
-    _agent = Agent(json.loads(raw))
+    config = json.loads(raw)
+    if not run_is_on(config):
+        strip_environment(config)
+        return None
+    _agent = Agent(config)
     _agent.arm()
     return _agent
+
+
+def run_is_on(config: dict[str, Any]) -> bool:
+    """Whether the `leakscope run` that armed this process still reads its run directory."""
+    if not os.path.isdir(config["dir"]):
+        return False
+    leader = config.get("leader")
+    if leader is None:
+        return True
+    try:
+        os.kill(int(leader), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user took the pid: gone too, but rare
+    return True
+
+
+def strip_environment(config: dict[str, Any]) -> None:
+    """Take out of ``os.environ`` what `leakscope run` put there, so later children are clean.
+
+    Only leakscope's own entries go: the worker's own ``PYTHONPATH`` entries
+    and ``GLIBC_TUNABLES`` settings stay, whatever it set since.
+    """
+    os.environ.pop(ENV, None)
+    startup = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_startup")
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    restore = config.get("restore") or {}
+    original = [p for p in (restore.get("PYTHONPATH") or "").split(os.pathsep) if p]
+    ours = {startup} | ({package_parent} if package_parent not in original else set())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    kept = [p for p in paths if os.path.abspath(p) not in ours]
+    if kept:
+        os.environ["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        os.environ.pop("PYTHONPATH", None)
+    if startup in sys.path:
+        sys.path.remove(startup)
+    tunables = os.environ.get("GLIBC_TUNABLES")
+    if tunables is not None and tunables != restore.get("GLIBC_TUNABLES"):
+        settings = [part for part in tunables.split(":")
+                    if part and part != counters.TCACHE_OFF]
+        if restore.get("GLIBC_TUNABLES") is not None or settings:
+            os.environ["GLIBC_TUNABLES"] = (restore.get("GLIBC_TUNABLES")
+                                            or ":".join(settings))
+        else:
+            os.environ.pop("GLIBC_TUNABLES", None)
 
 
 def current() -> Agent | None:
@@ -63,13 +123,59 @@ def current() -> Agent | None:
 
 
 def peak_rss_bytes() -> int | None:
-    """The process's peak RSS as the kernel keeps it (what Celery's limit reads)."""
+    """This process's own peak RSS: the high-water mark of its memory since it started.
+
+    ``ru_maxrss`` alone is not that: Linux carries the high-water mark of the
+    image an ``exec`` replaced into it, so a worker exec'd by `leakscope run`
+    starts with the peak of leakscope's own process (tens of MiB), which
+    looked like a spike the worker never had. Linux's ``VmHWM`` is the
+    worker's own; it is read only while ``ru_maxrss`` is still at or under
+    the figure inherited at start-up, since above it the two are equal. A
+    pool child forked from the worker (Celery's) inherits nothing across exec,
+    so there this is the ``ru_maxrss`` that ``--max-memory-per-child`` reads.
+    """
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    if peak > _inherited_peak[1] or _inherited_peak[0] != os.getpid():
+        return peak
+    own = _high_water_mark()
+    return own if own is not None else peak
+
+
+# (pid, ru_maxrss in bytes when the agent armed that process)
+_inherited_peak: tuple[int, int] = (0, 0)
+_status_fd: tuple[int, int] | None = None
+
+
+def _note_inherited_peak() -> None:
+    global _inherited_peak
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    scale = 1 if sys.platform == "darwin" else 1024
+    _inherited_peak = (os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def _high_water_mark() -> int | None:
+    """``VmHWM`` from /proc/self/status (Linux), through a descriptor kept open per process."""
+    global _status_fd
+    pid = os.getpid()
+    try:
+        if _status_fd is None or _status_fd[0] != pid:
+            if _status_fd is not None:
+                os.close(_status_fd[1])
+            _status_fd = (pid, os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC))
+        data = os.pread(_status_fd[1], 8192, 0)
+        start = data.index(b"VmHWM:") + 6
+        return int(data[start:data.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
+        _status_fd = None
+        return None
 
 
 def initial_role(argv: list[str]) -> str:
@@ -128,11 +234,14 @@ class Agent:
         self._deferred_signal: int | None = None
         self.units = 0
         self.stopping = False
-        self._stopping_path = os.path.join(self.directory, STOPPING_MARKER)
+        self._running_path = os.path.join(self.directory, RUNNING_MARKER)
+        self._run_checked_at = time.monotonic()
+        self._handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------- arming
 
     def arm(self) -> None:
+        _note_inherited_peak()
         self._open()
         hook.install(self)
         if hasattr(os, "register_at_fork"):
@@ -142,6 +251,7 @@ class Agent:
         for signum in (signal.SIGTERM, getattr(signal, "SIGQUIT", None)):
             if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
                 signal.signal(signum, self._on_signal)
+                self._handlers[signum] = self._on_signal
         from leakscope import integrations
 
         integrations.install(self)
@@ -202,6 +312,44 @@ class Agent:
             except OSError:
                 pass
 
+    def run_over(self) -> bool:
+        """Disarm for good if leakscope or its run directory is gone; say whether it was.
+
+        What is left of this process is the worker alone: no tracing, no
+        writing, no tick hook, the worker's own signal handlers and
+        ``os._exit``, and an environment without leakscope's entries, so a
+        daemon that escaped the run arms nothing it starts later.
+        """
+        if run_is_on(self.config):
+            return False
+        self.disarmed = True
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            try:
+                recorder.abandon()
+            except Exception:  # noqa: BLE001, S110 - leaving anyway
+                pass
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        hook.install(None)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if threading.current_thread() is threading.main_thread():
+            # Only the main thread may set handlers; elsewhere ours stays, and
+            # does what the default would (_on_signal, disarmed, re-raises).
+            for signum, handler in self._handlers.items():
+                if signal.getsignal(signum) == handler:
+                    signal.signal(signum, signal.SIG_DFL)
+            self._handlers = {}
+        if os._exit is _os_exit:
+            os._exit = _real_os_exit
+        strip_environment(self.config)
+        return True
+
     # -------------------------------------------------------------- units
 
     def end_loop(self) -> bool:
@@ -213,12 +361,9 @@ class Agent:
         """One unit of work (task, job, request, tick) ended in this process."""
         if self.disarmed or self.finalized or self._busy or os.getpid() != self.pid:
             return
-        if self.stopping or os.path.exists(self._stopping_path):
-            # `leakscope run` is stopping the command: units that end while
-            # the worker shuts down are not measured (launcher._stop).
-            self.stopping = True
-            return
         with self._lock:
+            if self.disarmed or not self._measuring_units():
+                return
             self._busy = True
             try:
                 recorder = self.recorder
@@ -232,6 +377,26 @@ class Agent:
                 self._busy = False
         if self._deferred_signal is not None:
             self._on_signal(self._deferred_signal, None)
+
+    def _measuring_units(self) -> bool:
+        """Whether units still count: the run is on and leakscope is not stopping the command.
+
+        One stat of the marker per unit; whether leakscope is alive at all,
+        once a second (a process that outlived it disarms, run_over()).
+        """
+        now = time.monotonic()
+        if now - self._run_checked_at >= RUN_CHECK_SECONDS:
+            self._run_checked_at = now
+            if self.run_over():
+                return False
+        if self.stopping or not os.path.exists(self._running_path):
+            # `leakscope run` is stopping the command, or has ended: units that
+            # end while the worker shuts down are not measured (launcher._stop),
+            # and a process that outlived the run disarms.
+            self.stopping = True
+            self.run_over()
+            return False
+        return True
 
     def _give_up(self, exc: BaseException) -> None:
         """Stop measuring this process, say why in its log, and let the worker go on."""
@@ -288,9 +453,12 @@ class Agent:
 
     def finalize(self, reason: str) -> None:
         """Write this process's final message: once, and only in the process that owns it."""
-        if self.finalized or self.disarmed or os.getpid() != self.pid:
+        if self.finalized or self.disarmed or os.getpid() != self.pid or self.run_over():
             return
         self.finalized = True
+        # Read before close(): its last walk and collection are leakscope's memory, not the
+        # worker's.
+        rss, peak = counters.rss_bytes(), peak_rss_bytes()
         final: dict[str, Any] = {}
         outcome: dict[str, Any] = {"status": "done", "reason": reason}
         recorder, self.recorder = self.recorder, None
@@ -300,8 +468,8 @@ class Agent:
             except BaseException as exc:  # noqa: BLE001 - a save must not fail an exit
                 outcome = {"status": "done", "reason": reason,
                            "close_error": f"{type(exc).__name__}: {exc}"}
-        final["rss_bytes"] = counters.rss_bytes()
-        final["peak_rss_bytes"] = peak_rss_bytes()
+        final["rss_bytes"] = rss
+        final["peak_rss_bytes"] = peak
         final["units"] = self.units
         self.send({"t": "final", "outcome": outcome, "final": final})
         fd, self._fd = self._fd, None
@@ -336,13 +504,20 @@ class Agent:
             os.close(self._fd)  # our copy only: the parent keeps writing its own file
             self._fd = None
         self.parent_pid, self.pid = self.pid, os.getpid()
+        if self.run_over():
+            return
+        _note_inherited_peak()
         self.role = f"forked from {self.role}"
         self.units = 0
         self.finalized = False
         self._busy = False
         self._deferred_signal = None
         self._lock = threading.Lock()
-        self._open()
+        self._run_checked_at = 0.0  # a forked child checks at its first unit
+        try:
+            self._open()
+        except OSError:
+            self.run_over()  # the run directory went between the check and now
 
 
 def _os_exit(code: int) -> None:

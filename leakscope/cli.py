@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -621,15 +622,19 @@ def run_command(
         30.0, "--stop-timeout", help="Seconds the command gets to stop after SIGTERM."
     ),
     top: int = typer.Option(DEFAULT_TOP, "--top", min=0, help="Changed lines kept per unit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress line."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No line from leakscope before the command's output."),
     no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
     fail_on_leak: bool = typer.Option(False, "--fail-on-leak", help="Exit 1 when it leaks."),
+    keep_run_dir: bool = typer.Option(
+        False, "--keep-run-dir",
+        help="Keep the run directory (each process's events file) and print where it is.",
+    ),
 ) -> None:
     """Run a real worker command (Celery, RQ, gunicorn, any Python program) and trace every
-    Python process it starts, one unit per task, job or request."""
+    Python process it starts, one unit per task, job or request. The command keeps the
+    terminal: its input and output pass through; leakscope speaks when it has ended."""
     from leakscope import launcher
-    from leakscope.combine import combine
-    from leakscope.render.console import RunProgress, print_processes, print_summary
     from leakscope.supervisor import now_iso
 
     if command and command[0] == "--":
@@ -659,8 +664,33 @@ def run_command(
                                 stop_timeout=stop_timeout)
     started_at = now_iso()
     launcher.preflight(command)
-    with RunProgress(err_console, enabled=not quiet) as progress:
-        gathered = launcher.gather(command, settings, limits, progress.update)
+    if not quiet:
+        # One line on stderr, then the command has the terminal to itself: a live
+        # progress line would be drawn over the worker's own output.
+        err_console.print(f"leakscope: running {shlex.join(command)}; Ctrl-C stops it and "
+                          "saves what was gathered", markup=False, highlight=False)
+    gathered = launcher.gather(command, settings, limits)
+    try:
+        _finish_run(gathered, command, settings, units, duration, timeout, started_at,
+                    json_path, html_path, fail_on_leak)
+    finally:
+        if keep_run_dir:
+            console.print(f"run directory kept: {gathered.directory}", markup=False,
+                          highlight=False, soft_wrap=True)
+        else:
+            launcher.remove_run_directory(gathered)
+
+
+def _finish_run(
+    gathered: Any, command: list[str], settings: Settings, units: int | None,
+    duration: float | None, timeout: float, started_at: str, json_path: Path,
+    html_path: Path | None, fail_on_leak: bool,
+) -> None:
+    """`run` after the command ended: every process's Run, combined, saved and shown."""
+    from leakscope import launcher
+    from leakscope.combine import combine
+    from leakscope.render.console import print_processes, print_summary
+
     launcher.raise_for_nothing_done(gathered, command, timeout)
     runs = [launcher.process_run(log, settings) for log in gathered.watch.processes]
     run = combine(runs, " ".join(command), settings.to_dict(), started_at)
@@ -668,8 +698,7 @@ def run_command(
     run.settings["duration"] = duration
     run.observations["command"] = {
         "argv": command, "stopped_because": gathered.reason, "exit_code": gathered.exit_code,
-        "seconds": round(gathered.seconds, 2), "output_tail": gathered.output_tail,
-        "events_dir": str(gathered.directory),
+        "seconds": round(gathered.seconds, 2),
     }
     interrupted = gathered.reason == "interrupted"
     if interrupted:
@@ -690,10 +719,9 @@ def run_command(
     if interrupted:
         raise Interrupted
     if gathered.exit_code not in (None, 0):
-        last = launcher.last_words(gathered.output_tail)
         raise WorkerError(
             f"{os.path.basename(command[0])} exited with code {gathered.exit_code} "
-            f"after {gathered.seconds:.1f}s" + (f"; its last output: {last}" if last else "")
+            f"after {gathered.seconds:.1f}s{launcher.OUTPUT_ABOVE}"
         )
     assert run.verdict is not None
     if fail_on_leak and run.verdict.leak:

@@ -83,10 +83,9 @@ def _no_leak(working: list[Run], runs: list[Run], unit: str) -> Verdict:
     units = sum(len(run.measured) for run in working)
     undecided = [run for run in working if run.verdict and run.verdict.evidence.get("needs_units")]
     confidence = min((run.verdict.confidence for run in working if run.verdict), default=0.0)
-    summary = (
-        f"No leak in any of the {len(working)} process{'es' if len(working) != 1 else ''} "
-        f"that did work ({units:,} measured {unit}s; {len(runs)} processes traced)."
-    )
+    which = ("the process" if len(working) == 1
+             else f"any of the {len(working)} processes")
+    summary = f"No leak in {which} that did work ({units:,} measured {unit}s; {_watched(runs)})."
     if undecided:
         more = max(int(run.verdict.evidence["needs_units"]) for run in undecided if run.verdict)
         summary += f" Not yet decided for {len(undecided)}: run about {more:,} more {unit}s."
@@ -96,6 +95,19 @@ def _no_leak(working: list[Run], runs: list[Run], unit: str) -> Verdict:
         evidence={"processes": len(runs), "working_processes": len(working),
                   "measured_units": units},
     )
+
+
+def _watched(runs: list[Run]) -> str:
+    """How many processes were watched and how many of them traced, as the table counts them.
+
+    Under ``--sample auto`` a process is watched with its counters and traced
+    only once they grow, so the two counts differ and both are said.
+    """
+    traced = sum(1 for run in runs if (run.process or {}).get("traced_units"))
+    watched = f"{len(runs)} process{'es' if len(runs) != 1 else ''} watched"
+    if traced == len(runs):
+        return f"{watched}, all traced" if traced > 1 else f"{watched} and traced"
+    return f"{watched}, {traced or 'none'} traced"
 
 
 # ------------------------------------------------------------------ advice
@@ -149,7 +161,7 @@ def ru_maxrss_spike(run: Run) -> str | None:
     """Celery's --max-memory-per-child reads the peak RSS: a child that spiked once is
     recycled after every task from then on. Say so when this run shows that shape."""
     process = run.process or {}
-    peak = process.get("peak_rss_bytes")
+    peak = own_peak_rss(run)
     now = process.get("rss_bytes") or _last_rss(run)
     if not peak or not now:
         return None
@@ -175,6 +187,32 @@ def ru_maxrss_spike(run: Run) -> str | None:
                 "every task"
             )
     return text
+
+
+def own_peak_rss(run: Run) -> int | None:
+    """The peak RSS the worker reached by itself, outside leakscope's traced window.
+
+    A traced window (``--sample auto`` or K) holds tracemalloc's record of
+    every block allocated in it; when the window closes that memory is
+    freed, but the peak keeps it. So when tracing ended before the process
+    did, only a peak reached in an untraced unit that followed an untraced
+    unit counts (the unit after the window's last one pays for closing it).
+    When tracing went on to the end, the current RSS holds tracing's memory
+    too, and the process's peak compares like with like.
+    """
+    peak = (run.process or {}).get("peak_rss_bytes")
+    traced = [loop.traced_bytes is not None for loop in run.loops]
+    if not any(traced) or traced[-1]:
+        return peak
+    own, previous, after_traced = None, None, False
+    for loop, is_traced in zip(run.loops, traced):
+        value = loop.peak_rss_bytes
+        if value is not None:
+            if not is_traced and not after_traced and (previous is None or value > previous):
+                own = value
+            previous = value if previous is None else max(previous, value)
+        after_traced = is_traced
+    return own
 
 
 def _last_rss(run: Run) -> int | None:

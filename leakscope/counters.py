@@ -105,6 +105,9 @@ class GcCounter:
             pass
 
 
+TCACHE_OFF = "glibc.malloc.tcache_count=0"
+
+
 def exact_malloc_tunables(existing: str | None) -> str:
     """GLIBC_TUNABLES for a traced process, with glibc's per-thread cache off.
 
@@ -114,7 +117,7 @@ def exact_malloc_tunables(existing: str | None) -> str:
     bins and the counter is exact; the allocator is a little slower, which
     changes timings but not what the worker keeps.
     """
-    setting = "glibc.malloc.tcache_count=0"
+    setting = TCACHE_OFF
     if not existing:
         return setting
     if "glibc.malloc.tcache_count" in existing:

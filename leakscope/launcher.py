@@ -7,16 +7,24 @@ only reads those files as they grow, decides when to stop (the command
 ended, ``--units``, ``--duration``, no unit within ``--timeout``, Ctrl-C),
 stops the command the way its supervisor would (SIGTERM to the main process,
 which hands it to its pool), then turns each file into an analysed Run.
+
+The command keeps leakscope's stdin, stdout and stderr, as under ``memray
+run`` or ``py-spy record``. Nothing outlives leakscope: the command's main
+process gets SIGKILL from the kernel if leakscope dies (``PR_SET_PDEATHSIG``),
+and every armed process disarms itself once leakscope's process or the run
+directory is gone (``agent.py``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +36,7 @@ import leakscope
 from leakscope import counters
 from leakscope import sites as sitemod
 from leakscope.agent import ENV as AGENT_ENV
-from leakscope.agent import STOPPING_MARKER
+from leakscope.agent import RUNNING_MARKER
 from leakscope.errors import TargetError, UsageError, WorkerError
 from leakscope.interpreter import with_private_path
 from leakscope.runfile import Run, Verdict
@@ -39,10 +47,13 @@ POLL_SECONDS = 0.5
 # After the command's main process is gone, how long its children get to
 # write their final messages before the whole process group is killed.
 CHILDREN_GRACE = 5.0
-# Output lines of the command kept for error messages.
-OUTPUT_TAIL = 15
-# Output lines that carry an error, preferred for the one-line message.
-ERROR_WORDS = ("ERROR", "Error", "error:", "Exception", "CRITICAL", "Cannot", "refused")
+RUN_DIR_PREFIX = "leakscope-run-"
+# In the run directory: "pid start-time" of the leakscope process that owns it.
+LEADER_FILE = "leader"
+# Errors about the command point at its own output, which passed through.
+OUTPUT_ABOVE = " (its own output is above)"
+# Linux's prctl option: a signal for this process when its parent dies.
+PR_SET_PDEATHSIG = 1
 STARTUP_DIR = Path(leakscope.__file__).resolve().parent / "_startup"
 
 
@@ -198,8 +209,15 @@ def _is_python(path: str) -> bool:
 
 
 def agent_env(directory: Path, settings: Settings) -> dict[str, str]:
+    """The command's environment: armed, with what it replaces kept for the agent to restore.
+
+    ``leader`` is this process: an agent that finds it gone disarms (agent.py).
+    """
     env = dict(os.environ)
-    env[AGENT_ENV] = json.dumps({"dir": str(directory), "settings": settings.to_dict()})
+    env[AGENT_ENV] = json.dumps({
+        "dir": str(directory), "settings": settings.to_dict(), "leader": os.getpid(),
+        "restore": {name: os.environ.get(name) for name in ("PYTHONPATH", "GLIBC_TUNABLES")},
+    })
     env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
     # The start-up hook first, then a private path that holds leakscope alone:
     # the command's own interpreter needs no leakscope installed, and never
@@ -218,7 +236,6 @@ class Gathered:
     watch: Watch
     reason: str  # "exited", "units", "duration", "timeout", "interrupted"
     exit_code: int | None
-    output_tail: list[str]
     seconds: float
     directory: Path
 
@@ -250,37 +267,97 @@ def _gather(
     argv: list[str], settings: Settings, limits: RunLimits,
     on_progress: Callable[[Watch, float], None] | None,
 ) -> Gathered:
-    directory = Path(tempfile.mkdtemp(prefix="leakscope-run-"))
-    output_path = directory / "command.log"
+    sweep_orphaned_run_directories()
+    directory = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+    (directory / RUNNING_MARKER).touch()
+    (directory / LEADER_FILE).write_text(_identity(os.getpid()) or "")
     watch = Watch(directory, settings.top)
     started = time.monotonic()
-    with open(output_path, "wb") as output:
+    # The command's own session: a Ctrl-C at the terminal reaches leakscope
+    # only, which stops the command as its supervisor would (_stop).
+    try:
+        proc = subprocess.Popen(argv, env=agent_env(directory, settings),
+                                start_new_session=True, preexec_fn=_die_with(os.getpid()))
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise TargetError(f"{argv[0]}: cannot start: {exc.strerror or exc}") from None
+    reason = "exited"
+    try:
+        reason = _wait(proc, watch, limits, started, on_progress)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        stopped_by_us = proc.poll() is None
         try:
-            proc = subprocess.Popen(
-                argv, env=agent_env(directory, settings), stdout=output,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        except OSError as exc:
-            raise TargetError(f"{argv[0]}: cannot start: {exc.strerror or exc}") from None
-        reason = "exited"
-        try:
-            reason = _wait(proc, watch, limits, started, on_progress)
+            _stop(proc, watch, limits.stop_timeout)
         except KeyboardInterrupt:
-            reason = "interrupted"
-        finally:
-            stopped_by_us = proc.poll() is None
-            try:
-                _stop(proc, watch, limits.stop_timeout)
-            except KeyboardInterrupt:
-                _kill_group(proc)
-            watch.poll()
+            _kill_group(proc)
+        _end_units(directory)  # a process that escaped the group kill measures no more
+        watch.poll()
     code = proc.returncode
     return Gathered(
         watch=watch, reason=reason,
         exit_code=None if stopped_by_us else code,
-        output_tail=_tail(output_path), seconds=time.monotonic() - started,
-        directory=directory,
+        seconds=time.monotonic() - started, directory=directory,
     )
+
+
+def _die_with(leader: int) -> Callable[[], None] | None:
+    """A pre-exec step that has the kernel SIGKILL the command when leakscope dies.
+
+    Without it, a ``kill -9`` of leakscope (or the OOM killer) left the
+    command running for ever in its own session, armed and writing. Only
+    Linux offers it; elsewhere the agents still disarm (agent.py).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def die_with_leakscope() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != leader:
+            os._exit(1)  # leakscope died before the request took effect
+
+    return die_with_leakscope
+
+
+def _identity(pid: int) -> str | None:
+    """A process as "pid start-time" (Linux), so a reused pid is not taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+        return f"{pid} {int(fields[19])}"
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def sweep_orphaned_run_directories() -> None:
+    """Remove run directories of a `leakscope run` that was killed before it could.
+
+    Only this user's, only those whose ``leader`` file names a process that
+    is gone (same pid and start time): a run still going is never touched.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    uid = os.getuid()
+    for directory in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            if directory.is_symlink() or directory.stat().st_uid != uid:
+                continue
+            leader = (directory / LEADER_FILE).read_text().split()
+        except OSError:
+            continue
+        if len(leader) == 2 and leader[0].isdigit() and _identity(int(leader[0])) != " ".join(
+                leader):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def remove_run_directory(gathered: Gathered) -> None:
+    """The run directory goes once the run is read (agents still alive then disarm)."""
+    shutil.rmtree(gathered.directory, ignore_errors=True)
 
 
 def _wait(
@@ -310,10 +387,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
         # First the marker the agents read at each unit's end: what a worker
         # frees as it shuts down (connections, prefetched messages) is not a
         # unit's, and would cut every earlier floor of the series.
-        try:
-            (watch.directory / STOPPING_MARKER).touch()
-        except OSError:
-            pass
+        _end_units(watch.directory)
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
@@ -330,6 +404,14 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
             break
         time.sleep(POLL_SECONDS)
     _kill_group(proc)
+
+
+def _end_units(directory: Path) -> None:
+    """No unit counts from now on (agents stat the marker at each unit's end)."""
+    try:
+        (directory / RUNNING_MARKER).unlink()
+    except OSError:
+        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -349,14 +431,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-
-
-def _tail(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line.rstrip() for line in lines if line.strip()][-OUTPUT_TAIL:]
 
 
 # ------------------------------------------------------------- results
@@ -423,42 +497,29 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     return run
 
 
-def last_words(tail: list[str]) -> str:
-    """The line of the command's output that says what went wrong: its last error, if any."""
-    for line in reversed(tail):
-        if any(word in line for word in ERROR_WORDS):
-            return line.strip()
-    return tail[-1].strip() if tail else ""
-
-
 def raise_for_nothing_done(gathered: Gathered, argv: list[str], timeout: float) -> None:
-    """No unit anywhere: say why in one line, with the command's own last words."""
+    """No unit anywhere: say why in one line (the command's own output is just above)."""
     watch = gathered.watch
     if watch.units > 0 or gathered.reason == "interrupted":
         return
     name = os.path.basename(argv[0])
-    last = last_words(gathered.output_tail)
-    said = f"; its last output: {last}" if last else ""
     if not watch.processes:
         if gathered.exit_code not in (None, 0):
-            raise WorkerError(f"{name} exited with code {gathered.exit_code}{said}",
-                              detail="\n".join(gathered.output_tail) or None)
+            raise WorkerError(f"{name} exited with code {gathered.exit_code}{OUTPUT_ABOVE}")
         raise TargetError(
             f"{name} started no Python process leakscope could arm (is leakscope "
-            f"installed for the Python it runs?){said}"
+            f"installed for the Python it runs?)"
         )
     started = ", ".join(log.label() for log in watch.processes)
     if gathered.reason == "timeout":
         raise WorkerError(
             f"no unit of work completed within {timeout:g}s: started {started}; none "
-            f"completed a task, job or request{said}",
-            detail="\n".join(gathered.output_tail) or None,
+            f"completed a task, job or request{OUTPUT_ABOVE}"
         )
     if gathered.exit_code not in (None, 0):
         raise WorkerError(
             f"{name} exited with code {gathered.exit_code} after {gathered.seconds:.1f}s "
-            f"before completing a unit of work{said}",
-            detail="\n".join(gathered.output_tail) or None,
+            f"before completing a unit of work{OUTPUT_ABOVE}"
         )
     raise TargetError(
         f"{name} ended after {gathered.seconds:.1f}s without completing a unit of work "

@@ -5,7 +5,9 @@ LEAKSCOPE_AGENT, so the interpreter's `site` imports this module at start-up
 in the command and in every Python process it starts (forked children are
 armed by an at-fork handler instead). It then runs the sitecustomize that
 this one shadows, if there is one, so a Debian or virtualenv customisation
-still applies. Outside `leakscope run` it does nothing but that.
+still applies. Outside `leakscope run` it does nothing but that; in a Python
+started after the run ended (by a daemon that escaped it), it arms nothing
+and takes leakscope's entries out of the environment (agent.activate).
 """
 
 import importlib.machinery

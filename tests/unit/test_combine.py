@@ -112,3 +112,27 @@ def test_framework_growth_that_slows_down_is_settling_at_any_length():
         loop.traced_bytes = 20 * i
     steady.sites = settling.sites
     assert _framework_growth_undecided(steady.verdict, steady).leak
+
+
+def _windowed(spike_at: int | None = None) -> Run:
+    """Untraced units at 50 MiB, a traced window whose tracemalloc memory lifts the peak
+    to 150 MiB, then untraced units back at 60 MiB (tracing stopped, its memory freed)."""
+    run = _run("consumer.py", False, 0.0, units=0, peak_rss_bytes=150 * MiB,
+               rss_bytes=60 * MiB)
+    peak = 50 * MiB
+    for i in range(90):
+        traced = 20 <= i < 30
+        rss = 50 * MiB + (i - 19) * 10 * MiB if traced else (50 if i < 20 else 60) * MiB
+        if i == spike_at:
+            rss = 220 * MiB
+        peak = max(peak, rss)
+        run.loops.append(Loop(index=i, warmup=False, rss_bytes=rss if i != spike_at else 60 * MiB,
+                              peak_rss_bytes=peak, traced_bytes=1000 if traced else None))
+    run.process["peak_rss_bytes"] = peak
+    return run
+
+
+def test_leakscopes_own_tracing_window_is_not_a_spike():
+    assert ru_maxrss_spike(_windowed()) is None
+    spiked = ru_maxrss_spike(_windowed(spike_at=60))
+    assert spiked and "peaked at 220 MiB" in spiked, spiked
