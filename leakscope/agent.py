@@ -87,6 +87,13 @@ def run_is_on(config: dict[str, Any]) -> bool:
     return True
 
 
+# Read at import, while the private link (leakscope.interpreter) this module
+# may come through still exists: a process that outlives the run compares
+# PYTHONPATH's entries with the real directories.
+_IMPORTED_FROM = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.realpath(_IMPORTED_FROM)
+
+
 def strip_environment(config: dict[str, Any]) -> None:
     """Take out of ``os.environ`` what `leakscope run` put there, so later children are clean.
 
@@ -94,19 +101,19 @@ def strip_environment(config: dict[str, Any]) -> None:
     and ``GLIBC_TUNABLES`` settings stay, whatever it set since.
     """
     os.environ.pop(ENV, None)
-    startup = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_startup")
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    startup = os.path.join(_PACKAGE_DIR, "_startup")
+    package_parent = os.path.dirname(_IMPORTED_FROM)
     restore = config.get("restore") or {}
-    original = [p for p in (restore.get("PYTHONPATH") or "").split(os.pathsep) if p]
-    ours = {startup} | ({package_parent} if package_parent not in original else set())
+    original = {os.path.realpath(p)
+                for p in (restore.get("PYTHONPATH") or "").split(os.pathsep) if p}
+    ours = {startup} | {p for p in (os.path.realpath(package_parent),) if p not in original}
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    kept = [p for p in paths if os.path.abspath(p) not in ours]
+    kept = [p for p in paths if os.path.realpath(p) not in ours]
     if kept:
         os.environ["PYTHONPATH"] = os.pathsep.join(kept)
     else:
         os.environ.pop("PYTHONPATH", None)
-    if startup in sys.path:
-        sys.path.remove(startup)
+    sys.path[:] = [p for p in sys.path if not p or os.path.realpath(p) != startup]
     tunables = os.environ.get("GLIBC_TUNABLES")
     if tunables is not None and tunables != restore.get("GLIBC_TUNABLES"):
         settings = [part for part in tunables.split(":")

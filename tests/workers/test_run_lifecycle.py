@@ -87,8 +87,9 @@ def test_the_peak_is_the_workers_own_not_leakscopes(tmp_path):
     own = int(peak_file.read_text())
     (process,) = load_json(out)["processes"]
     reported = process["process"]["peak_rss_bytes"]
-    # What the worker itself reads, give or take the final save after it.
-    assert own <= reported <= own + (2 << 20), (own, reported)
+    # What the worker itself reads, give or take the final save (after the
+    # agent's reading) and the worker's own last lines (after its last unit).
+    assert own - (1 << 20) <= reported <= own + (2 << 20), (own, reported)
     assert "spiked" not in proc.stdout, proc.stdout
 
 
