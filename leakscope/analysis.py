@@ -651,12 +651,22 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
     return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
 
 
+def _ended(run: Run) -> str:
+    """Why the run stopped before its last loop ("" when it did not)."""
+    if run.observations.get("interrupted"):
+        return "interrupted"
+    ended = run.observations.get("ended")
+    return ended if isinstance(ended, str) else ""
+
+
 def describe(verdict: Verdict, run: Run) -> str:
     """The one sentence a person reads first."""
     unit = run.unit
     prefix = ""
     if verdict.partial:
-        prefix = f"Partial run (interrupted after {len(run.measured)} measured {unit}s): "
+        why = verdict.ended if verdict.ended and verdict.ended != "interrupted" else ""
+        prefix = (f"Partial run ({why}; {len(run.measured)} measured {unit}s): " if why
+                  else f"Partial run (interrupted after {len(run.measured)} measured {unit}s): ")
     if verdict.summary and not verdict.leak:
         return prefix + verdict.summary
     if not verdict.leak:
@@ -733,6 +743,9 @@ def link_sites(sites: list[Site], holders: list[Holder]) -> None:
 def analyse(run: Run) -> Run:
     """Decide the verdict, rank sites and holders, write the summary and projection."""
     verdict = decide(run)
+    ended = _ended(run)
+    if ended:
+        verdict.partial, verdict.ended = True, ended
     run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
     if not verdict.leak:
         for holder in run.holders:

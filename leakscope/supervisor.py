@@ -3,8 +3,10 @@
 The child (``leakscope.harness``) streams one message per loop; this module
 turns them into ``Loop`` records and per-line series as they arrive, tells
 the live observer, and turns every way a worker can fail (raise, exit, hang,
-die, never tick) into a typed error. On Ctrl-C it asks the child to stop,
-keeps everything that already arrived and returns a run marked interrupted.
+die, never tick) into a typed error that carries the loops gathered before
+it. On Ctrl-C it asks the child to stop, keeps everything that already
+arrived and returns a run marked interrupted; once every loop has arrived, a
+first Ctrl-C no longer cuts anything (``Interrupts``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +27,8 @@ from typing import Any, Protocol
 import leakscope
 from leakscope import counters
 from leakscope import sites as sitemod
-from leakscope.errors import TargetError, WorkerError
-from leakscope.harness import CONFIG_ENV
+from leakscope.errors import Abandoned, TargetError, WorkerError
+from leakscope.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
 from leakscope.target import TargetSpec
@@ -38,6 +41,53 @@ INTERRUPT_GRACE = 10.0
 STARTUP_GRACE = 60.0
 # After the final message, how long the child gets to exit on its own.
 EXIT_GRACE = 5.0
+
+
+class Interrupts:
+    """What Ctrl-C (SIGINT) means to the leakscope process during one trace.
+
+    Installed for the whole command, so that SIGINT stops a trace even when
+    the shell started it in the background with SIGINT ignored. While loops
+    are gathered, SIGINT raises KeyboardInterrupt (the child is asked to stop
+    and what arrived is kept). Once every loop has arrived (``finishing()``),
+    nothing is left to cut: the first Ctrl-C only says so and the verdict is
+    finished, printed and saved; any later one raises ``Abandoned``.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.presses = 0
+        self.finishing_mode = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def finishing(self) -> None:
+        """Every loop has arrived: from here a first Ctrl-C no longer interrupts."""
+        self.finishing_mode = True
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.presses += 1
+        if not self.finishing_mode:
+            if self.presses == 1:
+                self.say("leakscope: interrupted: stopping the worker and keeping the loops "
+                         "gathered (Ctrl-C again if it does not stop)")
+            raise KeyboardInterrupt
+        if self.presses == 1:
+            self.say("leakscope: interrupted: every loop was gathered; finishing the verdict "
+                     "and saving the run (Ctrl-C again to abandon it)")
+            return
+        raise Abandoned
 
 
 class LiveObserver(Protocol):
@@ -78,6 +128,9 @@ class RunBuilder:
         self.error: dict[str, Any] | None = None
         # The worker was imported; until then a stall is a hang at import.
         self.loaded = False
+        # Every loop the run wants has arrived; only the child's finish is left.
+        self.gathered = False
+        self.on_gathered: Callable[[], None] | None = None
 
     def display(self, filename: str) -> str:
         return sitemod.display_path(filename, self.cwd)
@@ -188,7 +241,8 @@ def _without_harness(frames: list) -> list:
 
 def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict()}
+    config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict(),
+              "parent_pid": os.getpid()}
     env[CONFIG_ENV] = json.dumps(config)
     env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
     package_parent = str(Path(leakscope.__file__).resolve().parent.parent)
@@ -204,8 +258,13 @@ def trace(
     observer: LiveObserver | None = None,
     *,
     on_interrupt: Callable[[], None] | None = None,
+    interrupts: Interrupts | None = None,
 ) -> Run:
-    """Trace the worker in a child process and return the run (not yet analysed)."""
+    """Trace the worker in a child process and return the run (not yet analysed).
+
+    A worker that fails after some loops arrived raises ``WorkerError`` with
+    those loops in ``run``, marked with how the run ``ended``.
+    """
     observer = observer or NullObserver()
     cwd = os.getcwd()
     run = Run(
@@ -219,6 +278,8 @@ def trace(
     run.observations["target_kind"] = spec.kind
     run.mode = settings.mode
     builder = RunBuilder(run, settings.top, cwd)
+    if interrupts is not None:
+        builder.on_gathered = interrupts.finishing
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -229,10 +290,13 @@ def trace(
         os.close(write_fd)
     interrupted = False
     timed_out = False
+    garbled: str | None = None
+    stop_now = True  # until the pump ends normally: a stalled or abandoned child is killed
     try:
         try:
             _pump(read_fd, builder, observer, settings.timeout,
                   first=max(settings.timeout, STARTUP_GRACE))
+            stop_now = False
         except KeyboardInterrupt:
             interrupted = True
             if on_interrupt is not None:
@@ -241,13 +305,15 @@ def trace(
                 proc.send_signal(signal.SIGINT)
             try:
                 _pump(read_fd, builder, observer, INTERRUPT_GRACE)
-            except (KeyboardInterrupt, TimeoutError):
+            except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
                 pass
         except TimeoutError:
             timed_out = True
+        except ChannelGarbled as exc:
+            garbled = exc.text
     finally:
         os.close(read_fd)
-        _reap(proc, quick=timed_out or interrupted)
+        _reap(proc, quick=stop_now)
     run.finished_at = now_iso()
     if builder.outcome is not None and builder.outcome.get("status") == "interrupted":
         # SIGINT reached the child alone (kill -INT from elsewhere): the run
@@ -256,8 +322,31 @@ def trace(
     if interrupted:
         run.observations["interrupted"] = True
         return _finish(run, builder)
-    _raise_for_failure(spec, settings, builder, proc, timed_out)
+    name = spec.path or spec.label
+    try:
+        if garbled is not None:
+            raise WorkerError(
+                f"{name}: worker wrote to leakscope's channel (fd {write_fd}) in loop "
+                f"{len(run.loops)}: {garbled}; a worker must not write to file descriptors "
+                "it did not open"
+            )
+        _raise_for_failure(spec, settings, builder, proc, timed_out, write_fd)
+    except WorkerError as exc:
+        if run.loops:
+            # Nothing gathered is lost: the loops that arrived make a partial run.
+            run.observations["ended"] = exc.message.removeprefix(f"{name}: ")
+            exc.run = _finish(run, builder)
+        raise
     return _finish(run, builder)
+
+
+class ChannelGarbled(Exception):
+    """A line on the channel that the harness did not write: the worker wrote to our fd."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__(line)
+        shown = line[:40].decode("utf-8", "replace")
+        self.text = repr(shown) + ("..." if len(line) > 40 else "")
 
 
 def _pump(
@@ -267,7 +356,8 @@ def _pump(
     """Read messages until the child closes the pipe; TimeoutError if it stalls.
 
     ``first`` is the wait for the first message, when the child is still
-    starting up (``timeout`` if not given).
+    starting up (``timeout`` if not given). A line that is not one of the
+    harness's messages raises ``ChannelGarbled``.
     """
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
@@ -280,11 +370,20 @@ def _pump(
             wait = timeout
             chunk = os.read(fd, 1 << 16)
             if not chunk:
+                if buffer:
+                    raise ChannelGarbled(buffer)
                 return
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                _dispatch(json.loads(line), builder, observer)
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+                        raise ValueError("not a message")
+                    _dispatch(message, builder, observer)
+                except (ValueError, TypeError, KeyError, AttributeError,
+                        RecursionError):
+                    raise ChannelGarbled(line) from None
     finally:
         selector.close()
 
@@ -311,6 +410,10 @@ def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserv
         builder.error = message
     elif kind == "loaded":
         builder.loaded = True
+    elif kind == "gathered":
+        builder.gathered = True
+        if builder.on_gathered is not None:
+            builder.on_gathered()
 
 
 def _reap(proc: subprocess.Popen, quick: bool) -> None:
@@ -329,7 +432,7 @@ def _reap(proc: subprocess.Popen, quick: bool) -> None:
 
 def _raise_for_failure(
     spec: TargetSpec, settings: Settings, builder: RunBuilder,
-    proc: subprocess.Popen, timed_out: bool,
+    proc: subprocess.Popen, timed_out: bool, channel_fd: int = -1,
 ) -> None:
     loops = len(builder.run.loops)
     name = spec.path or spec.label
@@ -355,6 +458,11 @@ def _raise_for_failure(
     outcome = builder.outcome
     if outcome is None:
         code = proc.returncode
+        if code == EXIT_CHANNEL_LOST:
+            raise WorkerError(
+                f"{name}: worker closed leakscope's channel (fd {channel_fd}) in loop {loops}; "
+                "a worker must not close file descriptors it did not open"
+            )
         if code is not None and code < 0:
             how = f"was killed by {signal.Signals(-code).name}"
         else:
