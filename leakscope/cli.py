@@ -23,6 +23,7 @@ from leakscope.errors import (
     EXIT_WORKER,
     Abandoned,
     LeakscopeError,
+    RunFileError,
     UsageError,
     WorkerError,
 )
@@ -161,7 +162,14 @@ def _trace_and_save(
         interrupts.finishing()  # every loop that will come has come
         analyse(run)
         on_verdict(run)
-        saved = runfile.save(run, json_path)
+        try:
+            saved = runfile.save(run, json_path)
+        except RunFileError as exc:
+            if failure is None:
+                raise
+            # One error line: the worker's failure, which the exit code reports,
+            # and that its partial run is not on disk either.
+            raise WorkerError(f"{failure.message}; {exc.message}", failure.detail) from None
         if interrupts.presses and not run.observations.get("interrupted"):
             # Ctrl-C once the loops were all in: the verdict is whole, and was saved.
             run.observations["interrupted_while_finishing"] = True

@@ -319,6 +319,10 @@ def trace(
         # SIGINT reached the child alone (kill -INT from elsewhere): the run
         # stopped early all the same, so it is partial, not a full verdict.
         interrupted = True
+    if interrupted and builder.gathered and (builder.outcome or {}).get("status") == "done":
+        # Ctrl-C crossed the child's word that every loop was in: it cut nothing.
+        interrupted = False
+        run.observations["interrupted_while_finishing"] = True
     if interrupted:
         run.observations["interrupted"] = True
         return _finish(run, builder)
@@ -334,7 +338,8 @@ def trace(
     except WorkerError as exc:
         if run.loops:
             # Nothing gathered is lost: the loops that arrived make a partial run.
-            run.observations["ended"] = exc.message.removeprefix(f"{name}: ")
+            # The cause without the advice after it, for the verdict's first words.
+            run.observations["ended"] = exc.message.removeprefix(f"{name}: ").split("; ")[0]
             exc.run = _finish(run, builder)
         raise
     return _finish(run, builder)

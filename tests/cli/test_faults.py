@@ -336,6 +336,23 @@ def test_failed_save_still_shows_the_verdict(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".run.json.*")), "no half-written file is left"
 
 
+def test_dying_worker_and_failed_save_make_one_error_line(tmp_path: Path) -> None:
+    """Both failures are told, in one line; the exit code is the worker's."""
+    import resource
+
+    write(tmp_path, "dies.py", DIES.format(action="os._exit(0)"))
+    out = tmp_path / "run.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "leakscope", "trace", "dies.py", "-n", "20", *FAST,
+         "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048)),
+    )
+    line = one_error_line(proc, EXIT_WORKER)
+    assert "exited with code 0" in line and "cannot write run file" in line, line
+    assert "Partial run" in proc.stdout
+
+
 # ------------------------------------------ 5. nothing outlives leakscope
 
 
@@ -452,7 +469,7 @@ def test_trace_in_the_background_stops_on_sigint(tmp_path: Path) -> None:
     assert "Traceback" not in stdout + stderr
     run = load_json(out)
     assert run["verdict"]["partial"] is True
-    assert 8 <= len(run["loops"]) < 2000
+    assert 7 <= len(run["loops"]) < 2000  # the eighth may be cut by the SIGINT
 
 
 def test_worker_that_ignores_sigint_is_told_on_the_first_ctrl_c(tmp_path: Path) -> None:
