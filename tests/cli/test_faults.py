@@ -195,6 +195,20 @@ def test_check_of_a_dying_worker_saves_and_exits_3(tmp_path: Path) -> None:
     assert load_json(out)["verdict"]["partial"] is True
 
 
+def test_fast_check_of_a_worker_dying_before_locating_keeps_the_counters_verdict(
+    tmp_path: Path,
+) -> None:
+    """Fast mode's counters saw the growth; the worker died before the loops that
+    locate it. The verdict is the counters', not "too few loops"."""
+    write(tmp_path, "dies.py", DIES.format(action="os._exit(0)").replace("n == 8", "n == 30"))
+    out = tmp_path / "run.json"
+    proc = run_cli("check", "dies.py", "-n", "40", *FAST, "--json", str(out), cwd=tmp_path)
+    one_error_line(proc, EXIT_WORKER)
+    verdict = load_json(out)["verdict"]
+    assert verdict["partial"] is True and verdict["leak"] is True, verdict
+    assert "from the counters" in verdict["summary"], verdict["summary"]
+
+
 # ------------------------------- 2. Ctrl-C once every loop is gathered
 
 
