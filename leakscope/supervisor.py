@@ -76,6 +76,11 @@ class Interrupts:
         """Every loop has arrived: from here a first Ctrl-C no longer interrupts."""
         self.finishing_mode = True
 
+    def crossed(self) -> None:
+        """The first Ctrl-C crossed the child's word that every loop was in: it cut nothing."""
+        self.finishing_mode = True
+        self.say(_FINISHING)
+
     def _handle(self, signum: int, frame: object) -> None:
         self.presses += 1
         if not self.finishing_mode:
@@ -84,10 +89,13 @@ class Interrupts:
                          "gathered (Ctrl-C again if it does not stop)")
             raise KeyboardInterrupt
         if self.presses == 1:
-            self.say("leakscope: interrupted: every loop was gathered; finishing the verdict "
-                     "and saving the run (Ctrl-C again to abandon it)")
+            self.say(_FINISHING)
             return
         raise Abandoned
+
+
+_FINISHING = ("leakscope: interrupted: every loop was gathered; finishing the verdict and "
+              "saving the run (Ctrl-C again to abandon it)")
 
 
 class LiveObserver(Protocol):
@@ -130,6 +138,9 @@ class RunBuilder:
         self.loaded = False
         # Every loop the run wants has arrived; only the child's finish is left.
         self.gathered = False
+        # The start of a message the pipe has not finished delivering; kept
+        # here so that a Ctrl-C between two reads loses nothing.
+        self.pending = b""
         self.on_gathered: Callable[[], None] | None = None
 
     def display(self, filename: str) -> str:
@@ -296,21 +307,29 @@ def trace(
         try:
             _pump(read_fd, builder, observer, settings.timeout,
                   first=max(settings.timeout, STARTUP_GRACE))
-            stop_now = False
         except KeyboardInterrupt:
-            interrupted = True
-            if on_interrupt is not None:
-                on_interrupt()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                _pump(read_fd, builder, observer, INTERRUPT_GRACE)
-            except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
-                pass
-        except TimeoutError:
-            timed_out = True
-        except ChannelGarbled as exc:
-            garbled = exc.text
+            _drain(read_fd, builder, observer)
+            if not builder.gathered:
+                raise
+            # The child had already said every loop was in: let it finish.
+            if interrupts is not None:
+                interrupts.crossed()
+            _pump(read_fd, builder, observer, settings.timeout)
+        stop_now = False
+    except KeyboardInterrupt:
+        interrupted = True
+        if on_interrupt is not None:
+            on_interrupt()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _pump(read_fd, builder, observer, INTERRUPT_GRACE)
+        except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
+            pass
+    except TimeoutError:
+        timed_out = True
+    except ChannelGarbled as exc:
+        garbled = exc.text
     finally:
         os.close(read_fd)
         _reap(proc, quick=stop_now)
@@ -366,7 +385,6 @@ def _pump(
     """
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
-    buffer = b""
     wait = timeout if first is None else first
     try:
         while True:
@@ -375,11 +393,10 @@ def _pump(
             wait = timeout
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                if buffer:
-                    raise ChannelGarbled(buffer)
+                if builder.pending:
+                    raise ChannelGarbled(builder.pending)
                 return
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
+            *lines, builder.pending = (builder.pending + chunk).split(b"\n")
             for line in lines:
                 try:
                     message = json.loads(line)
@@ -391,6 +408,14 @@ def _pump(
                     raise ChannelGarbled(line) from None
     finally:
         selector.close()
+
+
+def _drain(fd: int, builder: RunBuilder, observer: LiveObserver) -> None:
+    """Take in what the pipe already holds, without waiting for more."""
+    try:
+        _pump(fd, builder, observer, 0.0)
+    except TimeoutError:
+        pass
 
 
 def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserver) -> None:
