@@ -398,6 +398,41 @@ def test_sigkill_of_leakscope_takes_the_traced_child_with_it(tmp_path: Path) -> 
         proc.communicate()
 
 
+WATCHED_CHILD = """\
+    import os, sys, time
+    from leakscope import harness
+
+    harness._set_pdeathsig = lambda signum: False  # as where prctl is missing
+    harness.tie_to_parent(os.getppid())
+    with open(sys.argv[1], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(600)
+"""
+
+
+def test_without_prctl_the_child_still_notices_its_parent_gone(tmp_path: Path) -> None:
+    """The fallback: a watcher thread sees getppid() change and ends the child."""
+    child = write(tmp_path, "child.py", WATCHED_CHILD)
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         f"subprocess.Popen([sys.executable, {str(child)!r}, {str(pid_file)!r}])\n"
+         "time.sleep(600)\n"],
+        env=dict(ENV, PYTHONPATH=str(ROOT)), start_new_session=True,
+    )
+    STARTED.append(parent)
+    wait_for(pid_file, parent, "the child's start")
+    pid = int(pid_file.read_text())
+    try:
+        parent.kill()
+        parent.wait()
+        assert wait_gone(pid), "the child outlived its parent"
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 # ------------------------------------------------- 6. a worker that forks
 
 
