@@ -162,6 +162,9 @@ def _trace_and_save(
         interrupts.finishing()  # every loop that will come has come
         analyse(run)
         on_verdict(run)
+        if interrupts.presses and not run.observations.get("interrupted"):
+            # Ctrl-C once the loops were all in: the verdict is whole.
+            run.observations["interrupted_while_finishing"] = True
         try:
             saved = runfile.save(run, json_path)
         except RunFileError as exc:
@@ -171,7 +174,7 @@ def _trace_and_save(
             # and that its partial run is not on disk either.
             raise WorkerError(f"{failure.message}; {exc.message}", failure.detail) from None
         if interrupts.presses and not run.observations.get("interrupted"):
-            # Ctrl-C once the loops were all in: the verdict is whole, and was saved.
+            # Ctrl-C during the save itself: the run is on disk, the exit code says 130.
             run.observations["interrupted_while_finishing"] = True
     return run, saved, failure
 
