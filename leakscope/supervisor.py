@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -322,10 +323,15 @@ def trace(
             on_interrupt()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        try:
-            _pump(read_fd, builder, observer, INTERRUPT_GRACE)
-        except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
-            pass
+        # A second Ctrl-C may already have come (while the pipe was drained).
+        if interrupts is None or interrupts.presses < 2:
+            try:
+                # In all, not per message: a worker that ignores SIGINT goes on
+                # sending loops, and would otherwise keep us for its whole run.
+                _pump(read_fd, builder, observer, INTERRUPT_GRACE,
+                      until=time.monotonic() + INTERRUPT_GRACE)
+            except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
+                pass
     except TimeoutError:
         timed_out = True
     except ChannelGarbled as exc:
@@ -375,12 +381,13 @@ class ChannelGarbled(Exception):
 
 def _pump(
     fd: int, builder: RunBuilder, observer: LiveObserver, timeout: float,
-    first: float | None = None,
+    first: float | None = None, until: float | None = None,
 ) -> None:
     """Read messages until the child closes the pipe; TimeoutError if it stalls.
 
     ``first`` is the wait for the first message, when the child is still
-    starting up (``timeout`` if not given). A line that is not one of the
+    starting up (``timeout`` if not given); ``until`` a ``time.monotonic()``
+    after which to stop waiting at all. A line that is not one of the
     harness's messages raises ``ChannelGarbled``.
     """
     selector = selectors.DefaultSelector()
@@ -388,7 +395,9 @@ def _pump(
     wait = timeout if first is None else first
     try:
         while True:
-            if not selector.select(wait):
+            if until is not None:
+                wait = min(wait, until - time.monotonic())
+            if wait < 0 or not selector.select(wait):
                 raise TimeoutError
             wait = timeout
             chunk = os.read(fd, 1 << 16)
@@ -413,7 +422,7 @@ def _pump(
 def _drain(fd: int, builder: RunBuilder, observer: LiveObserver) -> None:
     """Take in what the pipe already holds, without waiting for more."""
     try:
-        _pump(fd, builder, observer, 0.0)
+        _pump(fd, builder, observer, 0.0, until=time.monotonic() + 1.0)
     except TimeoutError:
         pass
 
