@@ -409,14 +409,36 @@ def _pump(
             for line in lines:
                 try:
                     message = json.loads(line)
-                    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-                        raise ValueError("not a message")
+                    _check_shape(message)
                     _dispatch(message, builder, observer)
                 except (ValueError, TypeError, KeyError, AttributeError,
                         RecursionError):
                     raise ChannelGarbled(line) from None
     finally:
         selector.close()
+
+
+# The fields each of the harness's messages carries, with their JSON types:
+# anything else on the channel was not written by the harness.
+_SHAPES: dict[str, dict[str, type]] = {
+    "loop": {"loop": dict, "changes": list},
+    "measuring": {"warmup_loops": int},
+    "phase": {"phase": str, "info": dict},
+    "checkpoint": {"loops_done": int, "observation": dict},
+    "final": {"outcome": dict, "final": dict},
+    "error": {"code": int, "message": str},
+}
+
+
+def _check_shape(message: Any) -> None:
+    """ValueError unless ``message`` is one of the harness's messages, as it writes them."""
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ValueError("not a message")
+    for key, kind in _SHAPES.get(message["t"], {}).items():
+        if not isinstance(message.get(key), kind):
+            raise ValueError(f"{message['t']} message without {key}")
+    if message["t"] == "final" and not isinstance(message["outcome"].get("status"), str):
+        raise ValueError("final message without a status")
 
 
 def _drain(fd: int, builder: RunBuilder, observer: LiveObserver) -> None:

@@ -554,10 +554,12 @@ MEDDLES = """\
 """
 
 
-def test_garbage_on_the_channel_is_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("garbage", [b"garbage", b"garbage\n", b'{"t":"final","outcome":5}\n',
+                                     b'{"t":"error"}\n', b"[1]\n"])
+def test_garbage_on_the_channel_is_one_error_line(garbage: bytes, tmp_path: Path) -> None:
     action = ("for fd in range(3, 256):\n"
               "                try:\n"
-              "                    os.write(fd, b'garbage')\n"
+              f"                    os.write(fd, {garbage!r})\n"
               "                except OSError:\n"
               "                    pass")
     write(tmp_path, "w.py", MEDDLES.format(action=action))
