@@ -230,6 +230,7 @@ def trace(
         holders=not no_holders, args=list(worker_args or []),
         mode="fast" if fast else "full",
     )
+
     def show_verdict(run: Run) -> None:
         console.print()
         print_summary(console, run)
