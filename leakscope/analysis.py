@@ -368,6 +368,9 @@ def _decide_fast(run: Run) -> Verdict:
         if (block_evidence.leak or malloc_grows) and len(located) < 2:
             return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts,
                                      partial)
+    if (block_evidence.leak or malloc_grows) and len(located) < 2 and _ended(run):
+        # The run ended (the worker died, Ctrl-C) before its locate loops.
+        return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts, True)
     if not (block_evidence.leak or malloc_grows):
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0,
@@ -651,12 +654,28 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
     return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
 
 
+def _ended(run: Run) -> str:
+    """Why the run stopped before its last loop ("" when it did not)."""
+    if run.observations.get("interrupted"):
+        return "interrupted"
+    ended = run.observations.get("ended")
+    return ended if isinstance(ended, str) else ""
+
+
+def _partial_prefix(verdict: Verdict, run: Run) -> str:
+    """The words before the summary of a run that ended early: Partial run (why; N measured)."""
+    if not verdict.partial:
+        return ""
+    measured, unit = len(run.measured), run.unit
+    if verdict.ended and verdict.ended != "interrupted":
+        return f"Partial run ({verdict.ended}; {measured} measured {unit}s): "
+    return f"Partial run (interrupted after {measured} measured {unit}s): "
+
+
 def describe(verdict: Verdict, run: Run) -> str:
     """The one sentence a person reads first."""
     unit = run.unit
-    prefix = ""
-    if verdict.partial:
-        prefix = f"Partial run (interrupted after {len(run.measured)} measured {unit}s): "
+    prefix = _partial_prefix(verdict, run)
     if verdict.summary and not verdict.leak:
         return prefix + verdict.summary
     if not verdict.leak:
@@ -733,6 +752,9 @@ def link_sites(sites: list[Site], holders: list[Holder]) -> None:
 def analyse(run: Run) -> Run:
     """Decide the verdict, rank sites and holders, write the summary and projection."""
     verdict = decide(run)
+    ended = _ended(run)
+    if ended:
+        verdict.partial, verdict.ended = True, ended
     run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
     if not verdict.leak:
         for holder in run.holders:
@@ -767,6 +789,12 @@ def _describe_untraced(verdict: Verdict, run: Run) -> str:
         rate = f"{format_bytes(verdict.bytes_per_iteration)} of malloc"
     else:
         rate = f"{format_count(verdict.blocks_per_iteration)} allocated blocks"
+    if run.process is None:  # `trace` or `check` in fast mode, ended before locating
+        return _partial_prefix(verdict, run) + (
+            f"Leak ({verdict.kind}, from the counters): {rate} kept per {unit}, confidence "
+            f"{verdict.confidence:.2f}. The run ended before the loops that locate it, so "
+            f"no line or container is named."
+        )
     return (
         f"Leak ({verdict.kind}, from the counters): {rate} kept per {unit}, confidence "
         f"{verdict.confidence:.2f}. This process was watched, not traced, so no line or "

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -22,7 +23,9 @@ from leakscope.errors import (
     EXIT_LEAK,
     EXIT_USAGE,
     EXIT_WORKER,
+    Abandoned,
     LeakscopeError,
+    RunFileError,
     UsageError,
     WorkerError,
 )
@@ -165,30 +168,67 @@ def _choose_python(explicit: str | None) -> Interpreter:
 def _use_interpreter(settings: Settings, interpreter: Interpreter) -> None:
     settings.python = interpreter.path
     settings.python_from = interpreter.chosen_by
+def _say(line: str) -> None:
+    """One line to stderr from a signal handler: plain write, no rich lock to wait on."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _trace_and_save(
-    spec: TargetSpec, settings: Settings, json_path: Path, show: str
-) -> tuple[Run, Path]:
-    """Trace, analyse and save one worker: the path `trace` and `check TARGET` share.
+    spec: TargetSpec, settings: Settings, json_path: Path, show: str,
+    on_verdict: Callable[[Run], None],
+) -> tuple[Run, Path, WorkerError | None]:
+    """Trace, analyse, show and save one worker: the path `trace` and `check TARGET` share.
 
     The engine is called here and nowhere else in the CLI, so a cheaper mode
     (`check --fast`) changes one place. ``show`` is what the terminal sees
     while it runs: ``live`` per-loop lines, a ``progress`` bar, or ``none``.
+
+    Nothing gathered is lost: a worker that dies after some loops still gets
+    its partial run saved (the error comes back as the third value, for the
+    caller to raise after it has said where the run is), and the verdict is
+    shown (``on_verdict``) before the save, so a full disk or a Ctrl-C in the
+    save cannot hide it. A Ctrl-C after every loop arrived cuts nothing (see
+    ``supervisor.Interrupts``); ``Interrupted`` follows the save.
     """
     from leakscope.analysis import analyse
     from leakscope.render.console import LiveLoopPrinter, ProgressObserver
+    from leakscope.supervisor import Interrupts
     from leakscope.supervisor import trace as run_trace
 
-    if show == "progress":
-        with ProgressObserver(console, settings.iterations) as observer:
-            run = run_trace(spec, settings, observer)
-    elif show == "live":
-        run = run_trace(spec, settings, LiveLoopPrinter(console))
-    else:
-        run = run_trace(spec, settings)
-    analyse(run)
-    return run, runfile.save(run, json_path)
+    failure: WorkerError | None = None
+    with Interrupts(_say) as interrupts:
+        try:
+            if show == "progress":
+                with ProgressObserver(console, settings.iterations) as observer:
+                    run = run_trace(spec, settings, observer, interrupts=interrupts)
+            elif show == "live":
+                run = run_trace(spec, settings, LiveLoopPrinter(console),
+                                interrupts=interrupts)
+            else:
+                run = run_trace(spec, settings, interrupts=interrupts)
+        except WorkerError as exc:
+            if exc.run is None:
+                raise
+            run, failure = exc.run, exc
+        interrupts.finishing()  # every loop that will come has come
+        analyse(run)
+        on_verdict(run)
+        if interrupts.presses and not run.observations.get("interrupted"):
+            # Ctrl-C once the loops were all in: the verdict is whole.
+            run.observations["interrupted_while_finishing"] = True
+        try:
+            saved = runfile.save(run, json_path)
+        except RunFileError as exc:
+            if failure is None:
+                raise
+            # One error line: the worker's failure, which the exit code reports,
+            # and that its partial run is not on disk either.
+            raise WorkerError(f"{failure.message}; {exc.message}", failure.detail) from None
+        if interrupts.presses and not run.observations.get("interrupted"):
+            # Ctrl-C during the save itself: the run is on disk, the exit code says 130.
+            run.observations["interrupted_while_finishing"] = True
+    return run, saved, failure
 
 
 @app.command()
@@ -247,9 +287,14 @@ def trace(
         mode="fast" if fast else "full",
     )
     _use_interpreter(settings, _choose_python(python))
-    run, saved = _trace_and_save(spec, settings, json_path, "progress" if quiet else "live")
-    console.print()
-    print_summary(console, run)
+
+    def show_verdict(run: Run) -> None:
+        console.print()
+        print_summary(console, run)
+
+    run, saved, failure = _trace_and_save(
+        spec, settings, json_path, "progress" if quiet else "live", show_verdict
+    )
     _print_dim(f"run file: {saved}")
     if html_path is not None:
         from leakscope.render.html import write_html
@@ -257,7 +302,9 @@ def trace(
         # The run was made here, now: its source is this directory's and the target's.
         roots = [Path.cwd(), *([Path(spec.path).parent] if spec.path else [])]
         _print_dim(f"HTML report: {write_html(run, html_path, source_roots=roots)}")
-    if run.observations.get("interrupted"):
+    if failure is not None:
+        raise failure
+    if run.observations.get("interrupted") or run.observations.get("interrupted_while_finishing"):
         raise Interrupted
     assert run.verdict is not None
     if fail_on_leak and run.verdict.leak:
@@ -405,8 +452,10 @@ def check(
         if given:
             raise UsageError(f"{given[0]}: has no effect when checking a saved run ({target})")
         decisions = [_check_saved(Path(target), cli, cfg)]
+        traced = False
     else:
         decisions = _check_traced(target, list(worker_args or []), cli, cfg, json_path, python)
+        traced = True
     if junit_path is not None:
         from leakscope.render.junit import write_junit
 
@@ -418,7 +467,11 @@ def check(
             f"leakscope: {len(decisions)} targets: {failed} above the budget, "
             f"{errors} failed to run, {len(decisions) - failed - errors} passed"
         )
-    if any(d.run is not None and d.run.observations.get("interrupted") for d in decisions):
+    # A saved run is judged by its verdict, whether or not its trace was interrupted.
+    if traced and any(d.run is not None and (
+        d.run.observations.get("interrupted")
+        or d.run.observations.get("interrupted_while_finishing")
+    ) for d in decisions):
         raise Interrupted
     if any(d.run is None for d in decisions):
         raise typer.Exit(EXIT_WORKER)
@@ -487,7 +540,7 @@ def _check_traced(
     broken target does not hide the others' leaks; the exit code is then 3.
     """
     from leakscope import target as targetmod
-    from leakscope.budget import Decision, judge
+    from leakscope.budget import Decision, exceeds, judge
     from leakscope.config import TargetEntry
     from leakscope.errors import WorkerError
     from leakscope.render.text import ci_line, short_summary
@@ -527,10 +580,19 @@ def _check_traced(
         if several:
             _print_plain(f"-- {entry.target}")
         started = time.perf_counter()
+
+        def show_verdict(run: Run, budget: int = budget) -> None:
+            _print_plain(ci_line(run, budget, exceeds(run.verdict, budget)))
+            _print_plain(short_summary(run))
+
         try:
-            run, saved = _trace_and_save(
-                spec, settings, path, "progress" if console.is_terminal else "none"
+            run, saved, failure = _trace_and_save(
+                spec, settings, path, "progress" if console.is_terminal else "none",
+                show_verdict,
             )
+            if failure is not None:
+                _print_plain(f"run file: {saved}")
+                raise failure
         except WorkerError as exc:
             if exc.detail:
                 sys.stderr.write(exc.detail.rstrip("\n") + "\n")
@@ -541,10 +603,10 @@ def _check_traced(
         decision = judge(entry.target, run, budget)
         decision.seconds = time.perf_counter() - started
         decisions.append(decision)
-        _print_plain(ci_line(run, budget, decision.failed))
-        _print_plain(short_summary(run))
         _print_plain(f"run file: {saved}")
-        if run.observations.get("interrupted"):
+        if run.observations.get("interrupted") or run.observations.get(
+            "interrupted_while_finishing"
+        ):
             break
     return decisions
 
@@ -746,6 +808,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("leakscope: interrupted; the loops gathered so far were saved",
                           markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    except Abandoned:
+        err_console.print("leakscope: interrupted again: abandoned, the run was not saved",
+                          markup=False)
+        sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except NoArgsIsHelpError as exc:
@@ -772,4 +838,7 @@ def main(argv: list[str] | None = None) -> None:
             "(LEAKSCOPE_DEBUG=1 shows the traceback)", markup=False,
         )
         sys.exit(EXIT_INTERNAL)
+    if code == EXIT_INTERRUPTED:
+        # typer turns a KeyboardInterrupt into a silent exit code 130: say what happened.
+        err_console.print("leakscope: interrupted", markup=False)
     sys.exit(code if isinstance(code, int) else 0)

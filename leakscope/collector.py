@@ -28,6 +28,7 @@ import sys
 import time
 import tracemalloc
 from array import array
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from leakscope import counters, hook, sites
@@ -105,6 +106,10 @@ class Collector:
         self._locating = False
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
+        # Called once, when the last loop the run wants is recorded: from then
+        # on only leakscope's own finish is left (final collection, holder
+        # walk), which a Ctrl-C should not cut. The harness tells its parent.
+        self.on_gathered: Callable[[], None] | None = None
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -138,6 +143,7 @@ class Collector:
                 if self._growth_detected():
                     self._start_locate_phase()
                 else:
+                    self._gathered()
                     self._observe_end()
                     more = False
         elif self._locating:
@@ -189,6 +195,11 @@ class Collector:
         if self.measuring and tracemalloc.is_tracing() and not self._tracemalloc_was_on:
             tracemalloc.stop()
         return final
+
+    def _gathered(self) -> None:
+        callback, self.on_gathered = self.on_gathered, None
+        if callback is not None:
+            callback()
 
     def _observe_end(self) -> None:
         """Dominant tracebacks of the biggest lines, then one full collection.
@@ -392,6 +403,7 @@ class Collector:
         self.observer.on_loop(loop, changes)
         last = self.traced == self._traced_target
         if last:
+            self._gathered()
             self._observe_end()
         if self.holder_probe is not None and self.traced in self._checkpoints:
             self._checkpoint(final=last)

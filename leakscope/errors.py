@@ -7,6 +7,8 @@ which CI reads as a leak above budget).
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_LEAK = 1
 EXIT_USAGE = 2
@@ -44,6 +46,25 @@ class RunFileError(LeakscopeError):
 
 
 class WorkerError(LeakscopeError):
-    """The worker raised, exited or hung: a failed run, not a verdict."""
+    """The worker raised, exited, died or hung: a failed run, not a verdict.
+
+    ``run`` holds the loops gathered before the failure (not yet analysed),
+    when there were any: the CLI saves them as a partial run before it
+    prints this error, because a leaking worker's likeliest end is a crash.
+    """
 
     exit_code = EXIT_WORKER
+
+    def __init__(self, message: str, detail: str | None = None, run: Any = None) -> None:
+        super().__init__(message, detail)
+        self.run = run
+
+
+class Abandoned(BaseException):
+    """A second Ctrl-C while leakscope finishes a run: give up without saving.
+
+    A BaseException, so that it unwinds like KeyboardInterrupt (an atomic
+    save removes its temporary file, nothing catching ``Exception`` swallows
+    it) yet reaches ``main`` as itself: typer turns KeyboardInterrupt into a
+    bare exit code.
+    """

@@ -7,7 +7,9 @@ crashes in C cannot take the loops gathered so far with it, and Ctrl-C loses
 nothing: each loop has already reached the parent when the next one starts.
 
 Messages are JSON lines on a pipe: ``measuring``, ``loop``, ``checkpoint``,
-``final`` and ``error``.
+``gathered``, ``final`` and ``error``. Only the process leakscope started speaks
+on it: a child the worker forks finds the channel closed, and the child dies
+with leakscope (``PR_SET_PDEATHSIG``), so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import os
 import platform
 import signal
 import sys
+import time
 import traceback
+import tracemalloc
 from typing import Any
 
 import leakscope
@@ -29,6 +33,13 @@ from leakscope.settings import Settings
 from leakscope.target import TargetSpec, Worker, load
 
 CONFIG_ENV = "LEAKSCOPE_HARNESS"
+# The exit status of a harness whose channel the worker closed or replaced: the
+# parent can no longer hear it, so the status is the only word it gets.
+EXIT_CHANNEL_LOST = 199
+# How often the fallback watcher (no prctl) looks for its parent.
+PARENT_POLL_SECONDS = 1.0
+# The process leakscope started; any other pid running this code is a fork.
+_HARNESS_PID = os.getpid()
 _LEAKSCOPE_DIR = os.path.dirname(os.path.abspath(leakscope.__file__))
 # The machinery between the harness and the worker's first line: runpy for a
 # tick script, importlib for a worker imported by name.
@@ -38,15 +49,38 @@ _HIDDEN_FILES = ("runpy.py", "<frozen runpy>", "<frozen importlib._bootstrap>",
 
 
 class Channel:
-    """JSON lines to the parent. Writes are whole lines, so a crash cuts cleanly."""
+    """JSON lines to the parent. Writes are whole lines, so a crash cuts cleanly.
+
+    Only the process that opened it writes: a child the worker forks (and that
+    returns into leakscope's loop) would interleave its loops with ours. The
+    check is made at every write, because a fork from C runs no at-fork hook.
+    A worker that closes the fd, or reuses its number, ends the harness with
+    ``EXIT_CHANNEL_LOST``: a traceback here would only confuse.
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._pid = os.getpid()
+        self._identity = _identity(fd)
+        self.armed = True
+
+    def disarm(self) -> None:
+        """In a forked child: close our copy, so the parent's reader sees EOF when we end."""
+        if self.armed:
+            self.armed = False
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
 
     def send(self, message: dict[str, Any]) -> None:
+        if not self.armed or os.getpid() != self._pid:
+            return
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         view = memoryview(data)
         try:
+            if _identity(self._fd) != self._identity:
+                os._exit(EXIT_CHANNEL_LOST)  # closed, or its number reused
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
@@ -54,6 +88,49 @@ class Channel:
             # The parent stopped listening (it timed out or was interrupted)
             # and has already said why; a traceback here would only confuse.
             os._exit(EXIT_WORKER)
+        except OSError:
+            os._exit(EXIT_CHANNEL_LOST)
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """What the fd points at: a closed or reused number no longer matches."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def tie_to_parent(parent_pid: int) -> None:
+    """Die with leakscope: a SIGKILLed leakscope must not leave the worker running.
+
+    Linux's ``PR_SET_PDEATHSIG`` has the kernel send SIGKILL when the parent
+    dies. Where it is missing, a daemon thread watches ``getppid()``. Either
+    way, a parent already gone before we got here is caught by the pid check.
+    """
+    if not _set_pdeathsig(signal.SIGKILL):
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(PARENT_POLL_SECONDS)
+            os._exit(EXIT_WORKER)
+
+        threading.Thread(target=watch, name="leakscope-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_WORKER)
+
+
+def _set_pdeathsig(signum: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signum), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return False
 
 
 class ChannelObserver:
@@ -95,7 +172,12 @@ def _chain(tb: traceback.TracebackException):
 
 
 class _InterruptOnce:
-    """First SIGINT interrupts the worker; later ones must not cut our own finish."""
+    """First SIGINT interrupts the worker; later ones must not cut our own finish.
+
+    Once every loop is gathered (``fired`` set by the harness), SIGINT is
+    the parent's to judge: the final collection, holder walk and teardown
+    run to their end unless leakscope itself gives up and kills us.
+    """
 
     def __init__(self) -> None:
         self.fired = False
@@ -131,6 +213,8 @@ def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
         assert iteration is not None
         while True:
             iteration()
+            if os.getpid() != _HARNESS_PID:
+                _leave_forked_child()
             if not end_loop():
                 return {"status": "done"}
     except StopTracing:
@@ -142,14 +226,47 @@ def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
                 "message": exit_text(exc.code), "loop": collector.index, "phase": phase}
     except BaseException as exc:  # noqa: BLE001 - a worker may raise anything
         return {"status": "raised", "traceback": worker_traceback(exc),
-                "error": f"{type(exc).__name__}: {exc}", "loop": collector.index,
-                "phase": phase}
+                "error": error_text(exc), "loop": collector.index, "phase": phase}
+
+
+def error_text(exc: BaseException) -> str:
+    """``MemoryError``, ``ValueError: order 42``: no dangling colon for an empty message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _leave_forked_child() -> None:
+    """A child the worker forked came back into leakscope's loop: that loop is not its own.
+
+    Its loops are not measured (only the process leakscope started is), so it
+    leaves at once; ``os._exit`` because the parent's atexit handlers and
+    buffers are not the child's to run or flush.
+    """
+    os._exit(0)
+
+
+def _disarm_in_child(channel: Channel) -> None:
+    """After ``os.fork()`` in the worker: the child neither speaks to leakscope nor ticks."""
+    from leakscope import hook
+
+    channel.disarm()
+    hook.install(None)
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
 
 
 def main() -> int:
     config = json.loads(os.environ.pop(CONFIG_ENV))
-    channel = Channel(int(config["fd"]))
-    signal.signal(signal.SIGINT, _InterruptOnce())
+    if config.get("parent_pid"):
+        tie_to_parent(int(config["parent_pid"]))
+    fd = int(config["fd"])
+    # The worker's own subprocesses must not hold the pipe open (the parent
+    # waits for its end) nor write to it.
+    os.set_inheritable(fd, False)
+    channel = Channel(fd)
+    os.register_at_fork(after_in_child=lambda: _disarm_in_child(channel))
+    interrupt = _InterruptOnce()
+    signal.signal(signal.SIGINT, interrupt)
     # From here on the parent's --timeout applies (start-up is not the worker's).
     channel.send({"t": "started", "python": platform.python_version(),
                   **sitemod.interpreter_paths()})
@@ -171,7 +288,7 @@ def main() -> int:
         return EXIT_WORKER
     except BaseException as exc:  # noqa: BLE001
         channel.send({"t": "error", "code": EXIT_WORKER,
-                      "message": f"{name}: worker raised {type(exc).__name__}: {exc} "
+                      "message": f"{name}: worker raised {error_text(exc)} "
                                  "(while being imported)",
                       "traceback": worker_traceback(exc)})
         return EXIT_WORKER
@@ -183,7 +300,15 @@ def main() -> int:
 
         probe = HolderProbe()
     collector = Collector(settings, ChannelObserver(channel), probe)
+
+    def gathered() -> None:
+        interrupt.fired = True
+        channel.send({"t": "gathered"})
+
+    collector.on_gathered = gathered
     outcome = run_loops(worker, collector)
+    if not channel.armed:  # a forked child whose script ran to its end
+        _leave_forked_child()
     try:
         final = collector.finish()
     except KeyboardInterrupt:
@@ -193,7 +318,7 @@ def main() -> int:
             worker.teardown()
         except BaseException as exc:  # noqa: BLE001
             outcome = {"status": "raised", "traceback": worker_traceback(exc),
-                       "error": f"{type(exc).__name__}: {exc}",
+                       "error": error_text(exc),
                        "loop": collector.index, "phase": "teardown"}
     channel.send({"t": "final", "outcome": outcome, "final": final})
     sys.stdout.flush()

@@ -87,6 +87,9 @@ class Verdict:
     confidence: float
     summary: str
     partial: bool = False
+    # Why a partial run ended early, in words: "interrupted", or the worker's
+    # failure ("worker process was killed by SIGKILL in loop 8 ..."); "" when whole.
+    ended: str = ""
     iterations_to_limit: int | None = None
     memory_limit_bytes: int | None = None
     projection: str = ""

@@ -3,8 +3,10 @@
 The child (``leakscope.harness``) streams one message per loop; this module
 turns them into ``Loop`` records and per-line series as they arrive, tells
 the live observer, and turns every way a worker can fail (raise, exit, hang,
-die, never tick) into a typed error. On Ctrl-C it asks the child to stop,
-keeps everything that already arrived and returns a run marked interrupted.
+die, never tick) into a typed error that carries the loops gathered before
+it. On Ctrl-C it asks the child to stop, keeps everything that already
+arrived and returns a run marked interrupted; once every loop has arrived, a
+first Ctrl-C no longer cuts anything (``Interrupts``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -23,8 +27,8 @@ from typing import Any, Protocol
 import leakscope
 from leakscope import counters
 from leakscope import sites as sitemod
-from leakscope.errors import TargetError, WorkerError
-from leakscope.harness import CONFIG_ENV
+from leakscope.errors import Abandoned, TargetError, WorkerError
+from leakscope.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
 from leakscope.interpreter import with_private_path
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
@@ -38,6 +42,61 @@ INTERRUPT_GRACE = 10.0
 STARTUP_GRACE = 60.0
 # After the final message, how long the child gets to exit on its own.
 EXIT_GRACE = 5.0
+
+
+class Interrupts:
+    """What Ctrl-C (SIGINT) means to the leakscope process during one trace.
+
+    Installed for the whole command, so that SIGINT stops a trace even when
+    the shell started it in the background with SIGINT ignored. While loops
+    are gathered, SIGINT raises KeyboardInterrupt (the child is asked to stop
+    and what arrived is kept). Once every loop has arrived (``finishing()``),
+    nothing is left to cut: the first Ctrl-C only says so and the verdict is
+    finished, printed and saved; any later one raises ``Abandoned``.
+    """
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.presses = 0
+        self.finishing_mode = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def finishing(self) -> None:
+        """Every loop has arrived: from here a first Ctrl-C no longer interrupts."""
+        self.finishing_mode = True
+
+    def crossed(self) -> None:
+        """The first Ctrl-C crossed the child's word that every loop was in: it cut nothing."""
+        self.finishing_mode = True
+        self.say(_FINISHING)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.presses += 1
+        if not self.finishing_mode:
+            if self.presses == 1:
+                self.say("leakscope: interrupted: stopping the worker and keeping the loops "
+                         "gathered (Ctrl-C again if it does not stop)")
+            raise KeyboardInterrupt
+        if self.presses == 1:
+            self.say(_FINISHING)
+            return
+        raise Abandoned
+
+
+_FINISHING = ("leakscope: interrupted: every loop was gathered; finishing the verdict and "
+              "saving the run (Ctrl-C again to abandon it)")
 
 
 class LiveObserver(Protocol):
@@ -78,6 +137,12 @@ class RunBuilder:
         self.error: dict[str, Any] | None = None
         # The worker was imported; until then a stall is a hang at import.
         self.loaded = False
+        # Every loop the run wants has arrived; only the child's finish is left.
+        self.gathered = False
+        # The start of a message the pipe has not finished delivering; kept
+        # here so that a Ctrl-C between two reads loses nothing.
+        self.pending = b""
+        self.on_gathered: Callable[[], None] | None = None
 
     def display(self, filename: str) -> str:
         return sitemod.display_path(filename, self.cwd)
@@ -188,7 +253,8 @@ def _without_harness(frames: list) -> list:
 
 def _child_env(fd: int, spec: TargetSpec, settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict()}
+    config = {"fd": fd, "target": spec.__dict__, "settings": settings.to_dict(),
+              "parent_pid": os.getpid()}
     env[CONFIG_ENV] = json.dumps(config)
     env["GLIBC_TUNABLES"] = counters.exact_malloc_tunables(env.get("GLIBC_TUNABLES"))
     # leakscope alone, through a private path: never the tool's site-packages.
@@ -202,8 +268,13 @@ def trace(
     observer: LiveObserver | None = None,
     *,
     on_interrupt: Callable[[], None] | None = None,
+    interrupts: Interrupts | None = None,
 ) -> Run:
-    """Trace the worker in a child process and return the run (not yet analysed)."""
+    """Trace the worker in a child process and return the run (not yet analysed).
+
+    A worker that fails after some loops arrived raises ``WorkerError`` with
+    those loops in ``run``, marked with how the run ``ended``.
+    """
     observer = observer or NullObserver()
     cwd = os.getcwd()
     run = Run(
@@ -217,6 +288,8 @@ def trace(
     run.observations["target_kind"] = spec.kind
     run.mode = settings.mode
     builder = RunBuilder(run, settings.top, cwd)
+    if interrupts is not None:
+        builder.on_gathered = interrupts.finishing
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -227,64 +300,151 @@ def trace(
         os.close(write_fd)
     interrupted = False
     timed_out = False
+    garbled: str | None = None
+    stop_now = True  # until the pump ends normally: a stalled or abandoned child is killed
     try:
         try:
             _pump(read_fd, builder, observer, settings.timeout,
                   first=max(settings.timeout, STARTUP_GRACE))
         except KeyboardInterrupt:
-            interrupted = True
-            if on_interrupt is not None:
-                on_interrupt()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+            _drain(read_fd, builder, observer)
+            if not builder.gathered:
+                raise
+            # The child had already said every loop was in: let it finish.
+            if interrupts is not None:
+                interrupts.crossed()
+            _pump(read_fd, builder, observer, settings.timeout)
+        stop_now = False
+    except KeyboardInterrupt:
+        interrupted = True
+        if on_interrupt is not None:
+            on_interrupt()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        # A second Ctrl-C may already have come (while the pipe was drained).
+        if interrupts is None or interrupts.presses < 2:
             try:
-                _pump(read_fd, builder, observer, INTERRUPT_GRACE)
-            except (KeyboardInterrupt, TimeoutError):
+                # In all, not per message: a worker that ignores SIGINT goes on
+                # sending loops, and would otherwise keep us for its whole run.
+                _pump(read_fd, builder, observer, INTERRUPT_GRACE,
+                      until=time.monotonic() + INTERRUPT_GRACE)
+            except (KeyboardInterrupt, TimeoutError, ChannelGarbled):
                 pass
-        except TimeoutError:
-            timed_out = True
+    except TimeoutError:
+        timed_out = True
+    except ChannelGarbled as exc:
+        garbled = exc.text
     finally:
         os.close(read_fd)
-        _reap(proc, quick=timed_out or interrupted)
+        _reap(proc, quick=stop_now)
     run.finished_at = now_iso()
     if builder.outcome is not None and builder.outcome.get("status") == "interrupted":
         # SIGINT reached the child alone (kill -INT from elsewhere): the run
         # stopped early all the same, so it is partial, not a full verdict.
         interrupted = True
+    if interrupted and builder.gathered and (builder.outcome or {}).get("status") == "done":
+        # Ctrl-C crossed the child's word that every loop was in: it cut nothing.
+        interrupted = False
+        run.observations["interrupted_while_finishing"] = True
     if interrupted:
         run.observations["interrupted"] = True
         return _finish(run, builder)
-    _raise_for_failure(spec, settings, builder, proc, timed_out)
+    name = spec.path or spec.label
+    try:
+        if garbled is not None:
+            raise WorkerError(
+                f"{name}: worker wrote to leakscope's channel (fd {write_fd}) in loop "
+                f"{len(run.loops)}: {garbled}; a worker must not write to file descriptors "
+                "it did not open"
+            )
+        _raise_for_failure(spec, settings, builder, proc, timed_out, write_fd)
+    except WorkerError as exc:
+        if run.loops:
+            # Nothing gathered is lost: the loops that arrived make a partial run.
+            # The cause without the advice after it, for the verdict's first words.
+            run.observations["ended"] = exc.message.removeprefix(f"{name}: ").split("; ")[0]
+            exc.run = _finish(run, builder)
+        raise
     return _finish(run, builder)
+
+
+class ChannelGarbled(Exception):
+    """A line on the channel that the harness did not write: the worker wrote to our fd."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__(line)
+        shown = line[:40].decode("utf-8", "replace")
+        self.text = repr(shown) + ("..." if len(line) > 40 else "")
 
 
 def _pump(
     fd: int, builder: RunBuilder, observer: LiveObserver, timeout: float,
-    first: float | None = None,
+    first: float | None = None, until: float | None = None,
 ) -> None:
     """Read messages until the child closes the pipe; TimeoutError if it stalls.
 
     ``first`` is the wait for the first message, when the child is still
-    starting up (``timeout`` if not given).
+    starting up (``timeout`` if not given); ``until`` a ``time.monotonic()``
+    after which to stop waiting at all. A line that is not one of the
+    harness's messages raises ``ChannelGarbled``.
     """
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
-    buffer = b""
     wait = timeout if first is None else first
     try:
         while True:
-            if not selector.select(wait):
+            if until is not None:
+                wait = min(wait, until - time.monotonic())
+            if wait < 0 or not selector.select(wait):
                 raise TimeoutError
             wait = timeout
             chunk = os.read(fd, 1 << 16)
             if not chunk:
+                if builder.pending:
+                    raise ChannelGarbled(builder.pending)
                 return
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
+            *lines, builder.pending = (builder.pending + chunk).split(b"\n")
             for line in lines:
-                _dispatch(json.loads(line), builder, observer)
+                try:
+                    message = json.loads(line)
+                    _check_shape(message)
+                    _dispatch(message, builder, observer)
+                except (ValueError, TypeError, KeyError, AttributeError,
+                        RecursionError):
+                    raise ChannelGarbled(line) from None
     finally:
         selector.close()
+
+
+# The fields each of the harness's messages carries, with their JSON types:
+# anything else on the channel was not written by the harness.
+_SHAPES: dict[str, dict[str, type]] = {
+    "loop": {"loop": dict, "changes": list},
+    "measuring": {"warmup_loops": int},
+    "phase": {"phase": str, "info": dict},
+    "checkpoint": {"loops_done": int, "observation": dict},
+    "final": {"outcome": dict, "final": dict},
+    "error": {"code": int, "message": str},
+}
+
+
+def _check_shape(message: Any) -> None:
+    """ValueError unless ``message`` is one of the harness's messages, as it writes them."""
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ValueError("not a message")
+    for key, kind in _SHAPES.get(message["t"], {}).items():
+        if not isinstance(message.get(key), kind):
+            raise ValueError(f"{message['t']} message without {key}")
+    if message["t"] == "final" and not isinstance(message["outcome"].get("status"), str):
+        raise ValueError("final message without a status")
+
+
+def _drain(fd: int, builder: RunBuilder, observer: LiveObserver) -> None:
+    """Take in what the pipe already holds, without waiting for more."""
+    try:
+        _pump(fd, builder, observer, 0.0, until=time.monotonic() + 1.0)
+    except TimeoutError:
+        pass
 
 
 def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserver) -> None:
@@ -314,6 +474,10 @@ def _dispatch(message: dict[str, Any], builder: RunBuilder, observer: LiveObserv
         builder.run.python = message.get("python") or builder.run.python
         sitemod.register_interpreter(message.get("library_roots") or [],
                                      message.get("own_dirs") or [])
+    elif kind == "gathered":
+        builder.gathered = True
+        if builder.on_gathered is not None:
+            builder.on_gathered()
 
 
 def _reap(proc: subprocess.Popen, quick: bool) -> None:
@@ -332,7 +496,7 @@ def _reap(proc: subprocess.Popen, quick: bool) -> None:
 
 def _raise_for_failure(
     spec: TargetSpec, settings: Settings, builder: RunBuilder,
-    proc: subprocess.Popen, timed_out: bool,
+    proc: subprocess.Popen, timed_out: bool, channel_fd: int = -1,
 ) -> None:
     loops = len(builder.run.loops)
     name = spec.path or spec.label
@@ -358,6 +522,11 @@ def _raise_for_failure(
     outcome = builder.outcome
     if outcome is None:
         code = proc.returncode
+        if code == EXIT_CHANNEL_LOST:
+            raise WorkerError(
+                f"{name}: worker closed leakscope's channel (fd {channel_fd}) in loop {loops}; "
+                "a worker must not close file descriptors it did not open"
+            )
         if code is not None and code < 0:
             how = f"was killed by {signal.Signals(-code).name}"
         else:
