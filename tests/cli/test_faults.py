@@ -99,12 +99,20 @@ def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def next_line(proc: subprocess.Popen, limit: float = 60) -> str:
-    """The next line leakscope writes to stderr ('' if none comes within ``limit``)."""
+    """The next line leakscope writes to stderr ('' if none comes within ``limit``),
+    past the line at start-up that names the worker's Python."""
     import threading
 
     assert proc.stderr is not None
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(proc.stderr.readline()), daemon=True)
+
+    def read() -> None:
+        line = proc.stderr.readline()
+        while line.startswith("leakscope: worker Python "):
+            line = proc.stderr.readline()
+        got.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(limit)
     return got[0] if got else ""
@@ -374,8 +382,9 @@ HANGS_IN_LOOP = """\
     import os, time
 
     def iteration():
-        with open("child.pid", "w") as out:
+        with open("child.pid.tmp", "w") as out:
             out.write(str(os.getpid()))
+        os.replace("child.pid.tmp", "child.pid")  # never seen half-written
         time.sleep(600)
 """
 
