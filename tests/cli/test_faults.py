@@ -413,8 +413,9 @@ WATCHED_CHILD = """\
 
     harness._set_pdeathsig = lambda signum: False  # as where prctl is missing
     harness.tie_to_parent(os.getppid())
-    with open(sys.argv[1], "w") as out:
+    with open(sys.argv[1] + ".tmp", "w") as out:
         out.write(str(os.getpid()))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
     time.sleep(600)
 """
 
