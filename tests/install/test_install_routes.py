@@ -56,3 +56,42 @@ def test_installing_leakscope_moves_no_library_the_app_pinned(tmp_path: Path):
     assert not moved, f"pip install leakscope would move the app's pins: {moved}"
     added = sorted(set(planned) - set(before) - {"leakscope"})
     print("pip install leakscope adds:", ", ".join(added) or "nothing")
+
+
+@pytest.mark.slow
+def test_leakscope_as_a_tool_measures_an_app_venv_that_lacks_it(tmp_path: Path):
+    """The README's first install route: leakscope in an environment of its own (as pipx
+    or uv tool make one), a regular (not editable) install, pointed at an app's venv."""
+    if not _registry_reachable():
+        pytest.skip("PyPI is not reachable from this machine")
+    tool, app = tmp_path / "tool", tmp_path / "app"
+    for venv in (tool, app):
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(tool / "bin" / "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", str(ROOT)], check=True, timeout=600)
+    no_leakscope = subprocess.run([str(app / "bin" / "python"), "-c", "import leakscope"],
+                                  capture_output=True, cwd=tmp_path)
+    assert no_leakscope.returncode != 0
+    leakscope = str(tool / "bin" / "leakscope")
+    scenarios = ROOT / "scenarios"
+    site = next((app / "lib").glob("python3.*/site-packages"))
+    before = sorted(p.name for p in site.iterdir())
+    traced = subprocess.run(
+        [leakscope, "trace", str(scenarios / "registry_dict.py"), "-n", "20", "-q",
+         "--python", str(app / "bin" / "python"), "--json", str(tmp_path / "trace.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    run = json.loads((tmp_path / "trace.json").read_text())
+    assert run["verdict"]["leak"] and run["holders"][0]["path"] == \
+        "registry_dict.RequestContext.registry"
+    ran = subprocess.run(
+        [leakscope, "run", "--quiet", "--sample", "1", "--units", "60", "--json",
+         str(tmp_path / "run.json"), "--", str(app / "bin" / "python"),
+         str(scenarios / "tick_consumer.py")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["verdict"]["leak"] and any(
+        h["path"] == "tick_consumer.SEEN" for h in run["holders"])
+    # Nothing was written into the app's environment: no .pth, no sitecustomize.
+    assert sorted(p.name for p in site.iterdir()) == before
