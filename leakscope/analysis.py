@@ -735,15 +735,13 @@ def analyse(run: Run) -> Run:
     verdict = decide(run)
     run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
     if not verdict.leak:
-        for holder in run.holders:
-            holder.growing = False
+        _clear_growing(run)
     run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking
     link_sites(run.sites, [h for h in run.holders if h.growing])
     if run.process is not None:
         verdict = _framework_growth_undecided(verdict, run)
         if not verdict.leak:
-            for holder in run.holders:
-                holder.growing = False
+            _clear_growing(run)
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     if verdict.leak and verdict.evidence.get("untraced"):
         verdict.summary = _describe_untraced(verdict, run)
@@ -758,6 +756,18 @@ def analyse(run: Run) -> Run:
             )
     run.verdict = verdict
     return run
+
+
+def _clear_growing(run: Run) -> None:
+    """A verdict of "no leak" or "Undecided" marks nothing as growing.
+
+    `compare`, the CI line and the console list what is marked: a mark left
+    on a site or a holder would name a culprit the verdict does not call.
+    """
+    for site in run.sites:
+        site.growing = False
+    for holder in run.holders:
+        holder.growing = False
 
 
 def _describe_untraced(verdict: Verdict, run: Run) -> str:
