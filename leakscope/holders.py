@@ -685,9 +685,10 @@ class GrowthLocator:
     event in the user's own files; when one changed, the user line that ran
     last did it, directly or through the library calls it made (an append
     inside ``logging.addHandler`` is charged to the user's ``addHandler``
-    line). Library frames get no line events, which keeps the one traced
-    loop cheap. It runs for one extra loop after the measured ones, so its
-    cost never reaches a measured figure.
+    line; a value a user helper builds is charged to the caller's line that
+    stores it, once the helper returns). Library frames get no line events,
+    which keeps the one traced loop cheap. It runs for one extra loop after
+    the measured ones, so its cost never reaches a measured figure.
     """
 
     def __init__(self, targets: list[Container]) -> None:
@@ -730,6 +731,17 @@ class GrowthLocator:
         self._check()
         if event == "line":
             self._last = (frame, frame.f_lineno)
+        elif event == "return":
+            # `CACHE[key] = build(key)`: the store runs after `build` returns,
+            # with no new line event, so the line still running is the
+            # caller's (the nearest user frame), not `build`'s last line.
+            # With no user caller (a framework called the user's function),
+            # what follows is the framework's, charged to the line that ran last.
+            outer = frame.f_back
+            while outer is not None and not self._is_user(outer.f_code.co_filename):
+                outer = outer.f_back
+            if outer is not None:
+                self._last = (outer, outer.f_lineno)
         return self._local
 
     def _global(self, frame: types.FrameType, event: str, arg: Any):

@@ -65,6 +65,10 @@ def test_scenario_verdict(scenario, mode, tmp_path):
         if want.get("role") == "callback-list":
             assert holders[0]["callables_defined_at"], holders[0]
         assert holders[0]["grown_at"] or holders[0]["type"] == "lru_cache" or not walked
+        if "added" in want:
+            # The line that stored the item, not the line inside a helper that made it.
+            assert holders[0]["grown_at"] == want["added"], verdict["summary"]
+            assert f"added at {want['added']}" in verdict["summary"]
     elif want["leak"] == "no":
         assert not holders, holders[:1]
     if "bounded" in want:
