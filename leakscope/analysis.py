@@ -89,6 +89,14 @@ FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the whole growth.
 USER_SHARE = 0.1
+# `trace`: other threads of the worker (a server it started in `setup()`, a
+# pool) allocate on their own schedule while the loop runs, and their buffers
+# and per-connection state fill for hundreds of loops: an HTTP server in a
+# thread kept ~250 request strings, rising over 50 loops, flat from the 500th.
+# Over a short run that rise cannot be told from a leak, so when other threads
+# were alive and no growing container was found, the verdict stays undecided
+# until this many loops, the horizon of framework-only growth.
+THREADED_HORIZON = FRAMEWORK_HORIZON
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
 # its counters grow this fast (worker_collector reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
@@ -740,8 +748,10 @@ def analyse(run: Run) -> Run:
     link_sites(run.sites, [h for h in run.holders if h.growing])
     if run.process is not None:
         verdict = _framework_growth_undecided(verdict, run)
-        if not verdict.leak:
-            _clear_growing(run)
+    elif not run.observations.get("in_process"):
+        verdict = _threaded_growth_undecided(verdict, run)
+    if not verdict.leak:
+        _clear_growing(run)
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     if verdict.leak and verdict.evidence.get("untraced"):
         verdict.summary = _describe_untraced(verdict, run)
@@ -823,38 +833,92 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     """A real worker's growth that only the framework's code makes, over too few units.
 
     See FRAMEWORK_HORIZON: the verdict stays "no leak" and says how many more
-    units would tell a filling bound from a leak.
+    units would tell a filling bound from a leak. A process that was watched
+    but never traced has only its counters: nothing ties their growth to a
+    line or container of the user's, so it is framework-only growth too.
     """
     measured = len(run.measured)
-    if (
-        not verdict.leak or verdict.evidence.get("untraced")
-        or _user_attributed(run, verdict.bytes_per_iteration)
+    untraced = bool(verdict.evidence.get("untraced"))
+    if not verdict.leak or (
+        not untraced and _user_attributed(run, verdict.bytes_per_iteration)
     ):
         return verdict
     first, second = _half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first
     if measured >= FRAMEWORK_HORIZON and not settling:
+        if untraced:
+            return verdict
         where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
         return replace(verdict, evidence={**verdict.evidence, "library_only": where or True})
     # Still short of the horizon, or the rate is dying away as a bound fills:
     # a run as long again would show whether it levels off.
     needed = max(FRAMEWORK_HORIZON - measured, measured if settling else 0)
-    unit = run.unit
+    if untraced:
+        what = (f"{format_count(verdict.blocks_per_iteration)} allocated blocks/"
+                f"{short_unit(run.unit)} grow in the counters of a process that was "
+                "watched, not traced, so no line or container of yours is behind them, "
+                "which may be a bound still filling")
+        return _undecided(verdict, run, needed, what, first, second, settling)
     where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
     inside = f" (first at {where})" if where else ""
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
-    what = "native memory" if verdict.kind == "native" else "memory"
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
+    memory = "native memory" if verdict.kind == "native" else "memory"
+    what = (f"{rate} of {memory} grows only inside framework or library code{inside}, "
+            "which may be a bound still filling")
+    return _undecided(verdict, run, needed, what, first, second, settling)
+
+
+def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
+    """`trace`: growth while other threads ran, with no growing container behind it.
+
+    See THREADED_HORIZON. tracemalloc does not say which thread allocated, so
+    a rising floor in a short run may be another thread's warm-up; a container
+    the holder walk saw growing at every checkpoint is the worker's own leak.
+    """
+    threads = int(run.observations.get("threads_max") or 1)
+    if not verdict.leak or threads <= 1 or any(h.growing for h in run.holders):
+        return verdict
+    measured = len(run.measured)
+    first, second = _half_rates(run)
+    settling = first > 0 and second < SETTLING_RATIO * first
+    if measured >= THREADED_HORIZON and not settling:
+        return verdict
+    needed = max(THREADED_HORIZON - measured, measured if settling else 0)
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
+    if not verdict.bytes_per_iteration:
+        rate = f"{format_count(verdict.blocks_per_iteration)} blocks/{short_unit(run.unit)}"
+    what = (f"{rate} of memory grows while {threads - 1} other thread"
+            f"{'' if threads == 2 else 's'} of the worker ran, with no growing container "
+            "behind it: their buffers and caches may still be warming up")
+    undecided = _undecided(verdict, run, needed, what, first, second, settling)
+    undecided.evidence["threads_max"] = threads
+    return undecided
+
+
+def _undecided(
+    verdict: Verdict, run: Run, needed: int, what: str, first: float, second: float,
+    settling: bool,
+) -> Verdict:
+    """Neither leak nor no leak: what grew, and how many more units would tell.
+
+    Its confidence is 0: the run's p-value said the floor rose, not whose it is.
+    """
+    measured = len(run.measured)
+    unit = run.unit
     evidence = {**verdict.evidence, "needs_units": needed, "undecided_kind": verdict.kind,
                 "undecided_rate": verdict.bytes_per_iteration,
+                "undecided_confidence": verdict.confidence,
                 "first_half_rate": round(first, 1), "second_half_rate": round(second, 1)}
+    total = f"{measured + needed:,} in all"
+    if run.process is None:
+        total = f"--iterations {measured + needed}"
     slowing = (f"; its rate fell from {format_bytes(first)} to {format_bytes(second)}/"
                f"{short_unit(unit)} between the halves of the run" if settling else "")
     return replace(
         verdict, leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
-        evidence=evidence,
+        confidence=0.0, evidence=evidence,
         summary=(
-            f"Undecided, not called a leak: {rate} of {what} grows only inside framework "
-            f"or library code{inside}{slowing}, which may be a bound still filling; run "
-            f"about {needed:,} more {unit}s ({measured + needed:,} in all) to tell."
+            f"Undecided, not called a leak: {what}{slowing}; run about {needed:,} more "
+            f"{unit}s ({total}) to tell."
         ),
     )

@@ -105,6 +105,9 @@ class Collector:
         self._locating = False
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
+        # Most Python threads seen alive at a measured loop's end: other
+        # threads allocate on their own schedule, which the analysis weighs.
+        self.threads_max = 1
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -132,6 +135,7 @@ class Collector:
                 self._start_measuring()
             more = True
         elif self.fast and self._traced_target == 0:
+            self._count_threads()
             self._record_detect(index, seconds)
             more = True
             if self.measured >= self.settings.iterations:
@@ -149,6 +153,7 @@ class Collector:
             self._observe_end()
             more = False
         else:
+            self._count_threads()
             self._record_measured(index, seconds)
             more = self.traced < self._traced_target
             if not more:
@@ -164,6 +169,12 @@ class Collector:
         self._last_time = time.perf_counter()
         self.harness_seconds += self._last_time - started
         return more
+
+    def _count_threads(self) -> None:
+        """Threads alive now (a length under a lock: no user code, no allocation)."""
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            self.threads_max = max(self.threads_max, threading.active_count())
 
     def finish(self) -> dict[str, Any]:
         """Stop tracing and hand over what only the live process knows."""
@@ -182,6 +193,7 @@ class Collector:
             "malloc_counter": counters.has_malloc_counter(),
             "mode": self.settings.mode,
             "detection": self.detection,
+            "threads_max": self.threads_max,
             **(self._end or {}),
         }
         if self.holder_probe is not None:
