@@ -302,7 +302,7 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     fate = {"total": 0.0, "kept": 0.0, "gone": 0.0, "freed": 0.0, "kept_rate": 0.0}
     rising = False
     for site in run.sites:
-        if len(site.series) < 2:
+        if len(site.series) < 2 or site.filling:
             continue
         floor = suffix_minima(site.series)
         gain = floor[-1] - floor[0]
@@ -324,8 +324,42 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     return fate
 
 
+def mark_filling_sites(run: Run) -> list[Site]:
+    """Mark the sites whose kept memory a bounded container still filling holds.
+
+    The holder walk names the lines that made a filling bound's newest
+    entries (an lru_cache's keys, results and links). Those lines grow like
+    a leak until the bound is reached, so they are set apart: out of the
+    rate, never growing. A line that also made or grew a growing container
+    stays in: the leak and the cache share it, and the leak is what counts.
+    """
+    lines = {
+        (str(f), int(n)) for bound in run.bounded if bound.get("filling")
+        for f, n in bound.get("lines_made", [])
+    }
+    held: set[tuple[str, int]] = set()
+    for holder in run.holders:
+        if holder.growing:
+            for text in holder.items_made_at + ([holder.grown_at] if holder.grown_at else []):
+                filename, _, number = text.rpartition(":")
+                if number.isdigit():
+                    held.add((filename, int(number)))
+    for site in run.sites:
+        site.filling = (site.file, site.line) in lines - held
+    return [site for site in run.sites if site.filling]
+
+
+def _filling_series(run: Run, length: int) -> list[float] | None:
+    """Bytes the filling sites kept after each loop, when their series cover the loops."""
+    filling = [site for site in run.sites if site.filling]
+    if not filling or any(len(site.series) != length for site in filling):
+        return None
+    return [float(sum(values)) for values in zip(*(site.series for site in filling))]
+
+
 def decide(run: Run) -> Verdict:
     """The verdict of a run, from its measured loops and final observations."""
+    mark_filling_sites(run)
     if run.mode == "fast":
         return _decide_fast(run)
     return _decide_traced(run, run.measured)
@@ -460,6 +494,12 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
     traced = _series(loops, "traced_bytes") or []
     blocks = _series(loops, "traced_blocks") or []
     partial = bool(run.observations.get("interrupted"))
+    # A bounded cache filling beside a growing container is set apart from
+    # the series; with no container growing, its filling is the verdict
+    # (_filling_bounds), read on the whole series as before.
+    excluded = None if _filling_bounds(run) else _filling_series(run, len(traced))
+    if excluded is not None:
+        traced = [t - e for t, e in zip(traced, excluded, strict=True)]
     if len(traced) < (MIN_LOOPS if require_significance else 2):
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
@@ -650,7 +690,7 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
             site.bytes_per_iteration = round(theil_sen(floor), 1)
             quarter = max(1, len(floor) // 4)
             still_rising = floor[-1] > floor[-quarter - 1] if len(floor) > quarter else False
-            site.growing = leak and site.bytes_per_iteration > 0 and (
+            site.growing = leak and not site.filling and site.bytes_per_iteration > 0 and (
                 still_rising or ratchet(series).leak
             )
         site.series = [int(v) for v in thin(series)]
