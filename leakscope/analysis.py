@@ -44,6 +44,18 @@ The kind
 - ``native``: the traced floor is flat but memory outside the Python heap
   (glibc's in-use bytes beyond Python's own large blocks, or RSS where glibc
   is absent) passes the same rule with at least ``NATIVE_MIN_RATE`` a loop.
+
+What the rule cannot tell, and what it sets apart
+-------------------------------------------------
+- Undecided: a rising floor over a short run that nothing ties to the
+  worker's own code may be someone else's warm-up. Framework-only growth in
+  a real worker (``FRAMEWORK_HORIZON``), a watched worker's counters with no
+  traced unit, and growth while other threads ran with no growing container
+  (``THREADED_HORIZON``) are "Undecided", with confidence 0 and the number
+  of loops or units that would decide; never a leak at confidence 1.00.
+- Filling: a bounded container still filling (an ``lru_cache`` below its
+  maxsize) beside a leak is no part of it. The lines that made its newest
+  entries are marked ``filling``: left out of the rate, never growing.
 """
 
 from __future__ import annotations
