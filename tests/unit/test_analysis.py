@@ -553,8 +553,15 @@ def _no_leak_paths() -> dict[str, Run]:
     undecided.process = {"pid": 7, "role": "rq worker"}
     undecided.unit = "job"
     too_short = _marked(make_run(grows[:3]), grows)
+    threaded = _marked(make_run(grows, observations={"threads_max": 3}), grows)
+    threaded.holders[0].growing = False  # no container of the worker's grows
+    untraced = _marked(make_run([]), grows)
+    untraced.mode, untraced.unit, untraced.process = "fast", "job", {"pid": 8, "role": "rq"}
+    untraced.loops += [Loop(index=i, warmup=False, phase="detect", allocated_blocks=9000 + 3 * i,
+                            malloc_bytes=2_000_000) for i in range(40)]
     return {"flat": flat, "released": released, "filling bound": filling,
-            "framework undecided": undecided, "too few loops": too_short}
+            "framework undecided": undecided, "too few loops": too_short,
+            "threads undecided": threaded, "untraced counters undecided": untraced}
 
 
 @pytest.mark.parametrize("path", list(_no_leak_paths()))
@@ -565,5 +572,7 @@ def test_no_growing_mark_outlives_a_no_leak_or_undecided_verdict(path: str) -> N
     assert run.verdict is not None and not run.verdict.leak, run.verdict
     assert [s.file for s in run.sites if s.growing] == []
     assert [h.path for h in run.holders if h.growing] == []
-    if path == "framework undecided":
-        assert run.verdict.summary.startswith("Undecided")
+    if "undecided" in path:
+        assert run.verdict.summary.startswith("Undecided"), run.verdict.summary
+        assert run.verdict.confidence == 0.0
+        assert run.verdict.evidence["needs_units"] > 0
