@@ -800,7 +800,7 @@ def analyse(run: Run) -> Run:
     link_sites(run.sites, [h for h in run.holders if h.growing])
     if run.process is not None:
         verdict = _framework_growth_undecided(verdict, run)
-    elif not run.observations.get("in_process"):
+    else:
         verdict = _threaded_growth_undecided(verdict, run)
     if not verdict.leak:
         _clear_growing(run)
@@ -927,8 +927,8 @@ def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     a rising floor in a short run may be another thread's warm-up; a container
     the holder walk saw growing at every checkpoint is the worker's own leak.
     """
-    threads = int(run.observations.get("threads_max") or 1)
-    if not verdict.leak or threads <= 1 or any(h.growing for h in run.holders):
+    others = int(run.observations.get("other_threads_max") or 0)
+    if not verdict.leak or not others or any(h.growing for h in run.holders):
         return verdict
     measured = len(run.measured)
     first, second = _half_rates(run)
@@ -939,11 +939,11 @@ def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
     if not verdict.bytes_per_iteration:
         rate = f"{format_count(verdict.blocks_per_iteration)} blocks/{short_unit(run.unit)}"
-    what = (f"{rate} of memory grows while {threads - 1} other thread"
-            f"{'' if threads == 2 else 's'} of the worker ran, with no growing container "
+    what = (f"{rate} of memory grows while {others} other thread"
+            f"{'' if others == 1 else 's'} of the worker ran, with no growing container "
             "behind it: their buffers and caches may still be warming up")
     undecided = _undecided(verdict, run, needed, what, first, second, settling)
-    undecided.evidence["threads_max"] = threads
+    undecided.evidence["other_threads_max"] = others
     return undecided
 
 

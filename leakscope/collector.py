@@ -23,6 +23,7 @@ with the heap the worker built before (1,000,000 objects cost nothing here).
 
 from __future__ import annotations
 
+import _thread
 import gc
 import sys
 import time
@@ -105,9 +106,10 @@ class Collector:
         self._locating = False
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
-        # Most Python threads seen alive at a measured loop's end: other
-        # threads allocate on their own schedule, which the analysis weighs.
-        self.threads_max = 1
+        # Most threads of the worker's, besides the loop's own, seen alive at a
+        # measured loop's end: they allocate on their own schedule, which the
+        # analysis weighs. A test runner's threads (hook.threads_before) are not.
+        self.other_threads_max = 0
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -171,10 +173,15 @@ class Collector:
         return more
 
     def _count_threads(self) -> None:
-        """Threads alive now (a length under a lock: no user code, no allocation)."""
-        threading = sys.modules.get("threading")
-        if threading is not None:
-            self.threads_max = max(self.threads_max, threading.active_count())
+        """Other threads alive now, read from the interpreter's thread states (C, no user
+        code; the small dict it makes is leakscope's own)."""
+        ignored = hook.threads_before
+        others = sum(
+            1 for ident in sys._current_frames()
+            if ident != _thread.get_ident() and ident not in ignored
+        )
+        if others > self.other_threads_max:
+            self.other_threads_max = others
 
     def finish(self) -> dict[str, Any]:
         """Stop tracing and hand over what only the live process knows."""
@@ -193,7 +200,7 @@ class Collector:
             "malloc_counter": counters.has_malloc_counter(),
             "mode": self.settings.mode,
             "detection": self.detection,
-            "threads_max": self.threads_max,
+            "other_threads_max": self.other_threads_max,
             **(self._end or {}),
         }
         if self.holder_probe is not None:

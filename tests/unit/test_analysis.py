@@ -553,7 +553,7 @@ def _no_leak_paths() -> dict[str, Run]:
     undecided.process = {"pid": 7, "role": "rq worker"}
     undecided.unit = "job"
     too_short = _marked(make_run(grows[:3]), grows)
-    threaded = _marked(make_run(grows, observations={"threads_max": 3}), grows)
+    threaded = _marked(make_run(grows, observations={"other_threads_max": 2}), grows)
     threaded.holders[0].growing = False  # no container of the worker's grows
     untraced = _marked(make_run([]), grows)
     untraced.mode, untraced.unit, untraced.process = "fast", "job", {"pid": 8, "role": "rq"}
