@@ -337,16 +337,17 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
 
 
 def mark_filling_sites(run: Run) -> list[Site]:
-    """Mark the sites whose kept memory a bounded container still filling holds.
+    """Mark the sites whose kept memory a bounded container holds.
 
-    The holder walk names the lines that made a filling bound's newest
-    entries (an lru_cache's keys, results and links). Those lines grow like
-    a leak until the bound is reached, so they are set apart: out of the
-    rate, never growing. A line that also made or grew a growing container
+    The holder walk names the lines that made a bound's newest entries (an
+    lru_cache's keys, results and links). Those lines grow like a leak while
+    the bound fills, and while a full one replaces entries made before
+    tracing began with traced ones; so they are set apart: out of the rate,
+    never growing. A line that also made or grew a growing container
     stays in: the leak and the cache share it, and the leak is what counts.
     """
     lines = {
-        (str(f), int(n)) for bound in run.bounded if bound.get("filling")
+        (str(f), int(n)) for bound in run.bounded if bound.get("items")
         for f, n in bound.get("lines_made", [])
     }
     held: set[tuple[str, int]] = set()

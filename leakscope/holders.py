@@ -934,11 +934,18 @@ class HolderProbe:
             length = walk.length_of.get(key, series[-1])
             container = Container(path, walk.objects[key], kind, length, walk.bound(key))
             self.details[key] = _describe(container, length - series[0])
-            if container.bound is not None:
-                # A bound still filling: which lines' memory it holds, so that
-                # the analysis can set that growth apart from a leak.
-                self.details[key]["lines_made"] = _lines_made(_bounded_entries(container))
             self._growing.append(container)
+        for key, (kind, bound) in list(self.kinds.items()):
+            if bound is None or key not in walk.objects:
+                continue
+            # A bound filling, or full and replacing its oldest entries (made
+            # before tracing began) with new ones: either way its newest
+            # entries' lines grow in the traced window. Name them, so that the
+            # analysis can set that growth apart from a leak.
+            container = Container(self.paths.get(key, ""), walk.objects[key], kind,
+                                  walk.length_of.get(key, 0), bound)
+            self.details.setdefault(key, {})["lines_made"] = _lines_made(
+                _bounded_entries(container))
 
     def _growing_keys(self) -> list[int]:
         # Read several times per checkpoint over every container ever seen
