@@ -44,6 +44,18 @@ The kind
 - ``native``: the traced floor is flat but memory outside the Python heap
   (glibc's in-use bytes beyond Python's own large blocks, or RSS where glibc
   is absent) passes the same rule with at least ``NATIVE_MIN_RATE`` a loop.
+
+What the rule cannot tell, and what it sets apart
+-------------------------------------------------
+- Undecided: a rising floor over a short run that nothing ties to the
+  worker's own code may be someone else's warm-up. Framework-only growth in
+  a real worker (``FRAMEWORK_HORIZON``), a watched worker's counters with no
+  traced unit, and growth while other threads ran with no growing container
+  (``THREADED_HORIZON``) are "Undecided", with confidence 0 and the number
+  of loops or units that would decide; never a leak at confidence 1.00.
+- Filling: a bounded container still filling (an ``lru_cache`` below its
+  maxsize) beside a leak is no part of it. The lines that made its newest
+  entries are marked ``filling``: left out of the rate, never growing.
 """
 
 from __future__ import annotations
@@ -89,6 +101,14 @@ FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the whole growth.
 USER_SHARE = 0.1
+# `trace`: other threads of the worker (a server it started in `setup()`, a
+# pool) allocate on their own schedule while the loop runs, and their buffers
+# and per-connection state fill for hundreds of loops: an HTTP server in a
+# thread kept ~250 request strings, rising over 50 loops, flat from the 500th.
+# Over a short run that rise cannot be told from a leak, so when other threads
+# were alive and no growing container was found, the verdict stays undecided
+# until this many loops, the horizon of framework-only growth.
+THREADED_HORIZON = FRAMEWORK_HORIZON
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
 # its counters grow this fast (worker_collector reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
@@ -294,7 +314,7 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     fate = {"total": 0.0, "kept": 0.0, "gone": 0.0, "freed": 0.0, "kept_rate": 0.0}
     rising = False
     for site in run.sites:
-        if len(site.series) < 2:
+        if len(site.series) < 2 or site.filling:
             continue
         floor = suffix_minima(site.series)
         gain = floor[-1] - floor[0]
@@ -316,8 +336,43 @@ def _fate_of_growth(run: Run, loops: int) -> dict[str, float]:
     return fate
 
 
+def mark_filling_sites(run: Run) -> list[Site]:
+    """Mark the sites whose kept memory a bounded container holds.
+
+    The holder walk names the lines that made a bound's newest entries (an
+    lru_cache's keys, results and links). Those lines grow like a leak while
+    the bound fills, and while a full one replaces entries made before
+    tracing began with traced ones; so they are set apart: out of the rate,
+    never growing. A line that also made or grew a growing container
+    stays in: the leak and the cache share it, and the leak is what counts.
+    """
+    lines = {
+        (str(f), int(n)) for bound in run.bounded if bound.get("items")
+        for f, n in bound.get("lines_made", [])
+    }
+    held: set[tuple[str, int]] = set()
+    for holder in run.holders:
+        if holder.growing:
+            for text in holder.items_made_at + ([holder.grown_at] if holder.grown_at else []):
+                filename, _, number = text.rpartition(":")
+                if number.isdigit():
+                    held.add((filename, int(number)))
+    for site in run.sites:
+        site.filling = (site.file, site.line) in lines - held
+    return [site for site in run.sites if site.filling]
+
+
+def _filling_series(run: Run, length: int) -> list[float] | None:
+    """Bytes the filling sites kept after each loop, when their series cover the loops."""
+    filling = [site for site in run.sites if site.filling]
+    if not filling or any(len(site.series) != length for site in filling):
+        return None
+    return [float(sum(values)) for values in zip(*(site.series for site in filling))]
+
+
 def decide(run: Run) -> Verdict:
     """The verdict of a run, from its measured loops and final observations."""
+    mark_filling_sites(run)
     if run.mode == "fast":
         return _decide_fast(run)
     return _decide_traced(run, run.measured)
@@ -455,6 +510,12 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
     traced = _series(loops, "traced_bytes") or []
     blocks = _series(loops, "traced_blocks") or []
     partial = bool(run.observations.get("interrupted"))
+    # A bounded cache filling beside a growing container is set apart from
+    # the series; with no container growing, its filling is the verdict
+    # (_filling_bounds), read on the whole series as before.
+    excluded = None if _filling_bounds(run) else _filling_series(run, len(traced))
+    if excluded is not None:
+        traced = [t - e for t, e in zip(traced, excluded, strict=True)]
     if len(traced) < (MIN_LOOPS if require_significance else 2):
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
@@ -645,7 +706,7 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
             site.bytes_per_iteration = round(theil_sen(floor), 1)
             quarter = max(1, len(floor) // 4)
             still_rising = floor[-1] > floor[-quarter - 1] if len(floor) > quarter else False
-            site.growing = leak and site.bytes_per_iteration > 0 and (
+            site.growing = leak and not site.filling and site.bytes_per_iteration > 0 and (
                 still_rising or ratchet(series).leak
             )
         site.series = [int(v) for v in thin(series)]
@@ -757,15 +818,15 @@ def analyse(run: Run) -> Run:
         verdict.partial, verdict.ended = True, ended
     run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
     if not verdict.leak:
-        for holder in run.holders:
-            holder.growing = False
+        _clear_growing(run)
     run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking
     link_sites(run.sites, [h for h in run.holders if h.growing])
     if run.process is not None:
         verdict = _framework_growth_undecided(verdict, run)
-        if not verdict.leak:
-            for holder in run.holders:
-                holder.growing = False
+    else:
+        verdict = _threaded_growth_undecided(verdict, run)
+    if not verdict.leak:
+        _clear_growing(run)
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     if verdict.leak and verdict.evidence.get("untraced"):
         verdict.summary = _describe_untraced(verdict, run)
@@ -780,6 +841,18 @@ def analyse(run: Run) -> Run:
             )
     run.verdict = verdict
     return run
+
+
+def _clear_growing(run: Run) -> None:
+    """A verdict of "no leak" or "Undecided" marks nothing as growing.
+
+    `compare`, the CI line and the console list what is marked: a mark left
+    on a site or a holder would name a culprit the verdict does not call.
+    """
+    for site in run.sites:
+        site.growing = False
+    for holder in run.holders:
+        holder.growing = False
 
 
 def _describe_untraced(verdict: Verdict, run: Run) -> str:
@@ -841,38 +914,92 @@ def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     """A real worker's growth that only the framework's code makes, over too few units.
 
     See FRAMEWORK_HORIZON: the verdict stays "no leak" and says how many more
-    units would tell a filling bound from a leak.
+    units would tell a filling bound from a leak. A process that was watched
+    but never traced has only its counters: nothing ties their growth to a
+    line or container of the user's, so it is framework-only growth too.
     """
     measured = len(run.measured)
-    if (
-        not verdict.leak or verdict.evidence.get("untraced")
-        or _user_attributed(run, verdict.bytes_per_iteration)
+    untraced = bool(verdict.evidence.get("untraced"))
+    if not verdict.leak or (
+        not untraced and _user_attributed(run, verdict.bytes_per_iteration)
     ):
         return verdict
     first, second = _half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first
     if measured >= FRAMEWORK_HORIZON and not settling:
+        if untraced:
+            return verdict
         where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
         return replace(verdict, evidence={**verdict.evidence, "library_only": where or True})
     # Still short of the horizon, or the rate is dying away as a bound fills:
     # a run as long again would show whether it levels off.
     needed = max(FRAMEWORK_HORIZON - measured, measured if settling else 0)
-    unit = run.unit
+    if untraced:
+        what = (f"{format_count(verdict.blocks_per_iteration)} allocated blocks/"
+                f"{short_unit(run.unit)} grow in the counters of a process that was "
+                "watched, not traced, so no line or container of yours is behind them, "
+                "which may be a bound still filling")
+        return _undecided(verdict, run, needed, what, first, second, settling)
     where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
     inside = f" (first at {where})" if where else ""
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
-    what = "native memory" if verdict.kind == "native" else "memory"
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
+    memory = "native memory" if verdict.kind == "native" else "memory"
+    what = (f"{rate} of {memory} grows only inside framework or library code{inside}, "
+            "which may be a bound still filling")
+    return _undecided(verdict, run, needed, what, first, second, settling)
+
+
+def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
+    """`trace`: growth while other threads ran, with no growing container behind it.
+
+    See THREADED_HORIZON. tracemalloc does not say which thread allocated, so
+    a rising floor in a short run may be another thread's warm-up; a container
+    the holder walk saw growing at every checkpoint is the worker's own leak.
+    """
+    others = int(run.observations.get("other_threads_max") or 0)
+    if not verdict.leak or not others or any(h.growing for h in run.holders):
+        return verdict
+    measured = len(run.measured)
+    first, second = _half_rates(run)
+    settling = first > 0 and second < SETTLING_RATIO * first
+    if measured >= THREADED_HORIZON and not settling:
+        return verdict
+    needed = max(THREADED_HORIZON - measured, measured if settling else 0)
+    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
+    if not verdict.bytes_per_iteration:
+        rate = f"{format_count(verdict.blocks_per_iteration)} blocks/{short_unit(run.unit)}"
+    what = (f"{rate} of memory grows while {others} other thread"
+            f"{'' if others == 1 else 's'} of the worker ran, with no growing container "
+            "behind it: their buffers and caches may still be warming up")
+    undecided = _undecided(verdict, run, needed, what, first, second, settling)
+    undecided.evidence["other_threads_max"] = others
+    return undecided
+
+
+def _undecided(
+    verdict: Verdict, run: Run, needed: int, what: str, first: float, second: float,
+    settling: bool,
+) -> Verdict:
+    """Neither leak nor no leak: what grew, and how many more units would tell.
+
+    Its confidence is 0: the run's p-value said the floor rose, not whose it is.
+    """
+    measured = len(run.measured)
+    unit = run.unit
     evidence = {**verdict.evidence, "needs_units": needed, "undecided_kind": verdict.kind,
                 "undecided_rate": verdict.bytes_per_iteration,
+                "undecided_confidence": verdict.confidence,
                 "first_half_rate": round(first, 1), "second_half_rate": round(second, 1)}
+    total = f"{measured + needed:,} in all"
+    if run.process is None:
+        total = f"--iterations {measured + needed}"
     slowing = (f"; its rate fell from {format_bytes(first)} to {format_bytes(second)}/"
                f"{short_unit(unit)} between the halves of the run" if settling else "")
     return replace(
         verdict, leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
-        evidence=evidence,
+        confidence=0.0, evidence=evidence,
         summary=(
-            f"Undecided, not called a leak: {rate} of {what} grows only inside framework "
-            f"or library code{inside}{slowing}, which may be a bound still filling; run "
-            f"about {needed:,} more {unit}s ({measured + needed:,} in all) to tell."
+            f"Undecided, not called a leak: {what}{slowing}; run about {needed:,} more "
+            f"{unit}s ({total}) to tell."
         ),
     )

@@ -23,6 +23,7 @@ with the heap the worker built before (1,000,000 objects cost nothing here).
 
 from __future__ import annotations
 
+import _thread
 import gc
 import sys
 import time
@@ -110,6 +111,10 @@ class Collector:
         # on only leakscope's own finish is left (final collection, holder
         # walk), which a Ctrl-C should not cut. The harness tells its parent.
         self.on_gathered: Callable[[], None] | None = None
+        # Most threads of the worker's, besides the loop's own, seen alive at a
+        # measured loop's end: they allocate on their own schedule, which the
+        # analysis weighs. A test runner's threads (hook.threads_before) are not.
+        self.other_threads_max = 0
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -137,6 +142,7 @@ class Collector:
                 self._start_measuring()
             more = True
         elif self.fast and self._traced_target == 0:
+            self._count_threads()
             self._record_detect(index, seconds)
             more = True
             if self.measured >= self.settings.iterations:
@@ -155,6 +161,7 @@ class Collector:
             self._observe_end()
             more = False
         else:
+            self._count_threads()
             self._record_measured(index, seconds)
             more = self.traced < self._traced_target
             if not more:
@@ -170,6 +177,17 @@ class Collector:
         self._last_time = time.perf_counter()
         self.harness_seconds += self._last_time - started
         return more
+
+    def _count_threads(self) -> None:
+        """Other threads alive now, read from the interpreter's thread states (C, no user
+        code; the small dict it makes is leakscope's own)."""
+        ignored = hook.threads_before
+        others = sum(
+            1 for ident in sys._current_frames()
+            if ident != _thread.get_ident() and ident not in ignored
+        )
+        if others > self.other_threads_max:
+            self.other_threads_max = others
 
     def finish(self) -> dict[str, Any]:
         """Stop tracing and hand over what only the live process knows."""
@@ -188,6 +206,7 @@ class Collector:
             "malloc_counter": counters.has_malloc_counter(),
             "mode": self.settings.mode,
             "detection": self.detection,
+            "other_threads_max": self.other_threads_max,
             **(self._end or {}),
         }
         if self.holder_probe is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import json
 import os
 import sys
@@ -56,6 +57,10 @@ MAX_NODES = 150_000
 ENTER_LIMIT = 256
 # New items sampled from a growing holder to name their types and origins.
 SAMPLE_ITEMS = 64
+# Lines that made a filling bounded container's entries: at most this many
+# of its newest entries (and what each holds directly) are looked up.
+BOUNDED_SAMPLE = 32
+BOUNDED_LINES = 16
 CALLBACK_SHARE = 0.5
 
 _GETSET = types.GetSetDescriptorType
@@ -672,6 +677,76 @@ def _describe(container: Container, grew_by: int) -> dict[str, Any]:
     }
 
 
+def _bounded_entries(container: Container) -> list[Any]:
+    """The newest entries of a bounded container: values and keys, or an lru_cache's
+    keys, results and the C links it makes at each call.
+
+    An lru_cache hides its entries from Python; ``gc.get_referents`` (the
+    wrapper's C traverse, no user code) reads them, oldest first.
+    """
+    obj = container.obj
+    if container.kind != "lru_cache":
+        entries = _new_items(container, BOUNDED_SAMPLE)
+        if issubclass(type(obj), dict):
+            for key in dict.keys(obj).__reversed__():
+                entries.append(key)
+                if len(entries) >= 2 * BOUNDED_SAMPLE:
+                    break
+        return entries
+    entries = []
+    for ref in gc.get_referents(obj):
+        cls = type(ref)
+        if cls is dict:
+            links = [x for x in gc.get_referents(ref) if type(x) is _LRU_LINK]
+            entries.extend(links[-BOUNDED_SAMPLE:])
+        elif not issubclass(cls, (type, types.FunctionType)) and cls is not object:
+            entries.append(ref)
+    return entries[-3 * BOUNDED_SAMPLE:]
+
+
+def _lines_made(entries: list[Any]) -> list[list[Any]]:
+    """``[file, line, count]``: where tracemalloc saw each entry (and what it holds
+    directly: a key tuple's strings, a result's fields) allocated, innermost frame."""
+    if not tracemalloc.is_tracing():
+        return []
+    counts: dict[tuple[str, int], int] = {}
+    seen: set[int] = set()
+
+    def note(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        traceback = tracemalloc.get_object_traceback(obj)
+        if traceback:
+            frame = traceback[-1]  # oldest first: the last is where it was made
+            key = (frame.filename, frame.lineno)
+            counts[key] = counts.get(key, 0) + 1
+
+    for entry in entries:
+        note(entry)
+        if issubclass(type(entry), (tuple, list)):
+            for inner in gc.get_referents(entry)[:8]:
+                if not issubclass(type(inner), _IMMORTALISH) or type(inner) is str:
+                    note(inner)
+    ranked = sorted(counts, key=counts.__getitem__, reverse=True)[:BOUNDED_LINES]
+    return [[filename, line, counts[(filename, line)]] for filename, line in ranked]
+
+
+def _lru_link_type() -> type | None:
+    """The C type of an lru_cache's per-entry link, read from a cache of our own."""
+    probe = functools.lru_cache(maxsize=2)(lambda x: x)
+    probe(1)
+    for ref in gc.get_referents(probe):
+        if type(ref) is dict:
+            for value in ref.values():
+                if type(value).__name__ == "_lru_list_elem":
+                    return type(value)
+    return None
+
+
+_LRU_LINK = _lru_link_type()
+
+
 _LENGTHS = {
     _K_DICT: dict.__len__, _K_LIST: list.__len__, _K_DEQUE: _DEQUE.__len__,
     _K_SET: set.__len__,
@@ -685,9 +760,10 @@ class GrowthLocator:
     event in the user's own files; when one changed, the user line that ran
     last did it, directly or through the library calls it made (an append
     inside ``logging.addHandler`` is charged to the user's ``addHandler``
-    line). Library frames get no line events, which keeps the one traced
-    loop cheap. It runs for one extra loop after the measured ones, so its
-    cost never reaches a measured figure.
+    line; a value a user helper builds is charged to the caller's line that
+    stores it, once the helper returns). Library frames get no line events,
+    which keeps the one traced loop cheap. It runs for one extra loop after
+    the measured ones, so its cost never reaches a measured figure.
     """
 
     def __init__(self, targets: list[Container]) -> None:
@@ -730,6 +806,17 @@ class GrowthLocator:
         self._check()
         if event == "line":
             self._last = (frame, frame.f_lineno)
+        elif event == "return":
+            # `CACHE[key] = build(key)`: the store runs after `build` returns,
+            # with no new line event, so the line still running is the
+            # caller's (the nearest user frame), not `build`'s last line.
+            # With no user caller (a framework called the user's function),
+            # what follows is the framework's, charged to the line that ran last.
+            outer = frame.f_back
+            while outer is not None and not self._is_user(outer.f_code.co_filename):
+                outer = outer.f_back
+            if outer is not None:
+                self._last = (outer, outer.f_lineno)
         return self._local
 
     def _global(self, frame: types.FrameType, event: str, arg: Any):
@@ -848,6 +935,17 @@ class HolderProbe:
             container = Container(path, walk.objects[key], kind, length, walk.bound(key))
             self.details[key] = _describe(container, length - series[0])
             self._growing.append(container)
+        for key, (kind, bound) in list(self.kinds.items()):
+            if bound is None or key not in walk.objects:
+                continue
+            # A bound filling, or full and replacing its oldest entries (made
+            # before tracing began) with new ones: either way its newest
+            # entries' lines grow in the traced window. Name them, so that the
+            # analysis can set that growth apart from a leak.
+            container = Container(self.paths.get(key, ""), walk.objects[key], kind,
+                                  walk.length_of.get(key, 0), bound)
+            self.details.setdefault(key, {})["lines_made"] = _lines_made(
+                _bounded_entries(container))
 
     def _growing_keys(self) -> list[int]:
         # Read several times per checkpoint over every container ever seen
@@ -902,7 +1000,10 @@ class HolderProbe:
         for key, (kind, bound) in self.kinds.items():
             series = [n for n in self.series.get(key, []) if n >= 0]
             if bound is not None and series and series[-1] > 0:
-                bounded[self.paths[key]] = {"type": kind, "bound": bound, "series": series}
+                bounded[self.paths[key]] = {
+                    "type": kind, "bound": bound, "series": series,
+                    "lines_made": self.details.get(key, {}).get("lines_made", []),
+                }
         return {
             "growing": growing, "bounded": bounded, "checkpoints": self.checkpoints,
             "backref": self.backref,
@@ -952,6 +1053,7 @@ def build_holders(
         bounded_out.append({
             "path": path, "type": info["type"], "bound": bound, "items": current,
             "filling": filling, "full": current >= bound, "items_series": series,
+            "lines_made": [[display(f), n] for f, n, _ in info.get("lines_made", [])],
         })
     for path, info in report.get("growing", {}).items():
         if info.get("bound") is not None:

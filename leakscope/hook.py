@@ -24,6 +24,10 @@ class LoopSink(Protocol):
 
 
 _sink: LoopSink | None = None
+# Threads the process had before the code under test started (a test
+# runner's own: pytest-xdist's channel). The pytest plugin fills it; the
+# collector does not count them among the worker's other threads.
+threads_before: frozenset[int] = frozenset()
 
 
 def tick() -> None:

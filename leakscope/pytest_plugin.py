@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Generator
 from types import TracebackType
@@ -45,6 +46,8 @@ KEPT_WARNINGS = 20
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The runner's own threads, alive before any fixture or test starts one.
+    hook.threads_before = frozenset(sys._current_frames())
     config.addinivalue_line(
         "markers",
         f"{MARKER}(iterations={DEFAULT_ITERATIONS}, warmup={DEFAULT_WARMUP}, max_growth='0B', "

@@ -111,6 +111,9 @@ class Site:
     # Kept bytes over the measured loops, thinned to at most SERIES_POINTS points.
     series: list[int] = field(default_factory=list)
     holder: str | None = None
+    # Its kept memory sits in a bounded container (an lru_cache filling toward
+    # its maxsize, or full and turning over): reported apart, never growing.
+    filling: bool = False
 
 
 @dataclass

@@ -554,7 +554,8 @@ def _raise_for_failure(
 
 def _finish(run: Run, builder: RunBuilder) -> Run:
     final = builder.final or {}
-    for key in ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter", "detection"):
+    for key in ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter", "detection",
+                "other_threads_max"):
         if key in final:
             run.observations[key] = final[key]
     if "gc_final" in final:

@@ -320,3 +320,46 @@ def test_check_runs_fast_mode_by_default(tmp_path):
     clean = run_cli("check", "scenarios/ring_buffer.py", "--json", str(out))
     assert clean.returncode == 0, clean.stdout
     assert not [loop for loop in load_json(out)["loops"] if loop.get("phase") == "locate"]
+
+
+# ------------------------------------------- a bounded cache beside a leak
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_bounded_library_cache_filling_beside_a_leak_stays_apart(mode, tmp_path):
+    """`urllib.parse.urlsplit`'s lru_cache (maxsize 128) fills while SESSIONS leaks: its
+    lines are reported as filling, not growing; the rate is the leak's alone (the same
+    worker without the cache is the reference); the CI line names the user's line and
+    container; and `diff --fail-on-new` finds nothing new that the cache alone brought.
+    In fast mode the cache is full before tracing starts, and each call replaces an
+    untraced entry with a traced one: the traced window sees it grow all the same."""
+    scenario = "scenarios/sessions_beside_url_cache.py"
+    cached, plain = tmp_path / "cached.json", tmp_path / "plain.json"
+    fast = ["--fast"] if mode == "fast" else []
+    assert run_cli("trace", scenario, "--quiet", *fast, "--json", str(cached)).returncode == 0
+    assert run_cli("trace", scenario, "--quiet", *fast, "--json", str(plain), "--", "plain"
+                   ).returncode == 0
+    with_cache, without = load_json(cached), load_json(plain)
+    assert with_cache["verdict"]["leak"] and without["verdict"]["leak"]
+    rate = with_cache["verdict"]["bytes_per_iteration"]
+    reference = without["verdict"]["bytes_per_iteration"]
+    assert abs(rate - reference) <= 0.25 * reference, (rate, reference)
+    growing = [s for s in with_cache["sites"] if s["growing"]]
+    assert growing, with_cache["verdict"]["summary"]
+    library = [f"{s['file']}:{s['line']}" for s in growing
+               if "urllib" in s["file"] or s["file"].startswith("<")]
+    assert not library, library
+    assert growing[0]["user_frame"]["line"] == 23, growing[0]
+    filling = [s["file"] for s in with_cache["sites"] if s.get("filling")]
+    assert any(f.endswith("urllib/parse.py") for f in filling), filling
+
+    check = run_cli("check", scenario, "--json", str(tmp_path / "check.json"))
+    assert check.returncode == 1, check.stdout + check.stderr
+    line = _first_line(check)
+    assert line.endswith(
+        ", scenarios/sessions_beside_url_cache.py:23 (sessions_beside_url_cache.SESSIONS)"
+    ), line
+
+    diff = run_cli("diff", str(plain), str(cached), "--fail-on-new")
+    assert diff.returncode == 0, diff.stdout
+    assert "urllib" not in diff.stdout, diff.stdout

@@ -517,3 +517,62 @@ def test_a_worker_container_that_grew_at_every_walk_outweighs_a_dip_at_the_end()
     stopped.process = {"pid": 1}
     stopped.holders = [Holder(**{**holder.__dict__, "items_series": [10, 20, 40, 40]})]
     assert not decide(stopped).leak
+
+
+# ------------------------------------------- no `growing` mark outlives its verdict
+
+
+def _marked(run: Run, site_series: Sequence[float]) -> Run:
+    """Add a library site and a user container, both as a leak would have marked them."""
+    from leakscope.runfile import Frame, Holder, Site
+
+    frame = Frame(".venv/lib/site-packages/lib/pool.py", 10, "get")
+    run.sites = [Site(file=frame.file, line=10, function="get", traceback=[frame],
+                      user_frame=None, bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+                      growing=True, kept_bytes=int(site_series[-1]),
+                      series=list(site_series)),
+                 Site(file="app.py", line=3, function="f", traceback=[], user_frame=None,
+                      bytes_per_iteration=0.0, blocks_per_iteration=0.0, growing=True,
+                      kept_bytes=64, series=[64])]
+    run.holders = [Holder(path="lib.POOL", type="dict", role="registry", items_first=1,
+                          items_last=9, items_per_iteration=0.2, items_series=[1, 5, 9])]
+    return run
+
+
+def _no_leak_paths() -> dict[str, Run]:
+    n = 200
+    grows = leak(n, 512)
+    flat = _marked(make_run(plateau(n, 1)), grows)
+    released = _marked(make_run(grows, observations={"gc_final": {
+        "objects_collected": 0, "bytes_before": grows[-1], "bytes_after": grows[0]}}), grows)
+    filling = _marked(make_run(grows), grows)
+    filling.holders[0].growing = False
+    filling.bounded = [{"path": "lib.cache", "type": "lru_cache", "bound": 1000, "items": 400,
+                        "filling": True, "full": False, "items_series": [0, 400]}]
+    undecided = _marked(make_run(grows), grows)
+    undecided.process = {"pid": 7, "role": "rq worker"}
+    undecided.unit = "job"
+    too_short = _marked(make_run(grows[:3]), grows)
+    threaded = _marked(make_run(grows, observations={"other_threads_max": 2}), grows)
+    threaded.holders[0].growing = False  # no container of the worker's grows
+    untraced = _marked(make_run([]), grows)
+    untraced.mode, untraced.unit, untraced.process = "fast", "job", {"pid": 8, "role": "rq"}
+    untraced.loops += [Loop(index=i, warmup=False, phase="detect", allocated_blocks=9000 + 3 * i,
+                            malloc_bytes=2_000_000) for i in range(40)]
+    return {"flat": flat, "released": released, "filling bound": filling,
+            "framework undecided": undecided, "too few loops": too_short,
+            "threads undecided": threaded, "untraced counters undecided": untraced}
+
+
+@pytest.mark.parametrize("path", list(_no_leak_paths()))
+def test_no_growing_mark_outlives_a_no_leak_or_undecided_verdict(path: str) -> None:
+    """Every way analyse() ends on "no leak" or "Undecided" leaves no site and no holder
+    marked growing: `compare`, the CI line and the console read those marks."""
+    run = analyse(_no_leak_paths()[path])
+    assert run.verdict is not None and not run.verdict.leak, run.verdict
+    assert [s.file for s in run.sites if s.growing] == []
+    assert [h.path for h in run.holders if h.growing] == []
+    if "undecided" in path:
+        assert run.verdict.summary.startswith("Undecided"), run.verdict.summary
+        assert run.verdict.confidence == 0.0
+        assert run.verdict.evidence["needs_units"] > 0

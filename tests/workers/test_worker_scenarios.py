@@ -213,3 +213,34 @@ def test_default_sampling_still_names_the_leaking_children(redis_url, tmp_path):
     lines = [f"{s['user_frame']['file']}:{s['user_frame']['line']}"
              for s in run["sites"] if s["growing"] and s["user_frame"]]
     assert want["line"] in lines[:3] or "scenarios/workers/celery_leak.py:31" in lines[:3], lines
+
+
+@pytest.mark.parametrize("jobs", [40, 80])
+def test_a_short_rq_run_of_a_clean_task_is_undecided_not_a_leak(jobs, redis_url, tmp_path):
+    """`leakscope run -- rq worker --burst` over a few dozen jobs of a task that keeps
+    nothing, with the default sampling: the worker process is watched, not traced, so its
+    counters' rise cannot be tied to the user's code; it is undecided, with the jobs that
+    would decide, never "Leak (reachable, from the counters) ..., confidence 1.00"."""
+    from redis import Redis
+    from rq import Queue
+
+    env = worker_env(redis_url)
+    queue = Queue(connection=Redis.from_url(redis_url))
+    for i in range(jobs):
+        queue.enqueue("rq_simple_clean.handle", i)
+    out = tmp_path / "run.json"
+    proc = leakscope_popen(["run", "--quiet", "--timeout", "60", "--json", str(out), "--",
+                            "rq", "worker", "--burst", "--path", str(WORKERS),
+                            "--url", redis_url], env)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr + stdout
+    run = load_json(out)
+    seen = _diagnosis(run)
+    assert not run["verdict"]["leak"], seen
+    assert not re.search(r"(?<!NO )LEAK ", stdout), stdout
+    worker = next(p for p in run["processes"] if p["process"]["role"] == "rq worker")
+    verdict = worker["verdict"]
+    assert not verdict["leak"] and verdict["confidence"] < 0.5, seen
+    if verdict["evidence"].get("untraced"):
+        assert verdict["summary"].startswith("Undecided"), seen
+        assert verdict["evidence"]["needs_units"] > 0, seen
