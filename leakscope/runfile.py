@@ -95,6 +95,11 @@ class Verdict:
     projection: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def undecided(self) -> bool:
+        """Not a leak, and not "no leak" either: the data could not tell (see ``needs_units``)."""
+        return not self.leak and "needs_units" in self.evidence
+
 
 @dataclass
 class Site:

@@ -139,7 +139,9 @@ def summary(run: Run, max_sites: int = 8) -> Group:
     short = short_unit(run.unit)
     parts: list = []
     style = _KIND_STYLE.get(verdict.kind, "red") if verdict.leak else "green"
-    title = "LEAK" if verdict.leak else "NO LEAK"
+    title = "LEAK" if verdict.leak else ("UNDECIDED" if verdict.undecided else "NO LEAK")
+    if verdict.undecided:
+        style = "yellow"
     if verdict.partial:
         title += " (partial)"
     head = Text.assemble((title, f"bold {style}"), "  ", verdict.summary)

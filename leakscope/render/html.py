@@ -115,11 +115,14 @@ def _verdict(verdict: Verdict | None, run: Run) -> dict[str, Any] | None:
     short = short_unit(run.unit)
     if verdict.leak:
         title = _KIND_TITLE.get(verdict.kind, f"Leak: {verdict.kind}")
+    elif verdict.undecided:
+        title = "Undecided"
     else:
         title = "No leak"
     evidence = [[str(key), _text(value)] for key, value in verdict.evidence.items()]
     return {
         "leak": verdict.leak,
+        "undecided": verdict.undecided,
         "kind": verdict.kind,
         "title": title,
         "summary": verdict.summary,

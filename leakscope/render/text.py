@@ -87,6 +87,10 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
     unit = short_unit(run.unit)
     rate = f"{format_bytes(verdict.bytes_per_iteration)}/{unit}"
     partial = " (partial run)" if verdict.partial else ""
+    if verdict.undecided:
+        more = verdict.evidence.get("needs_units")
+        return _one_line(f"leakscope: UNDECIDED, not called a leak{partial}: run about "
+                         f"{more} more {unit}s to tell ({run.target})")
     if not verdict.leak:
         return _one_line(f"leakscope: OK no leak{partial} ({run.target})")
     kind = _KIND_NOTE.get(verdict.kind, f" {verdict.kind}")

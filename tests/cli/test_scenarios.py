@@ -86,6 +86,8 @@ def test_scenario_verdict(scenario, mode, tmp_path):
     # The terminal shows the verdict first, then sites, then the projection.
     text = proc.stdout
     title = "NO LEAK" if want["leak"] == "no" else "LEAK "
+    if "needs_units" in verdict["evidence"]:  # data that cannot decide says so
+        title = "UNDECIDED"
     assert title in text
     assert text.index(title) < text.index(verdict["projection"][:30])
     if growing:

@@ -124,3 +124,22 @@ def test_report_command_at_a_fixed_width(tmp_path, width):
     for location in WANTED:
         assert any(location in line for line in lines), (location, proc.stdout)
     assert not re.search(r"site-packages|/usr/lib/python", proc.stdout), proc.stdout
+
+
+def test_an_undecided_verdict_is_titled_undecided_everywhere():
+    """Data that cannot decide is not shown as "NO LEAK" nor "OK no leak"."""
+    run = Run(target="w.py", python="3.11.7", started_at="2026-12-04T16:00:00Z", settings={},
+              loops=[Loop(index=i, warmup=i < 5, traced_bytes=0) for i in range(55)])
+    run.verdict = Verdict(
+        leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+        confidence=0.0, summary="Undecided, not called a leak: ...; run about 950 more "
+        "iterations (--iterations 1000) to tell.", evidence={"needs_units": 950},
+    )
+    console = Console(width=100, record=True, color_system=None)
+    console.print(summary(run))
+    text = console.export_text()
+    assert "UNDECIDED" in text and "NO LEAK" not in text
+    assert ci_line(run, 0) == ("leakscope: UNDECIDED, not called a leak: run about 950 more "
+                               "iters to tell (w.py)")
+    run.verdict.evidence = {}
+    assert ci_line(run, 0) == "leakscope: OK no leak (w.py)"

@@ -180,6 +180,8 @@ def test_worker_scenario(scenario, redis_url, tmp_path):
         assert worker["process"]["forks_per_unit"] is True
         assert "dies with its" in stdout
     title = "NO LEAK" if want["leak"] == "no" else "LEAK "
+    if "needs_units" in verdict["evidence"]:  # data that cannot decide says so
+        title = "UNDECIDED"
     assert title in stdout
 
 

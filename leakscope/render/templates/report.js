@@ -188,7 +188,7 @@
     }
     box.classList.add(v.leak ? "leak" : "ok", "kind-" + v.kind);
     var top = el("div", "verdict-top");
-    add(top, el("span", "verdict-status", v.leak ? "LEAK" : "NO LEAK"), el("span", "verdict-title", v.title));
+    add(top, el("span", "verdict-status", v.leak ? "LEAK" : (v.undecided ? "UNDECIDED" : "NO LEAK")), el("span", "verdict-title", v.title));
     if (v.partial) add(top, el("span", "badge warn", "partial run"));
     var facts = el("div", "chips");
     add(facts,
