@@ -550,18 +550,7 @@ def test_worker_that_ignores_sigint_is_told_on_the_first_ctrl_c(tmp_path: Path) 
 # ------------------------------------- 8. a worker that meddles with our fds
 
 
-MEDDLES = """\
-    import os
-    KEPT = []
-    n = 0
-
-    def iteration():
-        global n
-        n += 1
-        KEPT.append(bytearray(100))
-        if n == 8:
-            {action}
-"""
+MEDDLES = DIES  # the same worker: it meddles instead of dying in loop 8
 
 
 @pytest.mark.parametrize("garbage", [b"garbage", b"garbage\n", b'{"t":"final","outcome":5}\n',

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import expected, load_json
 from tests.workers.conftest import worker_env
-from tests.workers.test_worker_scenarios import DRIVERS, WORKERS, _command, _diagnosis
+from tests.workers.test_worker_scenarios import WORKERS, _diagnosis, drive
 
 APP_LIBRARIES = ["celery", "kombu", "redis", "rq", "gunicorn", "packaging"]
 
@@ -46,16 +46,10 @@ def app_venv(tmp_path_factory) -> Path:
 def test_worker_from_an_app_venv_without_leakscope(name, app_venv, redis_url, tmp_path):
     scenario = WORKERS / f"{name}.py"
     want = expected(scenario)
-    command = _command(scenario)
     out = tmp_path / "run.json"
     env = worker_env(redis_url)
     env["PATH"] = f"{app_venv / 'bin'}:{env['PATH']}"
-    proc = DRIVERS[command[0]](scenario, command, out, env)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
+    proc, stdout, stderr = drive(scenario, out, env)
     assert proc.returncode == 0, stderr + stdout
     assert "cannot import leakscope" not in stderr
     run = load_json(out)

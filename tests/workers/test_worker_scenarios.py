@@ -124,18 +124,25 @@ def _diagnosis(run: dict) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
-def test_worker_scenario(scenario, redis_url, tmp_path):
-    want = expected(scenario)
+def drive(scenario, out, env) -> tuple[subprocess.Popen, str, str]:
+    """Run the scenario's command under `leakscope run`, fed by its framework's driver."""
     command = _command(scenario)
-    out = tmp_path / "run.json"
-    env = worker_env(redis_url)
     proc = DRIVERS[command[0]](scenario, command, out, env)
     try:
         stdout, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
+    return proc, stdout, stderr
+
+
+@pytest.mark.parametrize("scenario", CASES, ids=lambda p: p.stem)
+def test_worker_scenario(scenario, redis_url, tmp_path):
+    want = expected(scenario)
+    command = _command(scenario)
+    out = tmp_path / "run.json"
+    env = worker_env(redis_url)
+    proc, stdout, stderr = drive(scenario, out, env)
     assert proc.returncode == 0, stderr + stdout
     assert "Traceback" not in stderr
     run = load_json(out)
