@@ -275,14 +275,20 @@ SLOW_ANALYSIS = """\
 """
 
 
-def test_ctrl_c_during_the_analysis_prints_and_saves(tmp_path: Path) -> None:
-    """The first Ctrl-C in leakscope's own analysis does not abandon the run."""
+def _in_slow_analysis(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A leaking trace whose analysis waits for the test: Ctrl-C lands in leakscope's own work."""
     write(tmp_path, "w.py", "KEPT = []\n\ndef iteration():\n    KEPT.append(bytearray(100))\n")
     wrapper = write(tmp_path, "slow_cli.py", SLOW_ANALYSIS)
     out = tmp_path / "run.json"
     proc = start(tmp_path, "trace", "w.py", "-n", "12", *FAST, "--json", str(out),
                  wrapper=wrapper)
     wait_for(tmp_path / "analysing", proc, "the analysis")
+    return proc, out
+
+
+def test_ctrl_c_during_the_analysis_prints_and_saves(tmp_path: Path) -> None:
+    """The first Ctrl-C in leakscope's own analysis does not abandon the run."""
+    proc, out = _in_slow_analysis(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.5)
     (tmp_path / "go").touch()
@@ -296,12 +302,7 @@ def test_ctrl_c_during_the_analysis_prints_and_saves(tmp_path: Path) -> None:
 
 
 def test_second_ctrl_c_during_the_analysis_abandons_and_says_so(tmp_path: Path) -> None:
-    write(tmp_path, "w.py", "KEPT = []\n\ndef iteration():\n    KEPT.append(bytearray(100))\n")
-    wrapper = write(tmp_path, "slow_cli.py", SLOW_ANALYSIS)
-    out = tmp_path / "run.json"
-    proc = start(tmp_path, "trace", "w.py", "-n", "12", *FAST, "--json", str(out),
-                 wrapper=wrapper)
-    wait_for(tmp_path / "analysing", proc, "the analysis")
+    proc, out = _in_slow_analysis(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     first = next_line(proc)
     assert "Ctrl-C again" in first, first
