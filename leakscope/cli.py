@@ -870,7 +870,8 @@ def attach_command(
         run.observations["attach"] = attach.describe(attached)
         if any(r.unit == "time slice" for r in runs):
             run.observations["attach"]["unit_note"] = (
-                f"no framework found: one unit is {time_slice:g} s of the process's life")
+                f"no framework found: each unit is a time slice, {time_slice:g} s of the "
+                "process's life")
         partial = attached.reason in ("interrupted", "exited")
         if partial:
             run.observations["partial_because"] = attached.reason
@@ -898,6 +899,11 @@ def attach_command(
         attach.remove_run_directory(attached)
     if attached.reason == "interrupted":
         raise Interrupted
+    if attached.reason == "exited":
+        raise WorkerError(
+            f"attach: pid {target.pid} ended during the span after {attached.seconds:.1f}s; "
+            "what it gathered was saved, marked partial"
+        )
     assert run.verdict is not None
     if fail_on_leak and run.verdict.leak:
         raise typer.Exit(EXIT_LEAK)
