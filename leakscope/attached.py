@@ -231,3 +231,21 @@ def _forget(private: str, aside: dict[str, types.ModuleType]) -> None:
     while private in sys.path:
         sys.path.remove(private)
     sys.path_importer_cache.pop(private, None)
+    _give_back_memory()
+
+
+def _give_back_memory() -> None:
+    """Free what leakscope's modules, traces and walks took, and hand it back to the system.
+
+    Module namespaces are reference cycles: without a collection they would
+    wait for the worker's next full one. glibc keeps freed memory in its
+    arenas (this thread's too) until ``malloc_trim``; without it the worker's
+    RSS stayed 2 MiB above what it was before the attach.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
