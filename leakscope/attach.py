@@ -228,7 +228,8 @@ class Injection:
 
 
 def inject(target: Target, script: Path, work: Path,
-           remote_exec: Callable[[int, str], None] | None = None) -> Injection:
+           remote_exec: Callable[[int, str], None] | None = None,
+           wait: float = SAFE_POINT_TIMEOUT) -> Injection:
     """Have the target run ``script`` once, in one of its threads, and return at once."""
     if remote_exec is None and _remote_exec_fits(target.version):
         remote_exec = sys.remote_exec  # type: ignore[attr-defined]
@@ -241,7 +242,7 @@ def inject(target: Target, script: Path, work: Path,
                 from None
         seconds = time.monotonic() - started
         return Injection("sys.remote_exec", seconds, 0.0, 0.0)
-    return _inject_gdb(target, script, work)
+    return _inject_gdb(target, script, work, wait)
 
 
 def bootstrap_line(script: Path) -> str:
@@ -250,38 +251,39 @@ def bootstrap_line(script: Path) -> str:
             "{'__name__': '__leakscope_attach__'})")
 
 
-def _inject_gdb(target: Target, script: Path, work: Path) -> Injection:
+def _inject_gdb(target: Target, script: Path, work: Path, wait: float) -> Injection:
     if not target.entry:
         raise TargetError(f"attach: pid {target.pid}: no entry point in its auxv")
     line = bootstrap_line(script).encode() + b"\0"
     result_path = work / "gdb-result.json"
-    params = {"entry": target.entry, "code": line.hex(), "result": str(result_path)}
+    calling = work / "gdb-calling"
+    params = {"entry": target.entry, "code": line.hex(), "result": str(result_path),
+              "calling": str(calling)}
     gdb_script = work / "inject.py"
     gdb_script.write_text(f"PARAMS = {json.dumps(params)}\n{GDB_SCRIPT}")
     command = ["gdb", "-batch", "-nx", "-q", "-p", str(target.pid), "-x", str(gdb_script)]
     started = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    interrupted = False
     try:
-        output, _ = proc.communicate(timeout=SAFE_POINT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # No thread reached a safe point: interrupting gdb ends its wait, and
-        # the script then puts the breakpoints away and detaches.
-        proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # the kernel detaches a dead tracer
-            output, _ = proc.communicate()
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-        raise
+        output, _ = proc.communicate(timeout=wait)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        output = _stop_gdb(proc, calling)
+    if interrupted:
+        raise KeyboardInterrupt
     seconds = time.monotonic() - started
     try:
         result = json.loads(result_path.read_text())
     except (OSError, ValueError):
         result = {"error": "gdb ended before it could run its script"}
+    if result.get("no_safe_point"):
+        raise TargetError(
+            f"attach: no thread of pid {target.pid} reached a safe point (a blocking call) "
+            f"within {wait:g}s; gdb detached, nothing was changed (a pure-Python busy loop "
+            "never blocks: try again when it waits, or raise --wait)"
+        )
     if result.get("error") or result.get("status") != 0:
         why = result.get("error") or f"the bootstrap returned {result.get('status')}"
         last = [ln for ln in (output or "").splitlines() if ln.strip()][-1:]
@@ -290,6 +292,32 @@ def _inject_gdb(target: Target, script: Path, work: Path) -> Injection:
                              else ""))
     return Injection("gdb", seconds, float(result.get("stopped", 0.0)),
                      float(result.get("held", 0.0)))
+
+
+def _stop_gdb(proc: subprocess.Popen, calling: Path) -> str:
+    """End gdb's wait for a safe point; never its calls, once they have begun.
+
+    Interrupted while it waits, the script puts the breakpoint away and
+    detaches. Once a thread runs the bootstrap, stopping it halfway would leave
+    the interpreter with a half-made call: gdb then gets to finish (Ctrl-C
+    again during that wait still waits).
+    """
+    if not calling.exists():
+        proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            output, _ = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            return output or ""
+        except KeyboardInterrupt:
+            continue
+        except subprocess.TimeoutExpired:
+            if calling.exists():
+                deadline = time.monotonic() + 60
+                continue
+            proc.kill()  # a dead tracer: the kernel detaches the process
+            output, _ = proc.communicate()
+            return output or ""
 
 
 # Runs inside gdb's own Python (gdb -x). Every register the calls change is put
@@ -326,7 +354,10 @@ def call(function, argument, entry, stack):
     run("set $rdi = %d" % argument)
     run("set $rax = 0")
     run("set $pc = %d" % function)
-    run("continue")
+    for _ in range(100):  # a stop elsewhere (a stray interrupt): the call goes on
+        run("continue")
+        if value("$pc") == entry:
+            break
     if value("$pc") != entry:
         raise RuntimeError("the call did not come back (stopped at %#x)" % value("$pc"))
     return value("$rax")
@@ -349,8 +380,10 @@ def main():
     finally:
         point.delete()
     if value("$pc") != safe:
+        result["no_safe_point"] = True
         raise RuntimeError("no thread reached a safe point (interrupted)")
     held_from = time.monotonic()
+    open(PARAMS["calling"], "w").close()
     saved = {reg: value("$" + reg) for reg in REGS}
     back = gdb.Breakpoint("*%d" % entry, internal=True)
     try:
@@ -422,6 +455,7 @@ class Limits:
     units: int | None = DEFAULT_UNITS
     duration: float | None = DEFAULT_DURATION
     time_slice: float = DEFAULT_SLICE
+    safe_point_wait: float = SAFE_POINT_TIMEOUT
 
 
 @dataclass
@@ -472,7 +506,7 @@ def _gather(target: Target, settings: Settings, limits: Limits,
     # The target may run as a service user with its own umask: it reads these files.
     os.chmod(directory, 0o755)
     watch = launcher.Watch(directory, settings.top)
-    injection = inject(target, script, directory)
+    injection = inject(target, script, directory, wait=limits.safe_point_wait)
     started = time.monotonic()
     reason = "exited"
     try:

@@ -804,6 +804,10 @@ def attach_command(
     time_slice: float = typer.Option(
         0.25, "--slice", help="Seconds per unit in a process with no framework leakscope knows.",
     ),
+    wait: float = typer.Option(
+        30.0, "--wait",
+        help="Seconds a thread of the process gets to reach a safe point (a blocking call).",
+    ),
     children: bool = typer.Option(False, "--children",
                                   help="Attach to every Python child of PID instead."),
     warmup: int = typer.Option(DEFAULT_RUN_WARMUP, "--warmup", "-w", min=0,
@@ -838,6 +842,7 @@ def attach_command(
     if duration is not None:
         _seconds("--duration", duration)
     _seconds("--slice", time_slice)
+    _seconds("--wait", wait)
     _check_writable(json_path, "--json")
     if html_path is not None:
         _check_writable(html_path, "--html")
@@ -850,7 +855,8 @@ def attach_command(
     )
     if units is None and duration is None:
         units, duration = attach.DEFAULT_UNITS, attach.DEFAULT_DURATION
-    limits = attach.Limits(units=units, duration=duration, time_slice=time_slice)
+    limits = attach.Limits(units=units, duration=duration, time_slice=time_slice,
+                           safe_point_wait=wait)
     target = attach.preflight(pid)
     started_at = now_iso()
     err_console.print(f"leakscope: attaching to pid {target.pid} (Python "

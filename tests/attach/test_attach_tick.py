@@ -97,3 +97,33 @@ def test_ctrl_c_detaches_cleanly(tick_worker, tmp_path):
     assert run["verdict"]["partial"] is True
     assert run["observations"]["attach"]["stopped_because"] == "interrupted"
     left_clean(worker)
+
+
+def test_no_safe_point_detaches_and_leaves_it_running(tmp_path):
+    """A pure-Python busy loop never blocks: gdb gives up after --wait and detaches;
+    the process is never left stopped, nor with a breakpoint in it."""
+    from tests.attach.conftest import need_ptrace
+
+    need_ptrace()
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nend = time.monotonic() + 6\n"
+                             "while time.monotonic() < end: pass\n"
+                             "while True: time.sleep(0.01)\n"])
+    try:
+        time.sleep(0.3)
+        proc = run_cli("attach", str(busy.pid), "--wait", "1", "--json",
+                       str(tmp_path / "run.json"), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr + proc.stdout
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("leakscope: error: ") and "safe point" in line, proc.stderr
+        assert "Traceback" not in proc.stderr
+        state = open(f"/proc/{busy.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        assert state in ("R", "S"), state  # running, not stopped ("t") by a tracer
+        # Past its busy loop it blocks in time.sleep(), the safe point gdb waited for:
+        # a breakpoint left there would kill it with SIGTRAP.
+        time.sleep(7)
+        assert busy.poll() is None
+        assert "TracerPid:\t0" in open(f"/proc/{busy.pid}/status").read()
+    finally:
+        busy.kill()
+        busy.wait()
