@@ -246,9 +246,11 @@ def inject(target: Target, script: Path, work: Path,
 
 
 def bootstrap_line(script: Path) -> str:
-    """What ``PyRun_SimpleString`` runs in ``__main__``: nothing left in its namespace."""
-    return (f"exec(compile(open({str(script)!r}).read(), {str(script)!r}, 'exec'), "
-            "{'__name__': '__leakscope_attach__'})")
+    """What ``PyRun_SimpleString`` runs in ``__main__``: it leaves no name there, and its
+    file is closed (an unclosed one would warn, and register the warning in ``__main__``)."""
+    path = repr(str(script))
+    return (f"exec(compile((lambda f: (f.read(), f.close())[0])(open({path}, 'rb')), "
+            f"{path}, 'exec'), {{'__name__': '__leakscope_attach__'}})")
 
 
 def _inject_gdb(target: Target, script: Path, work: Path, wait: float) -> Injection:
