@@ -462,25 +462,51 @@ class Limits:
 
 @dataclass
 class Attached:
-    """What one attach saw: the process's log, how it ended, how it got in."""
+    """What one attach saw: the processes' logs, how the span ended, how each got in."""
 
     watch: launcher.Watch
     reason: str  # "units", "duration", "exited", "interrupted"
     seconds: float
     directory: Path
-    injection: Injection | None
-    target: Target
+    injections: dict[int, Injection]
+    targets: list[Target]
+    # pids that ended during the span (a recycled pool child, a killed worker)
+    ended: list[int]
 
 
-def gather(target: Target, settings: Settings, limits: Limits,
+def children(pid_text: str, proc: str = "/proc") -> list[Target]:
+    """Every Python child of a pre-fork master (Celery, gunicorn), each checked as one."""
+    master = preflight(pid_text, proc)
+    found: list[int] = []
+    for task in sorted((Path(proc) / str(master.pid) / "task").glob("*")):
+        try:
+            found.extend(int(p) for p in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    targets = []
+    for pid in found:
+        try:
+            targets.append(preflight(str(pid), proc))
+        except UsageError as exc:
+            if "not a Python process" in exc.message or "no process" in exc.message:
+                continue  # a shell or helper child, or one that just ended
+            raise
+    if not targets:
+        raise UsageError(f"attach: pid {master.pid} has no Python child (--children attaches "
+                         "to a pre-fork master's pool); attach to it without --children")
+    return targets
+
+
+def gather(targets: list[Target], settings: Settings, limits: Limits,
            on_progress: Callable[[launcher.Watch, float], None] | None = None) -> Attached:
-    """Inject, read the process's events until the span ends, have it leave, read the end."""
+    """Inject into each, read the events until the span ends, have each leave, read the end."""
     previous = {signum: signal.signal(signum, _interrupt)
                 for signum in (signal.SIGTERM, signal.SIGINT)}
     directory = Path(tempfile.mkdtemp(prefix=launcher.RUN_DIR_PREFIX))
     try:
-        return _gather(target, settings, limits, on_progress, directory)
+        return _gather(targets, settings, limits, on_progress, directory)
     except BaseException:
+        launcher._end_units(directory)  # any process already armed leaves at once
         shutil.rmtree(directory, ignore_errors=True)
         raise
     finally:
@@ -492,7 +518,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _gather(target: Target, settings: Settings, limits: Limits,
+def _gather(targets: list[Target], settings: Settings, limits: Limits,
             on_progress: Callable[[launcher.Watch, float], None] | None,
             directory: Path) -> Attached:
     (directory / RUNNING_MARKER).touch()
@@ -500,27 +526,32 @@ def _gather(target: Target, settings: Settings, limits: Limits,
     config = {"dir": str(directory), "settings": settings.to_dict(), "leader": os.getpid(),
               "time_slice": limits.time_slice}
     (directory / "config.json").write_text(json.dumps(config))
-    error_path = directory / "boot-error"
-    script = directory / "boot.py"
-    script.write_text(BOOTSTRAP.format(private=private_path(),
-                                       config=str(directory / "config.json"),
-                                       error=str(error_path)))
     # The target may run as a service user with its own umask: it reads these files.
     os.chmod(directory, 0o755)
     watch = launcher.Watch(directory, settings.top)
-    injection = inject(target, script, directory, wait=limits.safe_point_wait)
-    started = time.monotonic()
+    injections: dict[int, Injection] = {}
     reason = "exited"
+    started = time.monotonic()
     try:
-        _wait_hello(target, watch, error_path)
-        reason = _wait(target, watch, limits, started, on_progress)
+        for target in targets:
+            work = directory / f"inject-{target.pid}"
+            work.mkdir()
+            script = work / "boot.py"
+            script.write_text(BOOTSTRAP.format(private=private_path(),
+                                               config=str(directory / "config.json"),
+                                               error=str(work / "boot-error")))
+            injections[target.pid] = inject(target, script, work, wait=limits.safe_point_wait)
+            _wait_hello(target, watch, work / "boot-error")
+        started = time.monotonic()
+        reason = _wait(targets, watch, limits, started, on_progress)
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:
-        launcher._end_units(directory)  # the process leaves at its next look (attached.py)
-        _wait_final(target, watch)
+        launcher._end_units(directory)  # each process leaves at its next look (attached.py)
+        _wait_final(targets, watch)
+    ended = [target.pid for target in targets if not _alive(target.pid)]
     return Attached(watch=watch, reason=reason, seconds=time.monotonic() - started,
-                    directory=directory, injection=injection, target=target)
+                    directory=directory, injections=injections, targets=targets, ended=ended)
 
 
 def _alive(pid: int) -> bool:
@@ -534,14 +565,14 @@ def _alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
         return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
-        return True
+        return False
 
 
 def _wait_hello(target: Target, watch: launcher.Watch, error_path: Path) -> None:
     deadline = time.monotonic() + HELLO_TIMEOUT
     while True:
         watch.poll()
-        if watch.processes:
+        if any(log.process.get("pid") == target.pid for log in watch.processes):
             return
         if error_path.exists():
             raise TargetError(f"attach: leakscope could not start in pid {target.pid}: "
@@ -554,14 +585,15 @@ def _wait_hello(target: Target, watch: launcher.Watch, error_path: Path) -> None
         time.sleep(0.05)
 
 
-def _wait(target: Target, watch: launcher.Watch, limits: Limits, started: float,
+def _wait(targets: list[Target], watch: launcher.Watch, limits: Limits, started: float,
           on_progress: Callable[[launcher.Watch, float], None] | None) -> str:
+    """Until the units or the duration are reached, or every process has ended."""
     while True:
         watch.poll()
         elapsed = time.monotonic() - started
         if on_progress is not None:
             on_progress(watch, elapsed)
-        if not _alive(target.pid):
+        if not any(_alive(target.pid) for target in targets):
             return "exited"
         if limits.units is not None and watch.units >= limits.units:
             return "units"
@@ -570,12 +602,13 @@ def _wait(target: Target, watch: launcher.Watch, limits: Limits, started: float,
         time.sleep(launcher.POLL_SECONDS / 5)
 
 
-def _wait_final(target: Target, watch: launcher.Watch) -> None:
-    """The process writes its end (the last holder walk) and leaves; wait for that line."""
+def _wait_final(targets: list[Target], watch: launcher.Watch) -> None:
+    """Each process writes its end (the last holder walk) and leaves; wait for those lines."""
     deadline = time.monotonic() + FINAL_TIMEOUT
     while time.monotonic() < deadline:
         watch.poll()
-        if all(log.finished for log in watch.processes) or not _alive(target.pid):
+        alive = {target.pid for target in targets if _alive(target.pid)}
+        if all(log.finished or log.process.get("pid") not in alive for log in watch.processes):
             break
         time.sleep(0.05)
     watch.poll()
@@ -586,15 +619,23 @@ def remove_run_directory(attached: Attached) -> None:
 
 
 def describe(attached: Attached) -> dict[str, Any]:
-    """The run's ``observations["attach"]``: how the process was reached and held."""
-    injection = attached.injection
+    """The run's ``observations["attach"]``: how each process was reached and held."""
+    injections = [
+        {"pid": pid, "route": injection.route,
+         "debugger_seconds": round(injection.seconds, 4),
+         "stopped_seconds": round(injection.stopped_seconds, 4),
+         "held_seconds": round(injection.held_seconds, 4)}
+        for pid, injection in attached.injections.items()
+    ]
+    first = injections[0] if injections else {}
     return {
-        "pid": attached.target.pid,
-        "python": f"{attached.target.version[0]}.{attached.target.version[1]}",
-        "route": injection.route if injection else None,
-        "debugger_seconds": round(injection.seconds, 4) if injection else None,
-        "stopped_seconds": round(injection.stopped_seconds, 4) if injection else None,
-        "held_seconds": round(injection.held_seconds, 4) if injection else None,
+        "pids": [target.pid for target in attached.targets],
+        "python": sorted({f"{t.version[0]}.{t.version[1]}" for t in attached.targets}),
+        "route": first.get("route"),
+        "stopped_seconds": max((i["stopped_seconds"] for i in injections), default=None),
+        "held_seconds": max((i["held_seconds"] for i in injections), default=None),
+        "injections": injections,
         "stopped_because": attached.reason,
+        "ended_during_span": attached.ended,
         "seconds": round(attached.seconds, 2),
     }

@@ -836,9 +836,6 @@ def attach_command(
     from leakscope.render.console import print_processes, print_summary
     from leakscope.supervisor import now_iso
 
-    if children:
-        raise UsageError("attach: --children is not supported yet; attach to each child's "
-                         "pid in turn")
     if duration is not None:
         _seconds("--duration", duration)
     _seconds("--slice", time_slice)
@@ -857,20 +854,29 @@ def attach_command(
         units, duration = attach.DEFAULT_UNITS, attach.DEFAULT_DURATION
     limits = attach.Limits(units=units, duration=duration, time_slice=time_slice,
                            safe_point_wait=wait)
-    target = attach.preflight(pid)
+    targets = attach.children(pid) if children else [attach.preflight(pid)]
     started_at = now_iso()
-    err_console.print(f"leakscope: attaching to pid {target.pid} (Python "
-                      f"{target.version[0]}.{target.version[1]}); Ctrl-C detaches and saves "
+    names = ", ".join(f"pid {t.pid} (Python {t.version[0]}.{t.version[1]})" for t in targets)
+    err_console.print(f"leakscope: attaching to {names}; Ctrl-C detaches and saves "
                       "what was gathered", markup=False, highlight=False)
-    attached = attach.gather(target, settings, limits)
+    attached = attach.gather(targets, settings, limits)
     try:
         logs = attached.watch.processes
         if not logs or attached.watch.units == 0:
+            if attached.reason == "interrupted":
+                err_console.print("leakscope: interrupted before any unit of work; detached",
+                                  markup=False)
+                raise typer.Exit(EXIT_INTERRUPTED)
             raise WorkerError(
-                f"attach: pid {target.pid} completed no unit of work in "
+                f"attach: {names} completed no unit of work in "
                 f"{attached.seconds:.1f}s ({attached.reason})"
             )
         runs = [launcher.process_run(log, settings) for log in logs]
+        for one in runs:
+            if (one.process or {}).get("pid") in attached.ended:
+                one.observations["ended_during_span"] = True
+                if one.verdict is not None:
+                    one.verdict.partial = True
         run = combine(runs, runs[0].target, settings.to_dict(), started_at)
         run.settings.update(units=units, duration=duration, time_slice=time_slice)
         run.observations["attach"] = attach.describe(attached)
@@ -878,8 +884,8 @@ def attach_command(
             run.observations["attach"]["unit_note"] = (
                 f"no framework found: each unit is a time slice, {time_slice:g} s of the "
                 "process's life")
-        partial = attached.reason in ("interrupted", "exited")
-        if partial:
+        # A pool child recycled during the span is the pool's life; all gone is not.
+        if attached.reason in ("interrupted", "exited"):
             run.observations["partial_because"] = attached.reason
             if run.verdict is not None:
                 run.verdict.partial = True
@@ -906,8 +912,9 @@ def attach_command(
     if attached.reason == "interrupted":
         raise Interrupted
     if attached.reason == "exited":
+        ended = ", ".join(f"pid {p}" for p in attached.ended)
         raise WorkerError(
-            f"attach: pid {target.pid} ended during the span after {attached.seconds:.1f}s; "
+            f"attach: {ended} ended during the span after {attached.seconds:.1f}s; "
             "what it gathered was saved, marked partial"
         )
     assert run.verdict is not None
