@@ -121,7 +121,8 @@ class AttachedAgent(Agent):
 
         signals.task_postrun.connect(task_done, weak=False)
         self.undo.append(lambda: signals.task_postrun.disconnect(task_done))
-        self.describe(unit="task", framework="celery")
+        self.describe("celery pool child" if _parent_runs("celery") else "celery worker",
+                      unit="task", framework="celery")
 
     def _hook_rq(self, module: types.ModuleType) -> None:
         """``execute_job`` of every worker class, as the run integration wraps it."""
@@ -212,6 +213,16 @@ class AttachedAgent(Agent):
             except OSError:
                 pass
         _forget(self.private, self.aside)
+
+
+def _parent_runs(name: str) -> bool:
+    """Whether this process's parent is ``name`` (a pool child of a pre-fork master)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as stream:
+            argv = stream.read().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(arg.decode(errors="replace")) == name for arg in argv[:2])
 
 
 def _forget(private: str, aside: dict[str, types.ModuleType]) -> None:
