@@ -813,8 +813,9 @@ def attach_command(
     warmup: int = typer.Option(DEFAULT_RUN_WARMUP, "--warmup", "-w", min=0,
                                help="Untraced units first."),
     sample: str = typer.Option(
-        "auto", "--sample",
-        help="'auto': watch with cheap counters and trace once it grows; 1: trace every unit.",
+        "1", "--sample",
+        help="1 (default): trace every unit after the warm-up, for the span only; 'auto': "
+             "watch with cheap counters and trace once it grows (needs 300+ units).",
     ),
     frames: int = typer.Option(DEFAULT_RUN_FRAMES, "--frames", min=1, max=MAX_FRAMES,
                                help="Traceback depth kept per allocation."),

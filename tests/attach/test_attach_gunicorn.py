@@ -78,7 +78,7 @@ def test_gunicorn_worker_attached_and_left(gunicorn_worker, tmp_path):
     driver.start()
     out = tmp_path / "run.json"
     try:
-        proc = run_cli("attach", str(worker), "--units", "150", "--sample", "1",
+        proc = run_cli("attach", str(worker), "--units", "150",
                        "--json", str(out), cwd=tmp_path)
     finally:
         stop.set()
