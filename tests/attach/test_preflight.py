@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,17 @@ def test_already_traced():
     with pytest.raises(attach.UsageError, match="already traced by pid 77"):
         attach.check_tracer(1234, "Name:\tpython\nTracerPid:\t77\n")
     attach.check_tracer(1234, "Name:\tpython\nTracerPid:\t0\n")
+
+
+def test_children_without_a_python_child():
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess; subprocess.run(['sleep', '60'])"])
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split():
+            assert time.monotonic() < deadline
+        line = error_line(run_cli("attach", "--children", str(parent.pid)))
+        assert f"pid {parent.pid} has no Python child" in line
+    finally:
+        parent.kill()
+        parent.wait()
