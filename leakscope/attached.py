@@ -77,6 +77,7 @@ class AttachedAgent(Agent):
 
     def _hook_frameworks(self) -> None:
         """The running framework's unit of work, hooked in place (each undone on leaving)."""
+        self._hook_own_tick()
         for name, hook_one in (("gunicorn.workers.base", self._hook_gunicorn),
                                ("celery", self._hook_celery), ("rq.worker", self._hook_rq)):
             module = sys.modules.get(name)
@@ -86,6 +87,21 @@ class AttachedAgent(Agent):
                 hook_one(module)
             except Exception as exc:  # noqa: BLE001 - fall back to time slices
                 self.send({"t": "agent-error", "message": f"{name}: {exc}"})
+
+    def _hook_own_tick(self) -> None:
+        """A worker that calls ``leakscope.tick()`` from its own leakscope: each tick a unit.
+
+        Its copy stays its own (set aside by the bootstrap, put back on leaving);
+        only its hook's sink points here for the span.
+        """
+        their_hook = self.aside.get("leakscope.hook")
+        install = getattr(their_hook, "install", None)
+        installed = getattr(their_hook, "installed", None)
+        if install is None or installed is None or installed() is not None:
+            return
+        install(self)
+        self.undo.append(lambda: install(None))
+        self.describe(unit="loop", framework="leakscope.tick")
 
     def _hook_gunicorn(self, module: types.ModuleType) -> None:
         from leakscope.integrations.wsgi import TickingApp

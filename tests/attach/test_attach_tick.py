@@ -127,3 +127,46 @@ def test_no_safe_point_detaches_and_leaves_it_running(tmp_path):
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_a_loop_that_calls_tick_counts_its_loops(tmp_path):
+    """A worker that keeps ``leakscope.tick()`` in production code (its own leakscope
+    installed): each tick is a unit, not a time slice, and its copy is left in place."""
+    from tests.attach.conftest import need_ptrace
+
+    need_ptrace()
+    script = tmp_path / "ticking.py"
+    status = tmp_path / "ticking.status"
+    script.write_text(
+        "import sys, time\n"
+        "from leakscope import tick\n"
+        "import leakscope.hook as own_hook\n"
+        "KEPT = []\n"
+        "while True:\n"
+        "    KEPT.append(bytearray(2000))\n"
+        "    time.sleep(0.01)\n"
+        "    tick()\n"
+        f"    open({str(status)!r}, 'w').write(repr((sys.modules['leakscope.hook'] is own_hook,"
+        " own_hook.installed() is None)))\n"
+    )
+    worker = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not status.exists():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+        out = tmp_path / "run.json"
+        proc = run_cli("attach", str(worker.pid), "--units", "60", "--json", str(out),
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        run = load_json(out)
+        assert run["unit"] == "loop"
+        assert "unit_note" not in run["observations"]["attach"]
+        assert run["verdict"]["leak"] is True
+        assert run["holders"][0]["path"] == "ticking.KEPT"
+        time.sleep(1)
+        assert status.read_text() == "(True, True)"  # its own leakscope back, unhooked
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait()
