@@ -79,7 +79,8 @@ class AttachedAgent(Agent):
         """The running framework's unit of work, hooked in place (each undone on leaving)."""
         self._hook_own_tick()
         for name, hook_one in (("gunicorn.workers.base", self._hook_gunicorn),
-                               ("celery", self._hook_celery), ("rq.worker", self._hook_rq)):
+                               ("celery", self._hook_celery), ("rq.worker", self._hook_rq),
+                               ("dramatiq.worker", self._hook_dramatiq)):
             module = sys.modules.get(name)
             if module is None:
                 continue
@@ -158,6 +159,32 @@ class AttachedAgent(Agent):
 
             self.undo.append(undo)
         self.describe(unit="job", framework="rq")
+
+    def _hook_dramatiq(self, module: types.ModuleType) -> None:
+        """A middleware on the broker the worker threads read per message; taken off after."""
+        import dramatiq
+        from dramatiq.middleware import Middleware
+
+        done = self.unit_done
+
+        class LeakscopeUnits(Middleware):
+            def after_process_message(self, broker: Any, message: Any, *, result: Any = None,
+                                      exception: Any = None) -> None:
+                done()
+
+            def after_skip_message(self, broker: Any, message: Any) -> None:
+                done()
+
+        broker = dramatiq.get_broker()
+        middleware = LeakscopeUnits()
+        # A new list, never the one a worker thread may be iterating over.
+        broker.middleware = [*broker.middleware, middleware]
+
+        def undo() -> None:
+            broker.middleware = [m for m in broker.middleware if m is not middleware]
+
+        self.undo.append(undo)
+        self.describe("dramatiq worker", unit="message", framework="dramatiq")
 
     # ------------------------------------------------------------ units
 
