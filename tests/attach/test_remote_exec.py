@@ -53,3 +53,23 @@ def test_bootstrap_leaves_nothing_in_main(tmp_path: Path):
     exec(attach.bootstrap_line(script), main)  # noqa: S102 - the line under test
     assert seen == ["__leakscope_attach__"]
     assert set(main) == {"__builtins__"}
+
+
+def test_in_process_side_spawns_nothing_to_find_libc():
+    """What attach loads into a worker never runs ``ldconfig`` (ctypes.util.find_library
+    does, through subprocess) and stays small: libc is already in the process."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = ("import sys\nbefore = set(sys.modules)\n"
+             "import leakscope.attached, leakscope.worker_collector, leakscope.holders\n"
+             "from leakscope import counters\n"
+             "assert counters._mallinfo2 is not None\n"
+             "print(sorted(set(sys.modules) - before & {'subprocess', 'ctypes.util', "
+             "'shutil', 'tempfile'}))\n")
+    done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
