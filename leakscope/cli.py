@@ -790,6 +790,139 @@ def _finish_run(
         raise typer.Exit(EXIT_LEAK)
 
 
+@app.command("attach")
+def attach_command(
+    pid: str = typer.Argument(..., metavar="PID", help="The Python process to measure."),
+    units: Optional[int] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--units", min=1,
+        help="Leave after this many units (tasks, jobs, requests, time slices); default "
+             "200, or 60 s, whichever comes first.",
+    ),
+    duration: Optional[float] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--duration", help="Leave after this many seconds.",
+    ),
+    time_slice: float = typer.Option(
+        0.25, "--slice", help="Seconds per unit in a process with no framework leakscope knows.",
+    ),
+    wait: float = typer.Option(
+        30.0, "--wait",
+        help="Seconds a thread of the process gets to reach a safe point (a blocking call).",
+    ),
+    children: bool = typer.Option(False, "--children",
+                                  help="Attach to every Python child of PID instead."),
+    warmup: int = typer.Option(DEFAULT_RUN_WARMUP, "--warmup", "-w", min=0,
+                               help="Untraced units first."),
+    sample: str = typer.Option(
+        "1", "--sample",
+        help="1 (default): trace every unit after the warm-up, for the span only; 'auto': "
+             "watch with cheap counters and trace once it grows (needs 300+ units).",
+    ),
+    frames: int = typer.Option(DEFAULT_RUN_FRAMES, "--frames", min=1, max=MAX_FRAMES,
+                               help="Traceback depth kept per allocation."),
+    json_path: Path = typer.Option(Path(DEFAULT_RUN_FILE), "--json",
+                                   help="Where to write the run."),
+    html_path: Optional[Path] = typer.Option(  # noqa: UP007, UP045 - typer needs Optional
+        None, "--html", help="Also write an HTML report."
+    ),
+    memory_limit: str = typer.Option("512MiB", "--memory-limit",
+                                     help="RSS limit for the projection and the advice."),
+    no_holders: bool = typer.Option(False, "--no-holders", help="Skip the container search."),
+    fail_on_leak: bool = typer.Option(False, "--fail-on-leak", help="Exit 1 when it leaks."),
+) -> None:
+    """Measure a Python process that is already running, then leave it as it was.
+    Units come from its framework (gunicorn request, Celery task, RQ job), else time
+    slices. Needs gdb (CPython 3.10-3.13) or sys.remote_exec (3.14+)."""
+    from leakscope import attach, launcher
+    from leakscope.combine import combine
+    from leakscope.render.console import print_processes, print_summary
+    from leakscope.supervisor import now_iso
+
+    if duration is not None:
+        _seconds("--duration", duration)
+    _seconds("--slice", time_slice)
+    _seconds("--wait", wait)
+    _check_writable(json_path, "--json")
+    if html_path is not None:
+        _check_writable(html_path, "--html")
+    every = _sample(sample)
+    settings = Settings(
+        warmup=warmup, frames=frames, memory_limit=_size("--memory-limit", memory_limit),
+        top=DEFAULT_TOP, holders=not no_holders, sample=every,
+        mode="full" if every == 1 else "fast",
+        trace_units=0 if every == 1 else DEFAULT_TRACE_UNITS,
+    )
+    if units is None and duration is None:
+        units, duration = attach.DEFAULT_UNITS, attach.DEFAULT_DURATION
+    limits = attach.Limits(units=units, duration=duration, time_slice=time_slice,
+                           safe_point_wait=wait)
+    targets = attach.children(pid) if children else [attach.preflight(pid)]
+    started_at = now_iso()
+    names = ", ".join(f"pid {t.pid} (Python {t.version[0]}.{t.version[1]})" for t in targets)
+    err_console.print(f"leakscope: attaching to {names}; Ctrl-C detaches and saves "
+                      "what was gathered", markup=False, highlight=False)
+    attached = attach.gather(targets, settings, limits)
+    try:
+        logs = attached.watch.processes
+        if not logs or attached.watch.units == 0:
+            if attached.reason == "interrupted":
+                err_console.print("leakscope: interrupted before any unit of work; detached",
+                                  markup=False)
+                raise typer.Exit(EXIT_INTERRUPTED)
+            raise WorkerError(
+                f"attach: {names} completed no unit of work in "
+                f"{attached.seconds:.1f}s ({attached.reason})"
+            )
+        runs = [launcher.process_run(log, settings) for log in logs]
+        for one in runs:
+            if (one.process or {}).get("pid") in attached.ended:
+                one.observations["ended_during_span"] = True
+                if one.verdict is not None:
+                    one.verdict.partial = True
+        run = combine(runs, runs[0].target, settings.to_dict(), started_at)
+        run.settings.update(units=units, duration=duration, time_slice=time_slice)
+        run.observations["attach"] = attach.describe(attached)
+        if any(r.unit == "time slice" for r in runs):
+            run.observations["attach"]["unit_note"] = (
+                f"no framework found: each unit is a time slice, {time_slice:g} s of the "
+                "process's life")
+        # A pool child recycled during the span is the pool's life; all gone is not.
+        if attached.reason in ("interrupted", "exited"):
+            run.observations["partial_because"] = attached.reason
+            if run.verdict is not None:
+                run.verdict.partial = True
+        saved = runfile.save(run, json_path)
+        print_processes(console, run)
+        console.print()
+        print_summary(console, run)
+        for line in run.observations.get("advice", []):
+            console.print(Text.assemble(("advice", "yellow"), " ", printable(str(line))))
+        info = run.observations["attach"]
+        if info.get("route") == "gdb":
+            stopped, held = info["stopped_seconds"] * 1000, info["held_seconds"] * 1000
+            _print_dim(f"attached with gdb: process stopped {stopped:.1f} ms, "
+                       f"one thread held {held:.1f} ms")
+        if info.get("unit_note"):
+            _print_dim(info["unit_note"])
+        _print_dim(f"run file: {saved}")
+        if html_path is not None:
+            from leakscope.render.html import write_html
+
+            _print_dim(f"HTML report: {write_html(run, html_path, source_roots=[Path.cwd()])}")
+    finally:
+        attach.remove_run_directory(attached)
+    if attached.reason == "interrupted":
+        raise Interrupted
+    if attached.reason == "exited":
+        ended = ", ".join(f"pid {p}" for p in attached.ended)
+        raise WorkerError(
+            f"attach: {ended} ended during the span after {attached.seconds:.1f}s; "
+            "what it gathered was saved, marked partial"
+        )
+    assert run.verdict is not None
+    if fail_on_leak and run.verdict.leak:
+        raise typer.Exit(EXIT_LEAK)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typed errors become one line and their exit code, never a traceback."""
     # Piped into `head`, exit quietly as other Unix tools do.

@@ -7,7 +7,6 @@ taken every loop (and, in fast mode, instead of tracemalloc).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import sys
@@ -25,12 +24,17 @@ class _Mallinfo2(ctypes.Structure):
 
 
 def _load_mallinfo2():
-    """glibc's mallinfo2() (2.33+), or None where the platform lacks it."""
+    """glibc's mallinfo2() (2.33+), or None where the platform lacks it.
+
+    Looked up among the symbols the process already has (libc is loaded in
+    every Python), not with ``ctypes.util.find_library``: that runs ``ldconfig``
+    in a subprocess inside the measured worker and imports 3 MiB of modules
+    (subprocess, shutil, tempfile) that `leakscope attach` would leave behind.
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        func = libc.mallinfo2
+        func = ctypes.CDLL(None).mallinfo2
     except (OSError, AttributeError):
         return None
     func.restype = _Mallinfo2

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -275,6 +274,10 @@ def _make_parents(directory: Path) -> None:
 
 def save(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write the run atomically: a reader never sees a half-written file."""
+    # Here, not at the top: a measured process imports this module (for its
+    # types) and never saves; tempfile brings shutil, random and 1 MiB.
+    import tempfile
+
     target = Path(path)
     check_runs_directory(target)
     try:
