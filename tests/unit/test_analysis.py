@@ -517,3 +517,48 @@ def test_a_worker_container_that_grew_at_every_walk_outweighs_a_dip_at_the_end()
     stopped.process = {"pid": 1}
     stopped.holders = [Holder(**{**holder.__dict__, "items_series": [10, 20, 40, 40]})]
     assert not decide(stopped).leak
+
+
+def _spanned_run(loops: int, gaps: Sequence[int]) -> tuple[Run, list[float]]:
+    """A run whose per-line diffs spanned ``gaps`` loops each, for a line keeping 100 B a loop."""
+    from leakscope.runfile import Site
+
+    run = Run(target="t", python="3.11", started_at="now", settings={})
+    diffed, at = [], 0
+    for gap in gaps:
+        at += gap
+        diffed.append(at - 1)
+    assert diffed[-1] == loops - 1
+    series, value = [], 0
+    for i in range(loops):
+        if i in diffed:
+            value = 100 * (i + 1)
+        series.append(value)
+        span_from = None
+        if i in diffed and i - 1 not in diffed and i > 0:
+            span_from = max(d for d in [-1, *diffed] if d < i) + 1
+        run.loops.append(Loop(index=i, warmup=False, traced_bytes=value, span_from=span_from))
+    site = Site(file="app.py", line=3, function="f", traceback=[], user_frame=None,
+                bytes_per_iteration=0.0, blocks_per_iteration=0.0, growing=False,
+                kept_bytes=series[-1], series=series)
+    run.sites = [site]
+    return run, series
+
+
+def test_site_rate_reads_only_the_diffed_loops_of_a_spanned_series() -> None:
+    """Loops inside a diff's span are flat steps, not loops that kept nothing."""
+    from leakscope.analysis import diffed_positions, rank_sites
+
+    run, _ = _spanned_run(300, [1] * 20 + [5] * 8 + [10] * 10 + [20] * 7)
+    positions = diffed_positions(run)
+    assert positions is not None and positions[:3] == [0, 1, 2] and positions[-1] == 299
+    (site,) = rank_sites(run.sites, leak=True, positions=positions)
+    assert site.bytes_per_iteration == 100.0
+    assert site.growing
+
+
+def test_a_run_diffed_every_loop_has_no_positions() -> None:
+    from leakscope.analysis import diffed_positions
+
+    run, _ = _spanned_run(50, [1] * 50)
+    assert diffed_positions(run) is None
