@@ -61,6 +61,13 @@ DIFF_FLOOR_SECONDS = 0.0005
 # so that each line's series is a staircase of many steps (its slope is its
 # rate, and the last quarter of the run always holds a step).
 DIFF_MIN_STEPS = 10
+# The first this many traced loops are diffed one by one, whatever the cost:
+# so few loops cannot keep enough traces to make a diff dear, and a short run
+# (the default 50 iterations, every scenario) keeps exact lines and totals
+# for every loop. Between two diffs the totals are O(1) readings, exact for
+# the worker's growth but not for leakscope's own (free lists hand objects
+# back and forth), and the native estimate is coarser; long runs average that out.
+DIFF_EXACT_LOOPS = 100
 
 
 class Observer(Protocol):
@@ -90,11 +97,12 @@ class DiffSchedule:
 
     def __init__(
         self, share: float = DIFF_SHARE, floor: float = DIFF_FLOOR_SECONDS,
-        max_gap: int | None = None,
+        max_gap: int | None = None, exact_loops: int = DIFF_EXACT_LOOPS,
     ) -> None:
         self.share = share
         self.floor = floor
         self.max_gap = max_gap
+        self.exact_loops = exact_loops
         self.gap = 1
         # Traced loops since the last diff, and the worker's loop time, smoothed.
         self.skipped = 0
@@ -116,7 +124,7 @@ class DiffSchedule:
         self.skipped = 0
         budget = max(self.share * (self.loop_seconds or 0.0), self.floor)
         affordable = math.ceil(spent / budget) if budget > 0 else 1
-        cap = max(1, traced // DIFF_MIN_STEPS)
+        cap = max(1, traced // DIFF_MIN_STEPS) if traced >= self.exact_loops else 1
         if self.max_gap is not None:
             cap = min(cap, self.max_gap)
         self.gap = max(1, min(affordable, cap))
@@ -169,6 +177,9 @@ class Collector:
         # heap (its own traces are left out of a diff's totals).
         self.diffs = DiffSchedule()
         self._own_bytes = 0
+        self._allocated_at_diff = 0
+        # A real worker's process runs threads that allocate while we read.
+        self.other_threads_allocate = False
         self._last_traced: int | None = None
         self._blocks_base = 0
         # Called once, when the last loop the run wants is recorded: from then
@@ -468,6 +479,9 @@ class Collector:
         started = time.perf_counter()
         totals = sites.aggregate(_get_traces(), self._is_own)
         changes = sites.diff(self._previous, totals)
+        # What an observer in this process keeps of the loop (its record, and
+        # the values in it) is leakscope's, but not in the traces just taken.
+        before = tracemalloc.get_traced_memory()[0]
         malloc = counters.malloc_in_use()
         native = None
         if malloc is not None:
@@ -501,17 +515,22 @@ class Collector:
         self.traced += 1
         self.observer.on_loop(loop, changes)
         del loop, changes
+        kept = max(0, tracemalloc.get_traced_memory()[0] - before)
         # What leakscope itself holds in the traced heap, for the loops up to
-        # the next diff. Two readings, each wrong one way: the traced total
-        # read now also holds whatever the worker's other threads allocated
-        # since the traces were taken (too much), while the bytes left out of
-        # those same traces miss what leakscope freed since (too much) or
-        # kept since (too little). The smaller errs toward a loop between
-        # diffs reading high, which the floors of the rule ignore; reading
-        # low would cut every earlier floor down to it.
+        # the next diff: the traced total now less the worker's. In a process
+        # whose other threads allocate (a real worker's) that reading also
+        # holds what they allocated since the traces were taken (too much),
+        # while the bytes left out of those same traces miss what leakscope
+        # freed since (too much) or kept since (too little). There the smaller
+        # is taken: it errs toward a loop between diffs reading high, which
+        # the floors of the rule ignore; reading low would cut every earlier
+        # floor down to it.
         after = tracemalloc.get_traced_memory()[0] - totals.total_bytes
-        self._own_bytes = min(after, totals.other_bytes)
-        self._blocks_base = sys.getallocatedblocks()
+        if self.other_threads_allocate:
+            self._own_bytes = min(after, totals.other_bytes + kept)
+        else:
+            self._own_bytes = after
+        self._blocks_base = self._allocated_at_diff = sys.getallocatedblocks()
         self.diffs.diffed(time.perf_counter() - started, self.traced)
 
     def _record_totals(self, index: int, seconds: float) -> None:
@@ -524,15 +543,23 @@ class Collector:
         """
         raw = tracemalloc.get_traced_memory()[0]
         allocated = sys.getallocatedblocks()
-        blocks = self._previous.total_blocks + allocated - self._blocks_base
-        traced = raw - self._own_bytes
+        # Never below the last diff: leakscope's own memory drifts between
+        # two diffs (objects that the interpreter's free lists hand back and
+        # forth keep the trace of whoever made them first), and a loop read
+        # low would cut every earlier floor of the rule down to it, while one
+        # read high is ignored by the floors; the next diff reads exactly.
+        blocks = max(self._previous.total_blocks,
+                     self._previous.total_blocks + allocated - self._blocks_base)
+        traced = max(self._previous.total_bytes, raw - self._own_bytes)
         previous = self._previous.total_bytes if self._last_traced is None else self._last_traced
         malloc = counters.malloc_in_use()
         native = None
         if malloc is not None:
+            # Every trace costs tracemalloc's bookkeeping: count the new ones too.
+            all_blocks = self._previous.all_blocks + allocated - self._allocated_at_diff
             native = int(
                 malloc - self._previous.malloc_bytes - tracemalloc.get_tracemalloc_memory()
-                - self._trace_overhead * self._previous.all_blocks
+                - self._trace_overhead * all_blocks
             )
         loop = {
             "index": index, "warmup": False, "phase": "locate" if self.fast else "measure",
@@ -550,9 +577,10 @@ class Collector:
         self.observer.on_loop(loop, [])
         del loop
         # An observer in this process (the pytest plugin's) keeps each loop's
-        # record: leakscope's own bytes and blocks, not the worker's.
+        # record, values included: leakscope's own bytes and blocks, not the worker's.
         self._own_bytes += tracemalloc.get_traced_memory()[0] - raw
         self._blocks_base += sys.getallocatedblocks() - allocated
+
 
     def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""

@@ -123,7 +123,9 @@ class UnitCollector(Collector):
         self._described = False
         # Per-line diffs within AGGREGATE_BUDGET of the unit time, at least
         # every MAX_AGGREGATE_GAP units.
-        self.diffs = DiffSchedule(share=AGGREGATE_BUDGET, floor=0.0, max_gap=MAX_AGGREGATE_GAP)
+        self.diffs = DiffSchedule(share=AGGREGATE_BUDGET, floor=0.0, max_gap=MAX_AGGREGATE_GAP,
+                                  exact_loops=0)
+        self.other_threads_allocate = True
         self._measuring_since: float | None = None
         self.closed = False
         # Watched: the counters of every unit, for the decision rule.
