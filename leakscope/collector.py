@@ -63,11 +63,13 @@ DIFF_FLOOR_SECONDS = 0.0005
 DIFF_MIN_STEPS = 10
 # The first this many traced loops are diffed one by one, whatever the cost:
 # so few loops cannot keep enough traces to make a diff dear, and a short run
-# (the default 50 iterations, every scenario) keeps exact lines and totals
-# for every loop. Between two diffs the totals are O(1) readings, exact for
-# the worker's growth but not for leakscope's own (free lists hand objects
-# back and forth), and the native estimate is coarser; long runs average that out.
-DIFF_EXACT_LOOPS = 100
+# (the default 50 iterations, every scenario, the 200 of a stability check)
+# keeps exact lines and totals for every loop. Between two diffs the totals
+# are O(1) readings, exact for the worker's growth but not for leakscope's
+# own (free lists hand objects back and forth), and the native estimate
+# takes a one-off step of a few KiB when diffs start to space out: a long
+# run's rule reads past both, a short one's might not.
+DIFF_EXACT_LOOPS = 200
 
 
 class Observer(Protocol):

@@ -113,7 +113,7 @@ def test_schedule_floor_lets_cheap_diffs_run_every_loop() -> None:
 
 def test_every_loop_has_totals_and_diffs_are_exact_over_their_spans() -> None:
     """Diffs skip loops (budget spent), yet every loop has its totals and no change is lost."""
-    iterations = 400
+    iterations = DIFF_EXACT_LOOPS + 300
     # No budget at all: every diff is as far apart as the run's length allows.
     recorder = _drive(iterations, DiffSchedule(share=0.0, floor=1e-12))
     measured = [loop for loop in recorder.loops if not loop["warmup"]]
