@@ -184,45 +184,6 @@ def theil_sen(values: Sequence[float]) -> float:
     return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
 
 
-def theil_sen_at(positions: Sequence[int], values: Sequence[float]) -> float:
-    """Theil-Sen over points at the given positions (a series measured on some loops only)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    idx = list(range(n))
-    if n > SLOPE_POINTS:
-        step = n / SLOPE_POINTS
-        idx = [int(i * step) for i in range(SLOPE_POINTS)] + [n - 1]
-    slopes = sorted(
-        (values[j] - values[i]) / (positions[j] - positions[i])
-        for a, i in enumerate(idx) for j in idx[a + 1:] if positions[j] != positions[i]
-    )
-    if not slopes:
-        return 0.0
-    mid = len(slopes) // 2
-    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
-
-
-def diffed_positions(run: Run) -> list[int] | None:
-    """Where in a site's series the line figures were read, when not on every traced loop.
-
-    A loop inside a diff's span (collector.DiffSchedule) carries the value of
-    the diff before it: a flat step that is not a measurement. A slope over
-    every loop would count those steps as loops that kept nothing.
-    """
-    traced = [loop for loop in run.loops if not loop.warmup and loop.phase != "detect"]
-    if not any(loop.span_from is not None for loop in traced):
-        return None
-    covered: set[int] = set()
-    for loop in traced:
-        if loop.span_from is not None:
-            covered.update(range(loop.span_from, loop.index))
-    positions = [pos for pos, loop in enumerate(traced) if loop.index not in covered]
-    if traced and (not positions or positions[-1] != len(traced) - 1):
-        positions.append(len(traced) - 1)  # a worker's last lines arrive at its exit
-    return positions
-
-
 def median3(values: Sequence[float]) -> list[float]:
     """Running median of three: one loop's spike or dip is noise, not a trend."""
     if len(values) < 3:
@@ -674,24 +635,14 @@ def project(verdict: Verdict, run: Run, memory_limit: int) -> Verdict:
 # ---------------------------------------------------------------------- sites
 
 
-def rank_sites(
-    sites: list[Site], leak: bool, positions: list[int] | None = None
-) -> list[Site]:
-    """Rate and rank allocation sites; keep the ones that grow, most growth first.
-
-    ``positions``: the loops whose line figures were measured, when per-line
-    diffs skipped some (``diffed_positions``); the rate is read from those.
-    """
+def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
+    """Rate and rank allocation sites; keep the ones that grow, most growth first."""
     ranked = []
     for site in sites:
         series = site.series
         if len(series) >= 2:
             floor = suffix_minima(series)
-            if positions is not None and len(positions) >= 2 and positions[-1] < len(series):
-                site.bytes_per_iteration = round(
-                    theil_sen_at(positions, [floor[p] for p in positions]), 1)
-            else:
-                site.bytes_per_iteration = round(theil_sen(floor), 1)
+            site.bytes_per_iteration = round(theil_sen(floor), 1)
             quarter = max(1, len(floor) // 4)
             still_rising = floor[-1] > floor[-quarter - 1] if len(floor) > quarter else False
             site.growing = leak and site.bytes_per_iteration > 0 and (
@@ -804,8 +755,7 @@ def analyse(run: Run) -> Run:
     ended = _ended(run)
     if ended:
         verdict.partial, verdict.ended = True, ended
-    run.sites = rank_sites(
-        run.sites, verdict.leak and verdict.kind != "native", diffed_positions(run))
+    run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
     if not verdict.leak:
         for holder in run.holders:
             holder.growing = False

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json.decoder
 import tracemalloc
 from typing import Any
 
 import pytest
 
-from leakscope import sites
 from leakscope.collector import DIFF_EXACT_LOOPS, Collector, DiffSchedule
 from leakscope.settings import Settings
 
@@ -67,24 +65,6 @@ def _drive(iterations: int, schedule: DiffSchedule | None = None) -> Recorder:
             break
     collector.finish()
     return recorder
-
-
-def test_aggregate_classifies_each_stack_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A library line's traces share one traceback: its frames are walked once, not per trace."""
-    calls = []
-    walk = sites.OwnFilter.__call__
-
-    def counting(self: sites.OwnFilter, frames: tuple) -> bool:
-        calls.append(frames)
-        return walk(self, frames)
-
-    monkeypatch.setattr(sites.OwnFilter, "__call__", counting)
-    library = ((json.decoder.__file__, 353), ("/home/me/app.py", 9))
-    traces = [(0, 64, library, 2)] * 1000
-    totals = sites.aggregate(traces, sites.OwnFilter())
-    assert totals.by_line[library[0]] == [64000, 1000]
-    assert totals.total_blocks == 1000
-    assert len(calls) <= 1
 
 
 def test_schedule_spreads_a_costly_diff_over_the_loops_it_pays_for() -> None:
