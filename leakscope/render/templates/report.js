@@ -610,12 +610,14 @@
           : "This " + unit + "'s lines were measured with " + unit + "s " + grouped(span[0]) +
             "\u2013" + grouped(span[1]) + ": see " + unit + " " + grouped(span[1]) + "."));
       }
-      if (!flat.length && span && span[1] !== index) {
-        // nothing more to say: the span's note names the loop that holds its lines
-      } else if (!flat.length) {
-        add(detail, el("p", "empty", net === null
-          ? "Lines are recorded for traced " + unit + "s only."
-          : "No line kept or freed memory in this " + unit + "."));
+      // Inside a span, the note above names the loop that holds its lines.
+      var inSpan = span && span[1] !== index;
+      if (!flat.length) {
+        if (!inSpan) {
+          add(detail, el("p", "empty", net === null
+            ? "Lines are recorded for traced " + unit + "s only."
+            : "No line kept or freed memory in this " + unit + "."));
+        }
       } else {
         var biggest = 1;
         for (var k = 0; k < flat.length; k += 4) biggest = Math.max(biggest, Math.abs(flat[k + 2] || 0));
