@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import _thread
 import gc
+import math
 import sys
 import time
 import tracemalloc
@@ -49,6 +50,27 @@ TRACEBACK_LINES = 200
 # The back-reference search looks for a line that kept at least this much
 # more per traced loop than when tracing began.
 BACKREF_MIN_LINE_RATE = 16
+# The per-line diff reads every live trace, so its cost grows with what the
+# window has kept; the totals (traced bytes and blocks, counters) are O(1)
+# reads made every loop. The diff's time budget, averaged over the loops one
+# diff spans: DIFF_SHARE of the worker's own loop time, or DIFF_FLOOR_SECONDS
+# when that is more (a diff that fits under the floor runs every loop, so a
+# run that keeps little is diffed loop by loop, as before) ...
+DIFF_SHARE = 0.2
+DIFF_FLOOR_SECONDS = 0.0005
+# ... and at least one diff per this many parts of the loops traced so far,
+# so that each line's series is a staircase of many steps (its slope is its
+# rate, and the last quarter of the run always holds a step).
+DIFF_MIN_STEPS = 10
+# The first this many traced loops are diffed one by one, whatever the cost:
+# so few loops cannot keep enough traces to make a diff dear, and a short run
+# (the default 50 iterations, every scenario, the 200 of a stability check)
+# keeps exact lines and totals for every loop. Between two diffs the totals
+# are O(1) readings, exact for the worker's growth but not for leakscope's
+# own (free lists hand objects back and forth), and the native estimate
+# takes a one-off step of a few KiB when diffs start to space out: a long
+# run's rule reads past both, a short one's might not.
+DIFF_EXACT_LOOPS = 200
 
 
 class Observer(Protocol):
@@ -63,6 +85,52 @@ class HolderProbe(Protocol):
     def start_locating(self, caller: Any) -> bool: ...
     def stop_locating(self) -> None: ...
     def report(self) -> dict[str, Any]: ...
+
+
+class DiffSchedule:
+    """Which traced loops get a per-line diff, so that diffs cost a bounded time per loop.
+
+    After each diff, the next one waits as many loops as its cost needs to
+    stay within the budget, averaged over those loops. A diff that took 20 ms
+    in a 10 ms loop (2 ms budget) is due again after ten loops, and reports
+    the changes of all ten: a diff is exact over the loops it spans. As the
+    kept traces grow, diffs grow dearer and rarer in the same proportion, so
+    the cost per loop stays flat however long the run is.
+    """
+
+    def __init__(
+        self, share: float = DIFF_SHARE, floor: float = DIFF_FLOOR_SECONDS,
+        max_gap: int | None = None, exact_loops: int = DIFF_EXACT_LOOPS,
+    ) -> None:
+        self.share = share
+        self.floor = floor
+        self.max_gap = max_gap
+        self.exact_loops = exact_loops
+        self.gap = 1
+        # Traced loops since the last diff, and the worker's loop time, smoothed.
+        self.skipped = 0
+        self.loop_seconds: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        """One traced loop of the worker took ``seconds``."""
+        self.loop_seconds = seconds if self.loop_seconds is None else (
+            0.9 * self.loop_seconds + 0.1 * seconds)
+
+    def due(self) -> bool:
+        return self.skipped >= self.gap - 1
+
+    def skip(self) -> None:
+        self.skipped += 1
+
+    def diffed(self, spent: float, traced: int) -> None:
+        """A diff took ``spent`` seconds after ``traced`` traced loops: place the next one."""
+        self.skipped = 0
+        budget = max(self.share * (self.loop_seconds or 0.0), self.floor)
+        affordable = math.ceil(spent / budget) if budget > 0 else 1
+        cap = max(1, traced // DIFF_MIN_STEPS) if traced >= self.exact_loops else 1
+        if self.max_gap is not None:
+            cap = min(cap, self.max_gap)
+        self.gap = max(1, min(affordable, cap))
 
 
 class Collector:
@@ -107,6 +175,16 @@ class Collector:
         self._locating = False
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
+        # Per-line diffs on a budget; between two, each loop's totals are read
+        # in O(1) and corrected by what leakscope itself holds in the traced
+        # heap (its own traces are left out of a diff's totals).
+        self.diffs = DiffSchedule()
+        self._own_bytes = 0
+        self._allocated_at_diff = 0
+        # A real worker's process runs threads that allocate while we read.
+        self.other_threads_allocate = False
+        self._last_traced: int | None = None
+        self._blocks_base = 0
         # Called once, when the last loop the run wants is recorded: from then
         # on only leakscope's own finish is left (final collection, holder
         # walk), which a Ctrl-C should not cut. The harness tells its parent.
@@ -390,9 +468,41 @@ class Collector:
         self._start_tracing()
 
     def _record_measured(self, index: int, seconds: float) -> None:
-        """One traced loop: per-line diff, totals, counters; holders at checkpoints."""
+        """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
+        self.diffs.observe(seconds)
+        if self._diff_due():
+            self._record_diffed(index, seconds)
+        else:
+            self._record_totals(index, seconds)
+        last = self.traced == self._traced_target
+        if last:
+            self._gathered()
+            self._observe_end()
+        if self.holder_probe is not None and self.traced in self._checkpoints:
+            self._checkpoint(final=last)
+        if last:
+            self._backref_fallback()
+
+    def _diff_due(self) -> bool:
+        """The schedule's turn, the last traced loop, or a holder checkpoint's loop or the next.
+
+        A checkpoint reads the diffed total; the loop after it is diffed
+        because the walk moved leakscope's own bytes in the traced heap.
+        """
+        upcoming = self.traced + 1
+        return (
+            self.diffs.due() or upcoming == self._traced_target
+            or upcoming in self._checkpoints or self.traced in self._checkpoints
+        )
+
+    def _record_diffed(self, index: int, seconds: float) -> None:
+        """The per-line diff since the last one, exact over every loop it spans."""
+        started = time.perf_counter()
         totals = sites.aggregate(_get_traces(), self._is_own)
         changes = sites.diff(self._previous, totals)
+        # What an observer in this process keeps of the loop (its record, and
+        # the values in it) is leakscope's, but not in the traces just taken.
+        before = tracemalloc.get_traced_memory()[0]
         malloc = counters.malloc_in_use()
         native = None
         if malloc is not None:
@@ -402,32 +512,96 @@ class Collector:
                 malloc - totals.malloc_bytes - tracemalloc.get_tracemalloc_memory()
                 - self._trace_overhead * totals.all_blocks
             )
+        previous = self._previous.total_bytes if self._last_traced is None else self._last_traced
         loop = {
             "index": index,
             "warmup": False,
             "phase": "locate" if self.fast else "measure",
             "traced_bytes": totals.total_bytes,
             "traced_blocks": totals.total_blocks,
-            "net_bytes": totals.total_bytes - self._previous.total_bytes,
+            "net_bytes": totals.total_bytes - previous,
             "rss_bytes": counters.rss_bytes(),
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
             "native_bytes": native,
             "allocated_blocks": sys.getallocatedblocks(),
             "gc_collections": self._gc_counter.collections,
             "seconds": seconds,
+            "harness_seconds": round(self.harness_seconds, 6),
         }
+        if self.diffs.skipped:
+            loop["span_from"] = index - self.diffs.skipped
         self._previous = totals
+        self._last_traced = None
         self.measured += 1
         self.traced += 1
         self.observer.on_loop(loop, changes)
-        last = self.traced == self._traced_target
-        if last:
-            self._gathered()
-            self._observe_end()
-        if self.holder_probe is not None and self.traced in self._checkpoints:
-            self._checkpoint(final=last)
-        if last:
-            self._backref_fallback()
+        del loop, changes
+        kept = max(0, tracemalloc.get_traced_memory()[0] - before)
+        # What leakscope itself holds in the traced heap, for the loops up to
+        # the next diff: the traced total now less the worker's. In a process
+        # whose other threads allocate (a real worker's) that reading also
+        # holds what they allocated since the traces were taken (too much),
+        # while the bytes left out of those same traces miss what leakscope
+        # freed since (too much) or kept since (too little). There the smaller
+        # is taken: it errs toward a loop between diffs reading high, which
+        # the floors of the rule ignore; reading low would cut every earlier
+        # floor down to it.
+        after = tracemalloc.get_traced_memory()[0] - totals.total_bytes
+        if self.other_threads_allocate:
+            self._own_bytes = min(after, totals.other_bytes + kept)
+        else:
+            self._own_bytes = after
+        self._blocks_base = self._allocated_at_diff = sys.getallocatedblocks()
+        self.diffs.diffed(time.perf_counter() - started, self.traced)
+
+    def _record_totals(self, index: int, seconds: float) -> None:
+        """A loop between two diffs: traced bytes and blocks in O(1), counters, no lines.
+
+        The traced bytes are tracemalloc's running total less leakscope's
+        own; the traced blocks, the last diff's count moved by the change in
+        the interpreter's allocated blocks since. The line changes of these
+        loops arrive summed in the next diff, which names where its span began.
+        """
+        raw = tracemalloc.get_traced_memory()[0]
+        allocated = sys.getallocatedblocks()
+        # Never below the last diff: leakscope's own memory drifts between
+        # two diffs (objects that the interpreter's free lists hand back and
+        # forth keep the trace of whoever made them first), and a loop read
+        # low would cut every earlier floor of the rule down to it, while one
+        # read high is ignored by the floors; the next diff reads exactly.
+        blocks = max(self._previous.total_blocks,
+                     self._previous.total_blocks + allocated - self._blocks_base)
+        traced = max(self._previous.total_bytes, raw - self._own_bytes)
+        previous = self._previous.total_bytes if self._last_traced is None else self._last_traced
+        malloc = counters.malloc_in_use()
+        native = None
+        if malloc is not None:
+            # Every trace costs tracemalloc's bookkeeping: count the new ones too.
+            all_blocks = self._previous.all_blocks + allocated - self._allocated_at_diff
+            native = int(
+                malloc - self._previous.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+                - self._trace_overhead * all_blocks
+            )
+        loop = {
+            "index": index, "warmup": False, "phase": "locate" if self.fast else "measure",
+            "traced_bytes": traced, "traced_blocks": blocks,
+            "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
+            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
+            "native_bytes": native, "allocated_blocks": allocated,
+            "gc_collections": self._gc_counter.collections, "seconds": seconds,
+            "harness_seconds": round(self.harness_seconds, 6),
+        }
+        self._last_traced = traced
+        self.measured += 1
+        self.traced += 1
+        self.diffs.skip()
+        self.observer.on_loop(loop, [])
+        del loop
+        # An observer in this process (the pytest plugin's) keeps each loop's
+        # record, values included: leakscope's own bytes and blocks, not the worker's.
+        self._own_bytes += tracemalloc.get_traced_memory()[0] - raw
+        self._blocks_base += sys.getallocatedblocks() - allocated
+
 
     def _checkpoint(self, final: bool = False) -> None:
         """Look at the live heap: container sizes and the gc object count."""

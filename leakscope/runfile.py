@@ -75,6 +75,11 @@ class Loop:
     seconds: float | None = None
     # `leakscope run`: the process's peak RSS so far (ru_maxrss), as Celery reads it.
     peak_rss_bytes: int | None = None
+    # The per-line diff of this loop covers loops span_from..index (the loops
+    # between two diffs have totals only); None when it covers this loop alone.
+    span_from: int | None = None
+    # leakscope's own time in the measured process before this loop was recorded.
+    harness_seconds: float | None = None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Raw tracemalloc traces to per-line totals and diffs, and lines to named sites.
 
-The collector calls ``aggregate`` once per loop on the raw trace list. It is
-one pass over the traces of the measured window only (tracemalloc starts
-after warm-up), so its cost follows what the window kept, not the heap.
+The collector calls ``aggregate`` on the raw trace list for each per-line
+diff. It is one pass over the traces of the measured window only
+(tracemalloc starts after warm-up), so its cost follows what the window
+kept, not the heap; the collector's DiffSchedule decides how often it runs.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ would then report as growth.
 from __future__ import annotations
 
 import gc
-import math
 import os
 import sys
 import tracemalloc
@@ -45,6 +44,7 @@ from leakscope.analysis import (
 )
 from leakscope.collector import (
     Collector,
+    DiffSchedule,
     HolderProbe,
     Observer,
     _get_traces,
@@ -121,13 +121,11 @@ class UnitCollector(Collector):
             settings.checkpoint_every, settings.trace_units if self.watching else 0)
         self._locator_running = False
         self._described = False
-        # Full mode: aggregate the traces by line every `_gap` units, where the
-        # gap keeps the aggregation under AGGREGATE_BUDGET of the unit time.
-        self._gap = 1
-        self._skipped = 0
-        self._own_bytes = 0
-        self._unit_seconds: float | None = None
-        self._last_traced: int | None = None
+        # Per-line diffs within AGGREGATE_BUDGET of the unit time, at least
+        # every MAX_AGGREGATE_GAP units.
+        self.diffs = DiffSchedule(share=AGGREGATE_BUDGET, floor=0.0, max_gap=MAX_AGGREGATE_GAP,
+                                  exact_loops=0)
+        self.other_threads_allocate = True
         self._measuring_since: float | None = None
         self.closed = False
         # Watched: the counters of every unit, for the decision rule.
@@ -165,7 +163,7 @@ class UnitCollector(Collector):
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
         if self.measuring and self.traced > 0 and tracemalloc.is_tracing():
-            if self._skipped:
+            if self.diffs.skipped:
                 self._flush_lines()
             self._observe_end()
             if self.holder_probe is not None:
@@ -253,7 +251,7 @@ class UnitCollector(Collector):
         from leakscope.holders import fork_copy
 
         self.window_closed = True
-        if self._skipped:
+        if self.diffs.skipped:
             self._flush_lines()
         copy = fork_copy()
         if copy == 0:
@@ -318,23 +316,18 @@ class UnitCollector(Collector):
         totals = sites.aggregate(_get_traces(), self._is_own)
         self.observer.on_lines(sites.diff(self._previous, totals))  # type: ignore[attr-defined]
         self._previous = totals
-        self._skipped = 0
+        self._last_traced = None
+        self.diffs.skipped = 0
 
     # ------------------------------------------------------------ internals
 
+    def _diff_due(self) -> bool:
+        # The unit the locator ran in: its line changes name the grower's line.
+        return self._locator_running or super()._diff_due()
+
     def _record_measured(self, index: int, seconds: float) -> None:
         stop_locator = self._locator_running
-        self._unit_seconds = seconds if self._unit_seconds is None else (
-            0.9 * self._unit_seconds + 0.1 * seconds)
-        due = (
-            self._skipped >= self._gap - 1 or stop_locator
-            # the checkpoint's own unit, and the one after (leakscope's bytes moved)
-            or (self.traced + 1) in self._checkpoints or self.traced in self._checkpoints
-        )
-        if due:
-            self._aggregated_unit(index, seconds)
-        else:
-            self._cheap_unit(index, seconds)
+        super()._record_measured(index, seconds)
         if stop_locator and self.holder_probe is not None:
             self.holder_probe.stop_locating()
             self._locator_running = False
@@ -343,62 +336,6 @@ class UnitCollector(Collector):
             self.observer.on_holders(self.holder_probe.snapshot())  # type: ignore[attr-defined]
         if self._window_full():
             self._close_window()
-
-    def _aggregated_unit(self, index: int, seconds: float) -> None:
-        """The per-line diff of full mode, and how often it can be afforded."""
-        import time
-
-        started = time.perf_counter()
-        super()._record_measured(index, seconds)
-        spent = time.perf_counter() - started
-        # What leakscope itself holds in the traced heap (its own lines are
-        # left out of the aggregate); cheap units subtract it from the raw
-        # total. Two readings, each wrong one way: the traced total read now,
-        # after the diff, also holds whatever the worker's other threads
-        # allocated since the traces were taken (too much), while the bytes
-        # left out of those same traces miss what leakscope freed since (too
-        # much) or kept since (too little). The smaller errs toward a cheap
-        # unit reading high, which the floors of the rule ignore; reading low
-        # would cut every earlier floor down to it.
-        after = tracemalloc.get_traced_memory()[0] - self._previous.total_bytes
-        self._own_bytes = min(after, self._previous.other_bytes)
-        self._last_traced = None
-        self._skipped = 0
-        if self._unit_seconds:
-            affordable = math.ceil(spent / (AGGREGATE_BUDGET * self._unit_seconds))
-            # At least ten diffs over the run so far: a line's series must be
-            # a staircase with many steps for its slope to be its rate.
-            self._gap = max(1, min(MAX_AGGREGATE_GAP, affordable, self.traced // 10))
-
-    def _cheap_unit(self, index: int, seconds: float) -> None:
-        """A unit between per-line diffs: the traced total in O(1), counters, no lines.
-
-        The verdict's series stays one point per unit; the per-line changes
-        of the units in between arrive summed in the next aggregated unit.
-        """
-        traced = tracemalloc.get_traced_memory()[0] - self._own_bytes
-        previous = self._last_traced if self._last_traced is not None else (
-            self._previous.total_bytes)
-        malloc = counters.malloc_in_use()
-        native = None
-        if malloc is not None:
-            native = int(
-                malloc - self._previous.malloc_bytes - tracemalloc.get_tracemalloc_memory()
-                - self._trace_overhead * self._previous.all_blocks
-            )
-        loop = {
-            "index": index, "warmup": False, "phase": "locate" if self.fast else "measure",
-            "traced_bytes": traced, "traced_blocks": self._previous.total_blocks,
-            "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
-            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
-            "native_bytes": native, "allocated_blocks": sys.getallocatedblocks(),
-            "gc_collections": self._gc_counter.collections, "seconds": seconds,
-        }
-        self._last_traced = traced
-        self.measured += 1
-        self.traced += 1
-        self._skipped += 1
-        self.observer.on_loop(loop, [])
 
     def _checkpoint(self, final: bool = False) -> None:
         import time

@@ -67,6 +67,10 @@ class LiveLoopPrinter:
             f"{kept}[/{style}] [dim]({format_bytes(loop.traced_bytes or 0)} in "
             f"{loop.traced_blocks or 0:,} blocks since warm-up)[/dim]"
         )
+        if loop.span_from is not None:
+            # Per-line diffs run on a time budget: this one covers every loop since the last.
+            self.console.print(
+                f"    [dim]lines changed over {self.unit}s {loop.span_from}-{loop.index}:[/dim]")
         grew = [c for c in changes if c.count_diff > 0 or (c.count_diff == 0 and c.size_diff > 0)]
         freed = [c for c in changes if c not in grew]
         for change in grew[:LIVE_LINES]:

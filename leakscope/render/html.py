@@ -467,6 +467,15 @@ def _loops(run: Run) -> dict[str, Any]:
     """
     files: dict[str, int] = {}
     index, net, traced, blocks, top = [], [], [], [], []
+    # Per-line diffs run on a time budget: one may cover several loops
+    # (collector.DiffSchedule). Each loop of such a span, the diffed one
+    # included, carries [first, last] of it; a loop diffed alone, null.
+    span_of: dict[int, list[int]] = {}
+    for loop in run.loops:
+        if not loop.warmup and loop.span_from is not None:
+            for inside in range(loop.span_from, loop.index + 1):
+                span_of[inside] = [loop.span_from, loop.index]
+    spans: list[list[int] | None] = []
     for loop in run.loops:
         if loop.warmup:
             continue
@@ -479,13 +488,14 @@ def _loops(run: Run) -> dict[str, Any]:
         traced.append(_number(loop.traced_bytes))
         blocks.append(_number(loop.traced_blocks))
         top.append(flat)
+        spans.append(span_of.get(loop.index))
     # Open on the last loop that was traced: a watched worker's last units have
     # counters only, and "no net figure" is no place to start.
     with_net = [pos for pos, value in enumerate(net) if value is not None]
     with_lines = [pos for pos in with_net if top[pos]]
     opened = (with_lines or with_net or [len(index) - 1])[-1]
     return {"files": list(files), "index": index, "net": net, "traced": traced,
-            "blocks": blocks, "top": top, "open": max(opened, 0)}
+            "blocks": blocks, "top": top, "span": spans, "open": max(opened, 0)}
 
 
 def _site_groups(sites: Sequence[Site]) -> list[dict[str, Any]]:

@@ -319,11 +319,13 @@ def test_steady_sites_are_never_listed_as_growing(browser, real_run, tmp_path):
     _open(page, report)
     expect(page.locator("#sites-title")).to_have_text("Growing allocation sites")
     growing = page.locator("#site-list [data-group=growing] details.site")
-    expect(growing).to_have_count(len(run.sites) - 1)
+    # (A real run may also keep a steady site of its own: a cycle the collector
+    # had not reached yet when the run ended, by the gc's timing.)
+    expect(growing).to_have_count(len([s for s in run.sites if s.growing]))
     expect(page.locator("#site-list [data-group=growing] .badge.flat")).to_have_count(0)
     expect(page.locator("#site-list h3.site-group")).to_have_text("Kept, not growing")
-    expect(page.locator("#site-list [data-group=other] details.site")).to_contain_text(
-        "lib/pool.py:5")
+    expect(page.locator("#site-list [data-group=other] details.site").filter(
+        has_text="lib/pool.py:5")).to_have_count(1)
     page.close()
 
 

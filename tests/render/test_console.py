@@ -143,3 +143,23 @@ def test_an_undecided_verdict_is_titled_undecided_everywhere():
                                "iters to tell (w.py)")
     run.verdict.evidence = {}
     assert ci_line(run, 0) == "leakscope: OK no leak (w.py)"
+
+
+def test_live_lines_name_the_loops_a_diff_spans():
+    """A diff that covers several loops says so; a loop diffed alone prints as before."""
+    from leakscope.render.console import LiveLoopPrinter
+    from leakscope.runfile import LineDelta
+
+    console = Console(width=100, record=True, color_system=None, force_terminal=False)
+    printer = LiveLoopPrinter(console)
+    change = [LineDelta("app.py", 9, 480, 5)]
+    printer.on_loop(Loop(index=41, warmup=False, net_bytes=96, traced_bytes=4000,
+                         traced_blocks=40), [])
+    printer.on_loop(Loop(index=42, warmup=False, net_bytes=96, traced_bytes=4096,
+                         traced_blocks=41, span_from=38), change)
+    printer.on_loop(Loop(index=43, warmup=False, net_bytes=96, traced_bytes=4192,
+                         traced_blocks=42), change)
+    text = console.export_text()
+    assert "lines changed over loops 38-42:" in text
+    assert text.count("lines changed over") == 1
+    assert text.count("app.py:9") == 2

@@ -476,3 +476,18 @@ def test_paths_are_shown_as_in_the_terminal():
     assert model["holders"][0]["grown_at"] == "requests/structures.py:41"
     assert "requests/structures.py" in model["loops"]["files"]
     assert lib not in model["loops"]["files"]
+
+
+def test_per_loop_view_shows_the_span_of_each_diff():
+    """A diff that covers several loops: every loop of it knows the span, the rest none."""
+    run = _run()
+    measured = [loop for loop in run.loops if not loop.warmup]
+    spanned = measured[10]
+    spanned.span_from = measured[7].index
+    for loop in measured[7:10]:
+        loop.top = []
+    model = view_model(run)["loops"]
+    span = [measured[7].index, spanned.index]
+    assert model["span"][7:11] == [span] * 4
+    assert model["span"][6] is None and model["span"][11] is None
+    assert len(model["span"]) == len(model["index"])

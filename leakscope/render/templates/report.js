@@ -602,10 +602,22 @@
           plural(loops.blocks[current] || 0, "block") + " since warm-up)"));
       add(detail, head);
       var flat = loops.top[current];
+      var span = loops.span ? loops.span[current] : null;
+      if (span) {
+        add(detail, el("p", "muted", span[1] === index
+          ? "Lines changed over " + unit + "s " + grouped(span[0]) + "\u2013" + grouped(span[1]) +
+            " (one per-line diff for them all; the totals above are this " + unit + "'s)."
+          : "This " + unit + "'s lines were measured with " + unit + "s " + grouped(span[0]) +
+            "\u2013" + grouped(span[1]) + ": see " + unit + " " + grouped(span[1]) + "."));
+      }
+      // Inside a span, the note above names the loop that holds its lines.
+      var inSpan = span && span[1] !== index;
       if (!flat.length) {
-        add(detail, el("p", "empty", net === null
-          ? "Lines are recorded for traced " + unit + "s only."
-          : "No line kept or freed memory in this " + unit + "."));
+        if (!inSpan) {
+          add(detail, el("p", "empty", net === null
+            ? "Lines are recorded for traced " + unit + "s only."
+            : "No line kept or freed memory in this " + unit + "."));
+        }
       } else {
         var biggest = 1;
         for (var k = 0; k < flat.length; k += 4) biggest = Math.max(biggest, Math.abs(flat[k + 2] || 0));
