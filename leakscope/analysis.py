@@ -125,6 +125,16 @@ WATCHED_AFTER_MIN = 50
 # this share of the first half's is settling (a bound filling), at any length.
 SETTLING_RATIO = 0.5
 SERIES_POINTS = 200
+# A bounded container that filled during the window (urllib.parse.urlsplit's
+# lru_cache at a gunicorn worker's 128th request) takes its tuples and lists
+# from the interpreter's free lists, where objects other lines made and freed
+# were waiting: those lines grow with the cache and stop when it is full. With
+# nothing unbounded growing, the growth before the fill is the filling; this
+# many loops after it decide whether anything else grows.
+AFTER_FILL_LOOPS = 50
+# The fill is the loop where the bound's own lines reach their final bytes,
+# within this share of their rise.
+FILL_TOLERANCE = 0.02
 SITE_LIMIT = 25
 
 
@@ -546,6 +556,14 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
             evidence={"measured_loops": len(traced)},
         )
     evidence = ratchet(traced)
+    filled = _bound_filled(run, len(traced)) if evidence.leak and require_significance else None
+    if filled is not None:
+        bound, at = filled
+        later = ratchet(traced[at:])
+        if not later.leak and len(traced) - at < AFTER_FILL_LOOPS:
+            return _filled_undecided(run, traced, bound, at, evidence, partial)
+        if not later.leak:
+            evidence = later
     if not require_significance:
         # Fast mode's locate loops: growth is already established by the
         # counters; here it is enough that the traced floor still rises.
@@ -668,6 +686,60 @@ def _filling_bounds(run: Run) -> list[dict]:
     if any(h.growing for h in run.holders):
         return []
     return [b for b in run.bounded if b.get("filling")]
+
+
+def _bound_filled(run: Run, length: int) -> tuple[dict, int] | None:
+    """A bounded container that became full during the window, and the loop it did.
+
+    Only when no unbounded container grows: one that does is a leak whatever
+    a cache beside it does. The loop is read on the series of the lines that
+    made the bound's entries: where their bytes reach their final level.
+    """
+    if any(h.growing and h.bound is None for h in run.holders):
+        return None
+    for bound in run.bounded:
+        first = (bound.get("items_series") or [0])[0]
+        if not bound.get("bound") or bound.get("items", 0) < bound["bound"] or first >= bound[
+                "bound"]:
+            continue
+        lines = {(str(f), int(n)) for f, n in bound.get("lines_made", [])}
+        series = [site.series for site in run.sites if (site.file, site.line) in lines]
+        points = len(series[0]) if series else 0
+        if points < 2 or any(len(values) != points for values in series):
+            continue
+        total = [sum(values) for values in zip(*series)]
+        rise = total[-1] - min(total)
+        if rise <= 0:
+            continue
+        reached = next(i for i, v in enumerate(total) if v >= total[-1] - FILL_TOLERANCE * rise)
+        # Site series are thinned to SERIES_POINTS (thin()): map back to the loop.
+        at = reached if points == length else (
+            length - 1 if reached == points - 1 else int(reached * length / points))
+        return bound, at
+    return None
+
+
+def _filled_undecided(
+    run: Run, traced: list[float], bound: dict, at: int, evidence: Evidence, partial: bool,
+) -> Verdict:
+    """Growth that stopped as a bound filled, with too few loops since to say more."""
+    needed = AFTER_FILL_LOOPS - (len(traced) - at)
+    rate = evidence.slope
+    growing = Verdict(
+        leak=True, kind="reachable", bytes_per_iteration=round(rate, 1),
+        blocks_per_iteration=0.0, confidence=evidence.confidence, partial=partial,
+        evidence={"measured_loops": len(traced), "p_value": evidence.p_value,
+                  "bound_filled_at": at, "bound_filled": bound["path"]},
+        summary="",
+    )
+    unit = run.unit
+    what = (f"{format_bytes(rate)}/{short_unit(unit)} of memory grew until {bound['path']} "
+            f"({bound['type']}) filled to its bound of {bound['bound']:,} at {unit} {at + 1:,} "
+            f"of {len(traced):,}; until then other growth cannot be told from its filling (a "
+            "full cache's tuples and lists come from the interpreter's free lists and keep "
+            f"the lines that first made them), and {len(traced) - at - 1:,} {unit}s since "
+            "are too few")
+    return _undecided(growing, run, needed, what, 0.0, 0.0, False)
 
 
 def _bounded_summary(bounded: dict, byte_rate: float, loops: int, unit: str) -> str:
