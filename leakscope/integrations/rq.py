@@ -35,9 +35,15 @@ def _with_subclasses(cls: type) -> list[type]:
 
 
 def _ticking(execute_job: Any, agent: Any) -> Any:
+    # The worker's class is known at its first job only. Under `attach` the
+    # framework is named before that, so the role waits for this flag.
+    described = False
+
     @functools.wraps(execute_job)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if agent.framework != "rq":
+        nonlocal described
+        if not described:
+            described = True
             forks = not hasattr(type(self), "main_work_horse") or _forks(self)
             role = "rq worker" if forks else "rq simple worker"
             agent.describe(role, unit="job", framework="rq", forks_per_unit=forks,
