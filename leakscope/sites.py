@@ -94,7 +94,7 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
     none. Sizes are gathered into one list per line (amortised appends) and
     summed by ``sum()``, which accumulates in C without intermediate ints;
     the own-allocation test is a dict lookup on the innermost file, with the
-    frame walk only for library frames.
+    frame walk only for library frames, once per distinct stack.
     """
     groups: dict[tuple[str, int], list[int]] = {}
     get_group = groups.get
@@ -102,6 +102,10 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
     left_out: list[int] = []
     file_kind = is_own._files.get
     classify = is_own._classify
+    # One traceback tuple is shared by every trace made on that stack (the
+    # snapshot converts each once), so the frame walk runs once per stack.
+    decided: dict[tuple, bool] = {}
+    decided_get = decided.get
     for domain, size, frames, _ in traces:
         # Large blocks sit in malloc whoever owns them, leakscope included.
         if size > SMALL_REQUEST_THRESHOLD or domain != 0:
@@ -113,7 +117,14 @@ def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
         kind = file_kind(key[0])
         if kind is None:
             kind = classify(key[0])
-        if kind == _OWN or (kind == _LIBRARY and is_own(frames)):
+        if kind == _LIBRARY:
+            own = decided_get(frames)
+            if own is None:
+                own = decided[frames] = is_own(frames)
+            if own:
+                left_out.append(size)
+                continue
+        elif kind == _OWN:
             left_out.append(size)
             continue
         sizes = get_group(key)
