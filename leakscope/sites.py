@@ -166,22 +166,32 @@ def dominant_tracebacks(
 ) -> dict[LineKey, list[LineKey]]:
     """For the ``limit`` biggest lines, the traceback that kept most bytes there.
 
-    Frames are innermost first, as in the run file.
+    Frames are innermost first, as in the run file. Sizes are gathered per
+    stack first (one list append a trace, no new int while tracemalloc
+    records), then the ownership test and the sums run once per stack.
     """
-    per_stack: dict[tuple, int] = {}
-    per_line: dict[LineKey, int] = {}
+    per_stack: dict[tuple, list[int]] = {}
+    get_stack = per_stack.get
     for _domain, size, frames, _ in traces:
-        if not frames or is_own(frames):
+        if not frames:
             continue
-        per_stack[frames] = per_stack.get(frames, 0) + size
-        per_line[frames[0]] = per_line.get(frames[0], 0) + size
-    wanted = set(sorted(per_line, key=per_line.__getitem__, reverse=True)[:limit])
+        sizes = get_stack(frames)
+        if sizes is None:
+            per_stack[frames] = [size]
+        else:
+            sizes.append(size)
+    per_line: dict[LineKey, int] = {}
     best: dict[LineKey, tuple[int, tuple]] = {}
-    for frames, size in per_stack.items():
+    for frames, sizes in per_stack.items():
+        if is_own(frames):
+            continue
+        size = sum(sizes)
         key = frames[0]
-        if key in wanted and (key not in best or size > best[key][0]):
+        per_line[key] = per_line.get(key, 0) + size
+        if key not in best or size > best[key][0]:
             best[key] = (size, frames)
-    return {key: [tuple(f) for f in frames] for key, (_, frames) in best.items()}
+    wanted = sorted(per_line, key=per_line.__getitem__, reverse=True)[:limit]
+    return {key: [tuple(f) for f in best[key][1]] for key in wanted}
 
 
 # ---------------------------------------------------------------- naming sites
