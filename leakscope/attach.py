@@ -430,6 +430,8 @@ finally:
 BOOTSTRAP = '''\
 import sys
 _private = {private!r}
+_cached = {{name: set(getattr(sys.modules.get("re"), name, ()))
+           for name in ("_cache", "_cache2")}}
 _aside = {{name: module for name, module in sys.modules.items()
           if name == "leakscope" or name.startswith("leakscope.")}}
 for _name in _aside:
@@ -437,7 +439,7 @@ for _name in _aside:
 sys.path.insert(0, _private)
 try:
     import leakscope.attached
-    leakscope.attached.start({config!r}, _private, _aside)
+    leakscope.attached.start({config!r}, _private, _aside, _cached)
 except BaseException as _exc:
     with open({error!r}, "w") as _stream:
         _stream.write("%s: %s" % (type(_exc).__name__, _exc))

@@ -40,12 +40,17 @@ WATCH_SECONDS = 0.05
 _attached: AttachedAgent | None = None
 
 
-def start(config_path: str, private: str, aside: dict[str, types.ModuleType]) -> None:
-    """Arm this process for one attach, and return at once (the bootstrap's only call)."""
+def start(config_path: str, private: str, aside: dict[str, types.ModuleType],
+          cached: dict[str, set[Any]] | None = None) -> None:
+    """Arm this process for one attach, and return at once (the bootstrap's only call).
+
+    ``cached`` holds the keys of the ``re`` module's caches before leakscope was
+    imported, so that leaving takes out the patterns leakscope compiled.
+    """
     global _attached
     with open(config_path) as stream:
         config = json.load(stream)
-    _attached = AttachedAgent(config, private, aside)
+    _attached = AttachedAgent(config, private, aside, cached or {})
     _attached.arm()
 
 
@@ -53,10 +58,11 @@ class AttachedAgent(Agent):
     """An armed process of ``leakscope run`` that was not started by it, and leaves after."""
 
     def __init__(self, config: dict[str, Any], private: str,
-                 aside: dict[str, types.ModuleType]) -> None:
+                 aside: dict[str, types.ModuleType], cached: dict[str, set[Any]]) -> None:
         super().__init__(config)
         self.private = private
         self.aside = aside
+        self.cached = cached
         self.time_slice = float(config.get("time_slice") or 0.25)
         self.undo: list[Callable[[], None]] = []
         self.left = threading.Event()
@@ -255,7 +261,7 @@ class AttachedAgent(Agent):
                 os.close(fd)
             except OSError:
                 pass
-        _forget(self.private, self.aside)
+        _forget(self.private, self.aside, self.cached)
 
 
 def _parent_runs(name: str) -> bool:
@@ -268,8 +274,15 @@ def _parent_runs(name: str) -> bool:
     return any(os.path.basename(arg.decode(errors="replace")) == name for arg in argv[:2])
 
 
-def _forget(private: str, aside: dict[str, types.ModuleType]) -> None:
-    """leakscope's modules out of ``sys.modules`` (the worker's own copy back), our path out."""
+def _forget(private: str, aside: dict[str, types.ModuleType],
+            cached: dict[str, set[Any]]) -> None:
+    """leakscope's modules out of ``sys.modules`` (the worker's own copy back), our path out.
+
+    Every cache that leakscope's imports filled goes too: the import system's
+    finders for the private path and the packages under it, and the regular
+    expressions compiled since the attach (they would keep the allocator's
+    arenas that leakscope's modules used from being given back).
+    """
     global _attached
     _attached = None
     status = agentmod._status_fd
@@ -284,7 +297,15 @@ def _forget(private: str, aside: dict[str, types.ModuleType]) -> None:
     sys.modules.update(aside)
     while private in sys.path:
         sys.path.remove(private)
-    sys.path_importer_cache.pop(private, None)
+    for entry in [e for e in sys.path_importer_cache
+                  if e == private or e.startswith(private + os.sep)]:
+        del sys.path_importer_cache[entry]
+    regex = sys.modules.get("re")
+    for name, before in cached.items():
+        cache = getattr(regex, name, None)
+        if isinstance(cache, dict):
+            for key in [k for k in cache if k not in before]:
+                cache.pop(key, None)
     _give_back_memory()
 
 

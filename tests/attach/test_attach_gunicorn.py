@@ -19,8 +19,10 @@ from tests.workers.conftest import free_port
 
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 MIB = 1024 * 1024
-# What an attach may leave behind in the worker's RSS (see the test).
+# What an attach may leave behind in the worker's RSS (see the test): against the
+# RSS before the attach, and against the RSS when tracing started.
 RSS_LEFT = 8 * MIB
+TRACING_LEFT = 1 * MIB
 
 
 def rss(pid: int) -> int:
@@ -92,16 +94,24 @@ def test_gunicorn_worker_attached_and_left(gunicorn_worker, tmp_path):
              for s in run["sites"] if s.get("user_frame")]
     assert "wsgi_leak.py:19" in lines[:3], lines  # the scenario's Expected line
     assert run["processes"][0]["process"]["role"] == "gunicorn worker"
-    # Still serving, and back near its size. The issue asks for 1 MiB; measured on
-    # CPython 3.11 it is about 5.6 MiB: leakscope's modules are dropped and collected
-    # (their blocks are freed) but pymalloc keeps the arenas they shared with the
-    # app's own objects, made during the span; the standard-library modules they
-    # imported stay; RSS is not the worker's live memory.
+    # Still serving, and back near its size. Tracing's memory (tracemalloc's
+    # tables, the walks, the unit records) is given back: the RSS falls to within
+    # 1 MiB of what it was when tracing started (the first unit's sample, taken
+    # after leakscope's start-up and before tracemalloc). Against the RSS before
+    # the attach, about 4.5 MiB stays on CPython 3.11: leakscope's modules are
+    # dropped and collected, but the standard-library modules they imported stay
+    # (tracemalloc, pickle, ctypes, json), and pymalloc keeps the arenas those
+    # share with the objects leakscope's own modules used (issue 16 asked for 1 MiB
+    # against that figure: missed; BENCHMARKS.md).
     time.sleep(1.0)
     for _ in range(50):
         assert get(port, "after").startswith(b"hello after")
     after = rss(worker)
     assert len(os.listdir(f"/proc/{worker}/task")) == 1  # leakscope's thread is gone
-    print(f"RSS before {before / MIB:.2f} MiB, after {after / MIB:.2f} MiB, "
+    tracing_started = run["processes"][0]["loops"][0]["rss_bytes"]
+    assert run["processes"][0]["loops"][0]["traced_bytes"] is None  # not yet traced
+    print(f"RSS before {before / MIB:.2f} MiB, when tracing started "
+          f"{tracing_started / MIB:.2f} MiB, after {after / MIB:.2f} MiB, "
           f"{sent[0]} leaking requests")
+    assert after - tracing_started < TRACING_LEFT, (tracing_started, after)
     assert after - before < RSS_LEFT, (before, after, sent[0])
