@@ -15,12 +15,15 @@ import json
 import os
 import platform
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -30,6 +33,7 @@ from leakscope import sites as sitemod
 from leakscope.errors import Abandoned, TargetError, WorkerError
 from leakscope.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
 from leakscope.interpreter import with_private_path
+from leakscope.memray_window import ENGINES, locator_from_env
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
 from leakscope.target import TargetSpec
@@ -276,6 +280,28 @@ def trace(
     those loops in ``run``, marked with how the run ``ended``.
     """
     observer = observer or NullObserver()
+    if settings.locator == "auto":
+        settings = replace(settings, locator=locator_from_env())
+    capture_dir = ""
+    if settings.mode == "fast" and settings.locator != "tracemalloc":
+        # The memray window's capture lives here, and goes with it.
+        capture_dir = tempfile.mkdtemp(prefix="leakscope-memray-")
+    try:
+        return _trace(spec, replace(settings, capture_dir=capture_dir), observer,
+                      on_interrupt=on_interrupt, interrupts=interrupts)
+    finally:
+        if capture_dir:
+            shutil.rmtree(capture_dir, ignore_errors=True)
+
+
+def _trace(
+    spec: TargetSpec,
+    settings: Settings,
+    observer: LiveObserver,
+    *,
+    on_interrupt: Callable[[], None] | None,
+    interrupts: Interrupts | None,
+) -> Run:
     cwd = os.getcwd()
     run = Run(
         target=spec.text, python=platform.python_version(), started_at=now_iso(),
@@ -283,6 +309,7 @@ def trace(
         platform=f"{platform.system()} {platform.machine()}",
     )
     run.settings.pop("args", None)
+    run.settings.pop("capture_dir", None)
     run.settings["worker_args"] = list(settings.args)
     run.observations["cwd"] = cwd
     run.observations["target_kind"] = spec.kind
@@ -568,6 +595,7 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         ]
         run.observations["gc_final"] = gc_final
     run.sites = builder.build_sites()
+    _add_native_sites(run, builder, final.get("locator") or {})
     if final.get("holders"):
         from leakscope.holders import build_holders
 
@@ -585,3 +613,26 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         sum(loop.seconds or 0 for loop in run.loops), 4
     )
     return run
+
+
+def _add_native_sites(run: Run, builder: RunBuilder, locator: dict[str, Any]) -> None:
+    """The memray window's sites beside tracemalloc's, and which engine located the run.
+
+    ``observations.locator`` is {"engine", "note", "loops"}: the engine that
+    located this run's sites and, when memray was asked for but not used,
+    why (one line, also printed).
+    """
+    if not locator:
+        if run.mode == "fast" and any(loop.phase == "locate" for loop in run.loops):
+            run.observations["locator"] = {"engine": "tracemalloc", "note": ""}
+        return
+    engine = locator.get("engine") if locator.get("engine") in ENGINES else "tracemalloc"
+    note = str(locator.get("note") or "")
+    if engine == "memray":
+        from leakscope.native_sites import read_capture
+
+        capture = read_capture(locator, builder.display)
+        note = capture.note
+        run.sites.extend(capture.sites)
+    run.observations["locator"] = {"engine": engine, "note": note,
+                                   "loops": int(locator.get("loops") or 0)}
