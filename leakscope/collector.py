@@ -71,6 +71,9 @@ DIFF_MIN_STEPS = 10
 # takes a one-off step of a few KiB when diffs start to space out: a long
 # run's rule reads past both, a short one's might not.
 DIFF_EXACT_LOOPS = 200
+# tracemalloc's frames per allocation in fast mode's locate loops when memray,
+# the locator, records the full Python stacks beside it.
+LOCATE_FRAMES_WITH_MEMRAY = 3
 
 
 class Observer(Protocol):
@@ -406,9 +409,9 @@ class Collector:
             return
         self._start_tracing()
 
-    def _start_tracing(self) -> None:
+    def _start_tracing(self, frames: int | None = None) -> None:
         if not tracemalloc.is_tracing():
-            tracemalloc.start(self.settings.frames)
+            tracemalloc.start(frames or self.settings.frames)
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
@@ -472,7 +475,15 @@ class Collector:
         self._checkpoints = {0, self._traced_target // 2, self._traced_target}
         self.observer.on_phase("locate", self.detection)
         window = self._prepare_memray_window()
-        self._start_tracing()
+        # With memray recording Python's allocators beside it, tracemalloc could
+        # keep a few frames only: its cost grows with the depth (the JSON
+        # churner: 15x untraced at 3 frames, 26x at 10), and memray's full
+        # Python stacks would give the user's line of a deeper allocation
+        # (native_sites.Capture.deep). Off for now: see PYTHON_ALLOCATORS.
+        frames = None
+        if window is not None and window.deep_stacks:
+            frames = min(self.settings.frames, LOCATE_FRAMES_WITH_MEMRAY)
+        self._start_tracing(frames)
         if window is not None:
             if window.open():
                 self._memray = window

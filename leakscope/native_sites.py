@@ -26,7 +26,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leakscope import sites as sitemod
@@ -51,6 +51,10 @@ class Capture:
 
     sites: list[Site]
     note: str = ""
+    # Python allocations kept by the window: (file, line) of the innermost frame
+    # -> the full Python stack, innermost first, as (file, line) pairs; the stack
+    # of the most bytes at that line. Deepens tracemalloc's short tracebacks.
+    deep: dict[tuple[str, int], list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class _Symbols:
@@ -156,7 +160,13 @@ def read_capture(info: dict[str, Any], display: Any = None) -> Capture:
         except Exception as exc:  # noqa: BLE001 - a capture from another memray version
             return Capture([], f"memray capture unreadable ({exc}); native sites left out")
         symbols = _Symbols(list(info.get("libraries") or []), str(info.get("executable") or ""))
-        return Capture(_sites(records, loops, symbols, display or (lambda f: f)))
+        deep: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        sites = _sites(records, loops, symbols, display or (lambda f: f), deep)
+        if not info.get("python_allocators"):
+            # Python's allocations were seen only as pymalloc's arenas: their
+            # stacks are whichever allocation opened an arena, not the line's.
+            deep = {}
+        return Capture(sites, deep=deep)
     finally:
         if path:
             try:
@@ -165,11 +175,21 @@ def read_capture(info: dict[str, Any], display: Any = None) -> Capture:
                 pass
 
 
-def _sites(records: list[Any], loops: int, symbols: _Symbols, display: Any) -> list[Site]:
+def _sites(
+    records: list[Any], loops: int, symbols: _Symbols, display: Any,
+    deep: dict[tuple[str, int], list[tuple[str, int]]],
+) -> list[Site]:
     groups: dict[tuple[str, int, str, str], list[Any]] = {}
+    deep_size: dict[tuple[str, int], int] = {}
     for record in records:
         placed = _place(record, symbols)
         if placed is None:
+            python = record.stack_trace()
+            if len(python) > 1:
+                key = (python[0][1], int(python[0][2]))
+                if record.size > deep_size.get(key, -1):
+                    deep_size[key] = record.size
+                    deep[key] = [(f, int(n)) for _fn, f, n in python]
             continue
         python, function, library = placed
         user = next(((f, n, fn) for fn, f, n in python if sitemod.is_user_file(f)), None)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import leakscope
 from leakscope import counters
@@ -37,6 +37,9 @@ from leakscope.memray_window import ENGINES, locator_from_env
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
 from leakscope.target import TargetSpec
+
+if TYPE_CHECKING:
+    from leakscope.native_sites import Capture
 
 # After Ctrl-C, how long the child gets to send what it gathered.
 INTERRUPT_GRACE = 10.0
@@ -210,7 +213,11 @@ class RunBuilder:
                 values[i] = size
         return values
 
-    def build_sites(self) -> list[Site]:
+    def build_sites(
+        self, deep: dict[tuple[str, int], list[tuple[str, int]]] | None = None
+    ) -> list[Site]:
+        """Sites from tracemalloc's lines; ``deep`` (memray's full Python stacks by
+        innermost line) completes a traceback too short to reach the user's code."""
         tracebacks = {
             (key[0], key[1]): [tuple(f) for f in frames]
             for key, frames in (self.final or {}).get("tracebacks", [])
@@ -218,7 +225,10 @@ class RunBuilder:
         result = []
         for key in self.points:
             size, count = self.current.get(key, (0, 0))
-            frames = _without_harness(tracebacks.get(key) or [key])
+            raw = tracebacks.get(key) or [key]
+            if deep and key in deep and not any(sitemod.is_user_file(f) for f, _ in raw):
+                raw = deep[key]
+            frames = _without_harness(raw)
             traceback = [
                 Frame(self.display(f), int(n), sitemod.function_at(f, int(n))) for f, n in frames
             ]
@@ -594,8 +604,10 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
             [builder.display(f), n, b] for f, n, b in gc_final.get("kept_by_line", [])
         ]
         run.observations["gc_final"] = gc_final
-    run.sites = builder.build_sites()
-    _add_native_sites(run, builder, final.get("locator") or {})
+    capture = _read_locator(run, builder, final.get("locator") or {})
+    run.sites = builder.build_sites(capture.deep if capture else None)
+    if capture is not None:
+        run.sites.extend(capture.sites)
     if final.get("holders"):
         from leakscope.holders import build_holders
 
@@ -615,8 +627,8 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
     return run
 
 
-def _add_native_sites(run: Run, builder: RunBuilder, locator: dict[str, Any]) -> None:
-    """The memray window's sites beside tracemalloc's, and which engine located the run.
+def _read_locator(run: Run, builder: RunBuilder, locator: dict[str, Any]) -> Capture | None:
+    """The memray window's capture (native sites, deep stacks), and which engine located.
 
     ``observations.locator`` is {"engine", "note", "loops"}: the engine that
     located this run's sites and, when memray was asked for but not used,
@@ -625,14 +637,15 @@ def _add_native_sites(run: Run, builder: RunBuilder, locator: dict[str, Any]) ->
     if not locator:
         if run.mode == "fast" and any(loop.phase == "locate" for loop in run.loops):
             run.observations["locator"] = {"engine": "tracemalloc", "note": ""}
-        return
+        return None
     engine = locator.get("engine") if locator.get("engine") in ENGINES else "tracemalloc"
     note = str(locator.get("note") or "")
+    capture = None
     if engine == "memray":
         from leakscope.native_sites import read_capture
 
         capture = read_capture(locator, builder.display)
         note = capture.note
-        run.sites.extend(capture.sites)
     run.observations["locator"] = {"engine": engine, "note": note,
                                    "loops": int(locator.get("loops") or 0)}
+    return capture
