@@ -133,3 +133,22 @@ def test_worker_with_its_own_tracker_falls_back_to_tracemalloc(tmp_path):
     assert "already runs a memray Tracker" in locator["note"]
     assert "already runs a memray Tracker" in proc.stderr
     assert (tmp_path / "own.bin").exists()  # the worker's own capture is untouched
+
+
+def test_worker_python_without_memray_falls_back_with_one_line(tmp_path):
+    """Under --python, memray must be importable by the app's interpreter; here it is not."""
+    venv = tmp_path / "app"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    out = tmp_path / "run.json"
+    proc = run_cli("check", str(NATIVE / "ext_leak.py"), "-n", "50", "--python", str(python),
+                   "--json", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["verdict"]["kind"] == "native"
+    assert run["observations"]["locator"]["engine"] == "tracemalloc"
+    assert not [s for s in run["sites"] if s.get("engine") == "memray"]
+    note = "memray is not importable by the worker's Python"
+    assert note in run["observations"]["locator"]["note"]
+    assert sum(note in line for line in proc.stderr.splitlines()) == 1, proc.stderr
