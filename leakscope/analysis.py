@@ -469,7 +469,15 @@ def _decide_fast(run: Run) -> Verdict:
         key=lambda e: e.p_value,
     )
     traced = _decide_traced(run, located, require_significance=False)
+    released = traced.evidence.get("growth_kept_rate")
     traced.evidence = {**facts, **{f"locate_{k}": v for k, v in traced.evidence.items()}}
+    if (not traced.leak and released is not None and released < MIN_KEPT_RATE
+            and not block_evidence.leak and malloc_evidence is not None
+            and malloc_evidence.leak and malloc_evidence.slope >= NATIVE_MIN_RATE):
+        # The locate loops' traced rise was all released (free lists, or
+        # leakscope's own bytes a short traceback could not tell apart), while
+        # malloc grew and Python's blocks did not: the growth is native.
+        traced = replace(traced, summary="")
     if (traced.leak and traced.kind != "native") or traced.summary:
         # Reachable, cyclic garbage, or a filling bound: the traced loops tell.
         if traced.leak:
