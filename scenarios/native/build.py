@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +54,7 @@ def build_dir() -> Path:
     return target
 
 
-def load():  # noqa: ANN201 - the module object
+def load() -> types.ModuleType:
     """Import leakext, building it first when needed."""
     path = str(build_dir())
     if path not in sys.path:
