@@ -32,12 +32,11 @@ LOCATORS = ("auto", "memray", "tracemalloc")
 CAPTURE_NAME = "memray-window.bin"
 # Whether memray also records pymalloc's allocations. With them, the Python
 # stacks of what the window kept could give a short tracemalloc traceback its
-# user line, so tracemalloc could run with 3 frames (the JSON churner's whole
-# fast run: 1.35x untraced instead of 2.3x). Off until fast mode's native
-# verdict holds with a short tracemalloc traceback: today `check --frames 3` calls
-# the C extension's leak (scenarios/native/ext_leak.py) "no leak, released
-# again", with or without memray (measured; with 10 frames and this on, the
-# native leak and its site are found). Native sites do not need it: malloc's
+# user line, so tracemalloc could run with 3 frames in the locate loops (the
+# JSON churner's whole leaking fast run: 1.35x untraced instead of 2.3x). Off:
+# measured with 3 frames, scenarios/sqs_cycles_gc_disabled.py in fast mode was
+# called "no leak" (its cycles read as released), and holders' "made at" lines
+# come from tracemalloc's own tracebacks. Native sites do not need it: malloc's
 # own calls are what memray hooks either way.
 PYTHON_ALLOCATORS = False
 
