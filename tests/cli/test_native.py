@@ -60,6 +60,13 @@ def test_native_leak_names_user_line_and_native_function(tmp_path):
     assert "scenarios/native/ext_leak.py:25" in proc.stdout.splitlines()[0]
     # The capture lived in a directory of its own, removed after the run.
     assert not list(tmp_path.glob("leakscope-memray-*"))
+    # `check RUN.json` judges the saved run the same way, and JUnit carries both names.
+    junit = tmp_path / "junit.xml"
+    again = run_cli("check", str(tmp_path / "ext_leak.json"), "--junit", str(junit))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "scenarios/native/ext_leak.py:25" in again.stdout.splitlines()[0]
+    xml = junit.read_text()
+    assert "leakext_keep_buffer" in xml and "scenarios/native/ext_leak.py:25" in xml
 
 
 @needs_memray
