@@ -159,3 +159,11 @@ def test_worker_python_without_memray_falls_back_with_one_line(tmp_path):
     note = "memray is not importable by the worker's Python"
     assert note in run["observations"]["locator"]["note"]
     assert sum(note in line for line in proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_short_tracebacks_keep_the_native_verdict(tmp_path):
+    """--frames 3: the locate loops' traced rise is all released; malloc's growth is native."""
+    proc, run = _check("ext_leak", tmp_path, "--frames", "3",
+                       env={"LEAKSCOPE_LOCATOR": "tracemalloc"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert run["verdict"]["kind"] == "native", run["verdict"]["summary"]
