@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import leakscope
@@ -295,13 +296,36 @@ def trace(
     capture_dir = ""
     if settings.mode == "fast" and settings.locator != "tracemalloc":
         # The memray window's capture lives here, and goes with it.
-        capture_dir = tempfile.mkdtemp(prefix="leakscope-memray-")
+        _remove_stale_captures()
+        capture_dir = tempfile.mkdtemp(prefix=f"{CAPTURE_PREFIX}{os.getpid()}-")
     try:
         return _trace(spec, replace(settings, capture_dir=capture_dir), observer,
                       on_interrupt=on_interrupt, interrupts=interrupts)
     finally:
         if capture_dir:
             shutil.rmtree(capture_dir, ignore_errors=True)
+
+
+CAPTURE_PREFIX = "leakscope-memray-"
+
+
+def _remove_stale_captures() -> None:
+    """Capture directories left by a leakscope that was killed (SIGKILL skips ``finally``):
+    only this user's, only those whose leakscope (the pid in the name) is gone."""
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"{CAPTURE_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(CAPTURE_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or entry.lstat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _trace(

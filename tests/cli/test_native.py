@@ -167,3 +167,14 @@ def test_short_tracebacks_keep_the_native_verdict(tmp_path):
                        env={"LEAKSCOPE_LOCATOR": "tracemalloc"})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert run["verdict"]["kind"] == "native", run["verdict"]["summary"]
+
+
+@needs_memray
+def test_capture_directories_of_a_killed_leakscope_are_swept(tmp_path):
+    stale = tmp_path / "leakscope-memray-999999999-abc"
+    stale.mkdir()
+    (stale / "999999999-memray-window.bin").write_bytes(b"x")
+    proc, run = _check("ext_leak", tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert not stale.exists()
+    assert not list(tmp_path.glob("leakscope-memray-*"))
