@@ -500,7 +500,13 @@ class Collector:
         """
         if self.settings.locator == "tracemalloc" or not self.settings.capture_dir:
             return None
-        from leakscope.memray_window import MemrayWindow
+        from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+
+        if self.settings.frames < MIN_FRAMES:
+            self.locator = {"engine": "tracemalloc", "note": (
+                f"the memray locator needs --frames {MIN_FRAMES} or more; "
+                "located with tracemalloc")}
+            return None
 
         window = MemrayWindow(self.settings.capture_dir)
         if window.prepare():

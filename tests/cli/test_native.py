@@ -178,3 +178,16 @@ def test_capture_directories_of_a_killed_leakscope_are_swept(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert not stale.exists()
     assert not list(tmp_path.glob("leakscope-memray-*"))
+
+
+@needs_memray
+def test_too_few_frames_for_memray_fall_back_with_one_line(tmp_path):
+    """Beside a memray window, 3 tracemalloc frames lost the cycles' kind: tracemalloc alone."""
+    out = tmp_path / "run.json"
+    proc = run_cli("check", str(ROOT / "scenarios" / "sqs_cycles_gc_disabled.py"),
+                   "--frames", "3", "--json", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["verdict"]["kind"] == "cyclic-garbage", run["verdict"]["summary"]
+    assert run["observations"]["locator"]["engine"] == "tracemalloc"
+    assert "needs --frames 5 or more" in proc.stderr
