@@ -469,7 +469,15 @@ def _decide_fast(run: Run) -> Verdict:
         key=lambda e: e.p_value,
     )
     traced = _decide_traced(run, located, require_significance=False)
+    released = traced.evidence.get("growth_kept_rate")
     traced.evidence = {**facts, **{f"locate_{k}": v for k, v in traced.evidence.items()}}
+    if (not traced.leak and released is not None and released < MIN_KEPT_RATE
+            and not block_evidence.leak and malloc_evidence is not None
+            and malloc_evidence.leak and malloc_evidence.slope >= NATIVE_MIN_RATE):
+        # The locate loops' traced rise was all released (free lists, or
+        # leakscope's own bytes a short traceback could not tell apart), while
+        # malloc grew and Python's blocks did not: the growth is native.
+        traced = replace(traced, summary="")
     if (traced.leak and traced.kind != "native") or traced.summary:
         # Reachable, cyclic garbage, or a filling bound: the traced loops tell.
         if traced.leak:
@@ -809,6 +817,29 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
     return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
 
 
+def _mark_native_sites(run: Run, verdict: Verdict, native: list[Site]) -> None:
+    """memray's native sites: kept if steady over the window, growing only under a native leak.
+
+    memray's "leaked" means "not freed when its window closed": one buffer
+    an extension caches, or a pool it grew once, is no leak. A site must have
+    kept blocks in at least half the window's loops (``native_sites.steady``),
+    and the verdict, decided on the counters, must call the growth native.
+    """
+    loops = int((run.observations.get("locator") or {}).get("loops") or 0)
+    if not native:
+        return
+    from leakscope.native_sites import steady
+
+    kept = [site for site in native if loops >= 1 and steady(site, loops)]
+    for site in kept:
+        site.growing = verdict.leak and verdict.kind == "native"
+    # Under a native leak its native sites come first (they are the culprit),
+    # else after tracemalloc's.
+    kept.sort(key=lambda s: s.kept_bytes, reverse=True)
+    kept = kept[:SITE_LIMIT]
+    run.sites = kept + run.sites if verdict.kind == "native" else run.sites + kept
+
+
 def _ended(run: Run) -> str:
     """Why the run stopped before its last loop ("" when it did not)."""
     if run.observations.get("interrupted"):
@@ -841,6 +872,11 @@ def describe(verdict: Verdict, run: Run) -> str:
     rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
     holder = next((h for h in run.holders if h.growing), None)
     site = next((s for s in run.sites if s.growing), None)
+    if verdict.kind == "native" and site is not None and site.native:
+        return prefix + (
+            f"Leak (native, {rate}, confidence {verdict.confidence:.2f}): "
+            f"{describe_native_site(site, unit)}."
+        )
     where = ""
     if site is not None and site.user_frame is not None:
         uf = site.user_frame
@@ -858,6 +894,17 @@ def describe(verdict: Verdict, run: Run) -> str:
     return prefix + (
         f"Leak ({verdict.kind}): {rate}{blocks} kept per {unit}, "
         f"{kinds.get(verdict.kind, verdict.kind)}, confidence {verdict.confidence:.2f}{where}."
+    )
+
+
+def describe_native_site(site: Site, unit: str = "iteration") -> str:
+    """``native memory allocated by `foo_alloc` (libfoo.so) under `worker.py:38`, ...``."""
+    native = site.native or {}
+    where = site.user_frame or site
+    return (
+        f"native memory allocated by `{native.get('function', '?')}` "
+        f"({native.get('library', '<unknown>')}) under `{where.file}:{where.line}`, "
+        f"{format_bytes(site.bytes_per_iteration)} per {unit}"
     )
 
 
@@ -910,7 +957,10 @@ def analyse(run: Run) -> Run:
     ended = _ended(run)
     if ended:
         verdict.partial, verdict.ended = True, ended
-    run.sites = rank_sites(run.sites, verdict.leak and verdict.kind != "native")
+    native = [site for site in run.sites if site.engine == "memray"]
+    run.sites = rank_sites([site for site in run.sites if site.engine != "memray"],
+                           verdict.leak and verdict.kind != "native")
+    _mark_native_sites(run, verdict, native)
     if not verdict.leak:
         _clear_growing(run)
     run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking

@@ -212,6 +212,10 @@ def _trace_and_save(
                 raise
             run, failure = exc.run, exc
         interrupts.finishing()  # every loop that will come has come
+        note = (run.observations.get("locator") or {}).get("note")
+        if note:
+            err_console.print(f"leakscope: {printable(note)}", style="dim", markup=False,
+                              highlight=False)
         analyse(run)
         on_verdict(run)
         if interrupts.presses and not run.observations.get("interrupted"):

@@ -71,6 +71,9 @@ DIFF_MIN_STEPS = 10
 # takes a one-off step of a few KiB when diffs start to space out: a long
 # run's rule reads past both, a short one's might not.
 DIFF_EXACT_LOOPS = 200
+# tracemalloc's frames per allocation in fast mode's locate loops when memray,
+# the locator, records the full Python stacks beside it.
+LOCATE_FRAMES_WITH_MEMRAY = 3
 
 
 class Observer(Protocol):
@@ -193,6 +196,10 @@ class Collector:
         # measured loop's end: they allocate on their own schedule, which the
         # analysis weighs. A test runner's threads (hook.threads_before) are not.
         self.other_threads_max = 0
+        # The memray locator's window over the locate loops (fast mode only),
+        # and what the parent needs to read it (leakscope.native_sites).
+        self._memray: Any = None
+        self.locator: dict[str, Any] = {}
 
     @staticmethod
     def _checkpoint_indices(iterations: int) -> set[int]:
@@ -271,6 +278,7 @@ class Collector:
         """Stop tracing and hand over what only the live process knows."""
         hook.install(None)
         self._gc_counter.__exit__()
+        self._close_memray_window()  # interrupted inside the window
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
         self._observe_end()  # interrupted, or a tick script that ended early
@@ -285,6 +293,7 @@ class Collector:
             "mode": self.settings.mode,
             "detection": self.detection,
             "other_threads_max": self.other_threads_max,
+            "locator": self.locator,
             **(self._end or {}),
         }
         if self.holder_probe is not None:
@@ -400,9 +409,9 @@ class Collector:
             return
         self._start_tracing()
 
-    def _start_tracing(self) -> None:
+    def _start_tracing(self, frames: int | None = None) -> None:
         if not tracemalloc.is_tracing():
-            tracemalloc.start(self.settings.frames)
+            tracemalloc.start(frames or self.settings.frames)
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
@@ -465,7 +474,50 @@ class Collector:
         self._traced_target = max(2, self.settings.locate_loops)
         self._checkpoints = {0, self._traced_target // 2, self._traced_target}
         self.observer.on_phase("locate", self.detection)
-        self._start_tracing()
+        window = self._prepare_memray_window()
+        # With memray recording Python's allocators beside it, tracemalloc could
+        # keep a few frames only: its cost grows with the depth (the JSON
+        # churner: 15x untraced at 3 frames, 26x at 10), and memray's full
+        # Python stacks would give the user's line of a deeper allocation
+        # (native_sites.Capture.deep). Off for now: see PYTHON_ALLOCATORS.
+        frames = None
+        if window is not None and window.deep_stacks:
+            frames = min(self.settings.frames, LOCATE_FRAMES_WITH_MEMRAY)
+        self._start_tracing(frames)
+        if window is not None:
+            if window.open():
+                self._memray = window
+            else:
+                self.locator = {"engine": "tracemalloc", "note": window.note}
+
+    def _prepare_memray_window(self) -> Any:
+        """memray over the locate loops too, when it is the locator: native sites.
+
+        Imported before tracemalloc starts and opened after it and the first
+        holder walk, so none of them is in either capture; a worker that runs
+        its own Tracker keeps it, and the run locates with tracemalloc alone
+        (the note says so).
+        """
+        if self.settings.locator == "tracemalloc" or not self.settings.capture_dir:
+            return None
+        from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+
+        if self.settings.frames < MIN_FRAMES:
+            self.locator = {"engine": "tracemalloc", "note": (
+                f"the memray locator needs --frames {MIN_FRAMES} or more; "
+                "located with tracemalloc")}
+            return None
+
+        window = MemrayWindow(self.settings.capture_dir)
+        if window.prepare():
+            return window
+        self.locator = {"engine": "tracemalloc", "note": window.note}
+        return None
+
+    def _close_memray_window(self) -> None:
+        window, self._memray = self._memray, None
+        if window is not None:
+            self.locator = window.close(self.traced)
 
     def _record_measured(self, index: int, seconds: float) -> None:
         """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
@@ -476,6 +528,7 @@ class Collector:
             self._record_totals(index, seconds)
         last = self.traced == self._traced_target
         if last:
+            self._close_memray_window()
             self._gathered()
             self._observe_end()
         if self.holder_probe is not None and self.traced in self._checkpoints:

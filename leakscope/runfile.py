@@ -123,6 +123,13 @@ class Site:
     # Its kept memory sits in a bounded container (an lru_cache filling toward
     # its maxsize, or full and turning over): reported apart, never growing.
     filling: bool = False
+    # Which engine located it: "tracemalloc" (Python's allocators) or "memray"
+    # (the memray locator, which also sees C allocations).
+    engine: str = "tracemalloc"
+    # Memory allocated in native code (memray only): {"function", "library"}, the
+    # innermost native function outside the interpreter and the C library, and
+    # the file it lives in ("<unknown>" when its symbols are stripped).
+    native: dict[str, str] | None = None
 
 
 @dataclass
@@ -414,6 +421,7 @@ _CHOICES: dict[tuple[type, str], tuple[str, ...]] = {
     (Holder, "found_by"): ("walk", "backrefs"),
     (Loop, "phase"): ("warmup", "measure", "detect", "locate"),
     (Run, "mode"): ("full", "fast"),
+    (Site, "engine"): ("tracemalloc", "memray"),
 }
 
 

@@ -75,6 +75,12 @@ class Settings:
     # own) and why it was chosen (see leakscope.interpreter).
     python: str = ""
     python_from: str = ""
+    # Fast mode's locating engine: "auto" (memray where the worker's Python can
+    # import it, else tracemalloc), "memray" or "tracemalloc" (LEAKSCOPE_LOCATOR).
+    locator: str = "auto"
+    # Where the memray window writes its capture: a directory the parent makes
+    # and removes ("" = no memray window).
+    capture_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,14 +15,18 @@ import json
 import os
 import platform
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import leakscope
 from leakscope import counters
@@ -30,9 +34,13 @@ from leakscope import sites as sitemod
 from leakscope.errors import Abandoned, TargetError, WorkerError
 from leakscope.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
 from leakscope.interpreter import with_private_path
+from leakscope.memray_window import ENGINES, locator_from_env
 from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
 from leakscope.settings import Settings
 from leakscope.target import TargetSpec
+
+if TYPE_CHECKING:
+    from leakscope.native_sites import Capture
 
 # After Ctrl-C, how long the child gets to send what it gathered.
 INTERRUPT_GRACE = 10.0
@@ -206,7 +214,11 @@ class RunBuilder:
                 values[i] = size
         return values
 
-    def build_sites(self) -> list[Site]:
+    def build_sites(
+        self, deep: dict[tuple[str, int], list[tuple[str, int]]] | None = None
+    ) -> list[Site]:
+        """Sites from tracemalloc's lines; ``deep`` (memray's full Python stacks by
+        innermost line) completes a traceback too short to reach the user's code."""
         tracebacks = {
             (key[0], key[1]): [tuple(f) for f in frames]
             for key, frames in (self.final or {}).get("tracebacks", [])
@@ -214,7 +226,10 @@ class RunBuilder:
         result = []
         for key in self.points:
             size, count = self.current.get(key, (0, 0))
-            frames = _without_harness(tracebacks.get(key) or [key])
+            raw = tracebacks.get(key) or [key]
+            if deep and key in deep and not any(sitemod.is_user_file(f) for f, _ in raw):
+                raw = deep[key]
+            frames = _without_harness(raw)
             traceback = [
                 Frame(self.display(f), int(n), sitemod.function_at(f, int(n))) for f, n in frames
             ]
@@ -276,6 +291,51 @@ def trace(
     those loops in ``run``, marked with how the run ``ended``.
     """
     observer = observer or NullObserver()
+    if settings.locator == "auto":
+        settings = replace(settings, locator=locator_from_env())
+    capture_dir = ""
+    if settings.mode == "fast" and settings.locator != "tracemalloc":
+        # The memray window's capture lives here, and goes with it.
+        _remove_stale_captures()
+        capture_dir = tempfile.mkdtemp(prefix=f"{CAPTURE_PREFIX}{os.getpid()}-")
+    try:
+        return _trace(spec, replace(settings, capture_dir=capture_dir), observer,
+                      on_interrupt=on_interrupt, interrupts=interrupts)
+    finally:
+        if capture_dir:
+            shutil.rmtree(capture_dir, ignore_errors=True)
+
+
+CAPTURE_PREFIX = "leakscope-memray-"
+
+
+def _remove_stale_captures() -> None:
+    """Capture directories left by a leakscope that was killed (SIGKILL skips ``finally``):
+    only this user's, only those whose leakscope (the pid in the name) is gone."""
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(f"{CAPTURE_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(CAPTURE_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or entry.lstat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _trace(
+    spec: TargetSpec,
+    settings: Settings,
+    observer: LiveObserver,
+    *,
+    on_interrupt: Callable[[], None] | None,
+    interrupts: Interrupts | None,
+) -> Run:
     cwd = os.getcwd()
     run = Run(
         target=spec.text, python=platform.python_version(), started_at=now_iso(),
@@ -283,6 +343,7 @@ def trace(
         platform=f"{platform.system()} {platform.machine()}",
     )
     run.settings.pop("args", None)
+    run.settings.pop("capture_dir", None)
     run.settings["worker_args"] = list(settings.args)
     run.observations["cwd"] = cwd
     run.observations["target_kind"] = spec.kind
@@ -567,7 +628,10 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
             [builder.display(f), n, b] for f, n, b in gc_final.get("kept_by_line", [])
         ]
         run.observations["gc_final"] = gc_final
-    run.sites = builder.build_sites()
+    capture = _read_locator(run, builder, final.get("locator") or {})
+    run.sites = builder.build_sites(capture.deep if capture else None)
+    if capture is not None:
+        run.sites.extend(capture.sites)
     if final.get("holders"):
         from leakscope.holders import build_holders
 
@@ -585,3 +649,27 @@ def _finish(run: Run, builder: RunBuilder) -> Run:
         sum(loop.seconds or 0 for loop in run.loops), 4
     )
     return run
+
+
+def _read_locator(run: Run, builder: RunBuilder, locator: dict[str, Any]) -> Capture | None:
+    """The memray window's capture (native sites, deep stacks), and which engine located.
+
+    ``observations.locator`` is {"engine", "note", "loops"}: the engine that
+    located this run's sites and, when memray was asked for but not used,
+    why (one line, also printed).
+    """
+    if not locator:
+        if run.mode == "fast" and any(loop.phase == "locate" for loop in run.loops):
+            run.observations["locator"] = {"engine": "tracemalloc", "note": ""}
+        return None
+    engine = locator.get("engine") if locator.get("engine") in ENGINES else "tracemalloc"
+    note = str(locator.get("note") or "")
+    capture = None
+    if engine == "memray":
+        from leakscope.native_sites import read_capture
+
+        capture = read_capture(locator, builder.display)
+        note = capture.note
+    run.observations["locator"] = {"engine": engine, "note": note,
+                                   "loops": int(locator.get("loops") or 0)}
+    return capture

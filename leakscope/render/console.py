@@ -155,6 +155,9 @@ def summary(run: Run, max_sites: int = 8) -> Group:
         f"confidence {verdict.confidence:.2f} · {len(run.measured)} measured + "
         f"{len(run.loops) - len(run.measured)} warm-up {run.unit}s · mode {run.mode}"
     )
+    engine = (run.observations.get("locator") or {}).get("engine")
+    if engine in ("memray", "tracemalloc"):
+        facts += f" · located with {engine}"
     parts.append(Panel(Group(head, Text(facts, style="dim")), border_style=style, expand=True))
     growing_holders = [h for h in run.holders if h.growing]
     if growing_holders:
@@ -212,6 +215,9 @@ def _site_cell(site: Site) -> Text:
     same = user is not None and (user.file, user.line) == (site.file, site.line)
     cell = Text(site_location(site.file, site.line))
     cell.append(f"\n  {site.function}", style="dim")
+    if site.native:
+        cell.append(f"\n  native {site.native.get('function', '?')} "
+                    f"({site.native.get('library', '<unknown>')}), located by {site.engine}")
     if user is not None and not same:
         cell.append("\n  open first ")
         cell.append(site_location(user.file, user.line), style="bold")

@@ -423,6 +423,8 @@ def _site(
         "traceback": traceback,
         "user_frame": _frame(user) if user is not None else None,
         "source": _source(user, cwd, roots, files),
+        "engine": site.engine,
+        "native": dict(site.native) if site.native else None,
     }
 
 

@@ -210,5 +210,9 @@ def _site(site: Site, unit: str, extra: str = "") -> str:
     first = ""
     if frame is not None and (frame.file, frame.line) != (site.file, site.line):
         first = f" (open {site_location(frame.file, frame.line)} first)"
+    native = ""
+    if site.native:
+        native = (f", native {site.native.get('function', '?')} "
+                  f"({site.native.get('library', '<unknown>')}) by {site.engine}")
     return (f"{site_location(site.file, site.line)} {site.function}: "
-            f"{format_bytes(site.bytes_per_iteration)}/{unit}{extra}{first}")
+            f"{format_bytes(site.bytes_per_iteration)}/{unit}{extra}{native}{first}")

@@ -56,6 +56,28 @@ if __name__ == "__main__":
 GAINED_ALLOWED = {"leakscope"}
 
 
+def _memray_modules() -> set[str]:
+    """Top-level modules outside the standard library that loading memray's locator brings
+    (memray itself, and what its extension imports: rich, its Cython runtime,
+    typing_extensions); empty when memray is not installed."""
+    code = ("import json, sys\n"
+            "before = set(sys.modules)\n"
+            "try:\n"
+            "    import memray, memray.reporters.module_tools\n"
+            "except ImportError:\n"
+            "    print('[]'); raise SystemExit\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before\n"
+            "    if m.split('.')[0] not in sys.stdlib_module_names})))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return set(json.loads(done.stdout))
+
+
+# memray is the one exception, and only where it is the locator in use: fast mode's
+# locate loops (trace --fast, check) when the worker's Python can import it.
+MEMRAY_MODULES = _memray_modules()
+
+
 def _plain(probe: Path, out: Path) -> set[str]:
     subprocess.run([sys.executable, str(probe)], check=True, timeout=60,
                    env={**os.environ, "PROBE_OUT": str(out), "PROBE_LOOPS": "3"})
@@ -78,18 +100,33 @@ def _gained(probe: Path, tmp_path: Path, *cli: str, env: dict | None = None) -> 
     return set(json.loads(out.read_text())) - baseline
 
 
+def _engine(path: Path) -> str | None:
+    return (json.loads(path.read_text())["observations"].get("locator") or {}).get("engine")
+
+
 @pytest.mark.parametrize("mode", ["--full", "--fast"])
-def test_trace_loads_nothing_of_leakscopes_dependencies(probe, tmp_path, mode):
+@pytest.mark.parametrize("locator", ["auto", "tracemalloc"])
+def test_trace_loads_nothing_of_leakscopes_dependencies(probe, tmp_path, mode, locator):
     extra = ["--fast"] if mode == "--fast" else []
     gained = _gained(probe, tmp_path, "trace", str(probe), "-n", "20", "-q", *extra,
-                     "--json", str(tmp_path / "run.json"))
-    assert gained <= GAINED_ALLOWED, gained
+                     "--json", str(tmp_path / "run.json"), env={"LEAKSCOPE_LOCATOR": locator})
+    engine = _engine(tmp_path / "run.json")
+    if mode == "--full" or locator == "tracemalloc":
+        assert engine != "memray"
+        assert gained <= GAINED_ALLOWED, gained
+    else:
+        assert engine == ("memray" if MEMRAY_MODULES else "tracemalloc")
+        assert gained <= GAINED_ALLOWED | MEMRAY_MODULES, gained
 
 
-def test_check_loads_nothing_of_leakscopes_dependencies(probe, tmp_path):
+@pytest.mark.parametrize("locator", ["auto", "tracemalloc"])
+def test_check_loads_nothing_of_leakscopes_dependencies(probe, tmp_path, locator):
     gained = _gained(probe, tmp_path, "check", str(probe), "--max-growth", "1MiB",
-                     "--json", str(tmp_path / "run.json"))
-    assert gained <= GAINED_ALLOWED, gained
+                     "--json", str(tmp_path / "run.json"), env={"LEAKSCOPE_LOCATOR": locator})
+    allowed = GAINED_ALLOWED
+    if locator == "auto" and _engine(tmp_path / "run.json") == "memray":
+        allowed = GAINED_ALLOWED | MEMRAY_MODULES
+    assert gained <= allowed, gained
 
 
 def test_run_loads_nothing_of_leakscopes_dependencies(probe, tmp_path):

@@ -420,6 +420,12 @@
         site.user_frame.function ? el("span", "fn", site.user_frame.function) : null);
       add(body, first);
     }
+    if (site.native) {
+      var nat = el("p", "native-fn");
+      add(nat, el("span", "label", "Allocated in native code by"), el("code", null, site.native.function),
+        el("span", "fn", site.native.library));
+      add(body, nat);
+    }
     if (site.holder) {
       var held = el("p", "held-by");
       add(held, el("span", "label", "Held by"), el("code", null, site.holder));
@@ -484,6 +490,12 @@
     var summary = el("summary");
     var where = el("div", "where");
     add(where, el("code", "loc", location(site.short, site.line)), el("div", "fn", site.function));
+    if (site.native) {
+      add(where, el("div", "fn native", "native " + site.native.function + " (" + site.native.library + ")"));
+    }
+    if (site.engine) {
+      add(where, el("div", "sub engine", "located by " + site.engine));
+    }
     var rate = el("div", "num rate");
     add(rate, el("strong", null, site.rate), el("div", "sub", site.blocks));
     var trend = el("div", "trend");

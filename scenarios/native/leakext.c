@@ -1,0 +1,89 @@
+/* leakext: a tiny C extension for leakscope's native scenarios.
+ *
+ * keep(n)   mallocs n bytes per call and keeps the pointer forever (the leak);
+ * borrow(n) mallocs n bytes and frees them before returning (the fixed code);
+ * churn(n, times) mallocs and frees n bytes `times` times per call (heavy but
+ *           balanced native allocation).
+ *
+ * Each allocation goes through its own non-inlined function, so that a native
+ * stack names the allocator: leakext_keep_buffer is the leaking one.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void **kept = NULL;
+static size_t kept_len = 0, kept_cap = 0;
+
+__attribute__((noinline)) void *leakext_keep_buffer(size_t n) {
+    void *buffer = malloc(n);
+    if (buffer != NULL) {
+        memset(buffer, 0xab, n);
+    }
+    return buffer;
+}
+
+__attribute__((noinline)) void *leakext_scratch_buffer(size_t n) {
+    void *buffer = malloc(n);
+    if (buffer != NULL) {
+        memset(buffer, 0xcd, n);
+    }
+    return buffer;
+}
+
+static PyObject *keep(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) {
+        return NULL;
+    }
+    if (kept_len == kept_cap) {
+        /* The pointer list grows by doubling: its own reallocs are a bounded
+           share of what is kept, the buffers are the leak. */
+        size_t cap = kept_cap ? kept_cap * 2 : 1024;
+        void **grown = realloc(kept, cap * sizeof(void *));
+        if (grown == NULL) {
+            return PyErr_NoMemory();
+        }
+        kept = grown;
+        kept_cap = cap;
+    }
+    kept[kept_len++] = leakext_keep_buffer((size_t)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *borrow(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) {
+        return NULL;
+    }
+    void *buffer = leakext_scratch_buffer((size_t)n);
+    unsigned char first = buffer ? ((unsigned char *)buffer)[0] : 0;
+    free(buffer);
+    return PyLong_FromLong(first);
+}
+
+static PyObject *churn(PyObject *self, PyObject *args) {
+    Py_ssize_t n, times;
+    if (!PyArg_ParseTuple(args, "nn", &n, &times)) {
+        return NULL;
+    }
+    long total = 0;
+    for (Py_ssize_t i = 0; i < times; i++) {
+        void *buffer = leakext_scratch_buffer((size_t)n);
+        total += buffer ? ((unsigned char *)buffer)[n / 2] : 0;
+        free(buffer);
+    }
+    return PyLong_FromLong(total);
+}
+
+static PyMethodDef methods[] = {
+    {"keep", keep, METH_VARARGS, "malloc n bytes and keep them (leaks)"},
+    {"borrow", borrow, METH_VARARGS, "malloc n bytes and free them"},
+    {"churn", churn, METH_VARARGS, "malloc and free n bytes, `times` times"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leakext", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit_leakext(void) { return PyModule_Create(&module); }
