@@ -37,7 +37,7 @@ KEPT = []
 
 def iteration():
     KEPT.append(object())
-    _dump()
+
 
 def teardown():
     _dump()
@@ -51,6 +51,7 @@ if __name__ == "__main__":
     for _ in range(int(os.environ.get("PROBE_LOOPS", "40"))):
         iteration()
         tick()
+    _dump()
 '''
 
 GAINED_ALLOWED = {"leakscope"}
@@ -142,7 +143,7 @@ def test_pytest_plugin_loads_nothing_of_leakscopes_dependencies(tmp_path):
     (tmp_path / "test_leaky.py").write_text(
         "import pytest\nKEPT = []\n\n"
         "@pytest.mark.leakscope(iterations=10)\n"
-        "def test_keeps():\n    KEPT.append(object())\n"
+        "def test_keeps():\n    KEPT.append([object() for _ in range(20)])\n"
     )
     (tmp_path / "conftest.py").write_text(
         "import json, os, sys\n\n"
