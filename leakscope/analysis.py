@@ -969,6 +969,7 @@ def analyse(run: Run) -> Run:
         verdict = _framework_growth_undecided(verdict, run)
     else:
         verdict = _threaded_growth_undecided(verdict, run)
+    verdict = _rising_undecided(verdict, run)
     if not verdict.leak:
         _clear_growing(run)
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
@@ -1118,6 +1119,26 @@ def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     undecided = _undecided(verdict, run, needed, what, first, second, settling)
     undecided.evidence["other_threads_max"] = others
     return undecided
+
+
+def _rising_undecided(verdict: Verdict, run: Run) -> Verdict:
+    """A "no leak" the run's own data doubts is "Undecided".
+
+    A no-leak verdict's confidence is the chance that the floor's next step
+    does not rise, read on the last half of the run. Under 1 - TAIL_RISE_FRACTION,
+    the floor rose as persistently as the rule asks of a leak, short only of its
+    significance (a saw-tooth of the gc's collections over a short run hides a
+    small leak that way): the run says neither, and as many loops again would tell.
+    """
+    if (verdict.leak or verdict.undecided or verdict.confidence >= 1 - TAIL_RISE_FRACTION
+            or verdict.summary.startswith("Too few")):
+        return verdict
+    measured = len(run.measured)
+    first, second = _half_rates(run)
+    what = (f"the kept memory's floor rose on most of the run's last steps, short of "
+            f"the rule's significance (a no leak would have confidence "
+            f"{verdict.confidence:.2f})")
+    return _undecided(verdict, run, max(measured, MIN_LOOPS), what, first, second, False)
 
 
 def _undecided(

@@ -683,3 +683,37 @@ def test_growth_that_stops_as_a_bound_fills_is_no_leak_once_the_run_is_long_enou
 def test_growth_that_goes_on_after_the_bound_is_full_is_still_a_leak(n: int) -> None:
     run = analyse(_gunicorn_worker(n, fill=100, collateral_after=120))
     assert run.verdict.leak and run.verdict.kind == "reachable", run.verdict.summary
+
+
+# ------------------------------------------- a no leak its own data doubts
+
+
+@pytest.mark.parametrize(("n", "period", "item"), [(20, 10, 300), (24, 12, 400)])
+def test_a_small_leak_under_a_long_sawtooth_in_a_short_run_is_undecided(
+    n: int, period: int, item: float,
+) -> None:
+    """The module probe's case: one object a loop under the gc's saw-tooth, 20 loops.
+
+    The floor rose on nearly every late step, short of significance: "no leak,
+    confidence 0.09" was a wrong answer stated as a verdict.
+    """
+    run = analyse(make_run(leak_under_sawtooth(n, BLOCK, period, item), native=flat_native(n)))
+    assert run.verdict.undecided, run.verdict
+    assert run.verdict.confidence == 0.0
+    assert run.verdict.evidence["needs_units"] >= n
+    assert run.verdict.summary.startswith("Undecided")
+
+
+@pytest.mark.parametrize("n", [n for n in LENGTHS if n < LONG])
+@pytest.mark.parametrize("name", list(NEGATIVES))
+def test_settled_negatives_stay_no_leak_through_analyse(name: str, n: int) -> None:
+    """No negative is a leak; once its growth has stopped it is "no leak", not undecided.
+
+    A ring buffer 10 loops in is still filling (it fills at loop 37): every
+    step of its window rose, which a leak's start looks like, so it is undecided.
+    """
+    for seed in SEEDS if name in SEEDED else [0]:
+        run = analyse(make_run(NEGATIVES[name](n, seed), native=flat_native(n)))
+        assert not run.verdict.leak, (name, n, seed, run.verdict)
+        still_filling = name == "ring-buffer" and n == 10
+        assert run.verdict.undecided == still_filling, (name, n, seed, run.verdict)
