@@ -975,7 +975,9 @@ def analyse(run: Run) -> Run:
     verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
     if verdict.leak and verdict.evidence.get("untraced"):
         verdict.summary = _describe_untraced(verdict, run)
-    elif not verdict.summary.startswith("Undecided"):
+    elif verdict.undecided:
+        verdict.summary = _partial_prefix(verdict, run) + verdict.summary
+    else:
         verdict.summary = describe(verdict, run)
         inside = verdict.evidence.get("library_only")
         if verdict.leak and inside:
