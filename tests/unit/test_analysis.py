@@ -561,9 +561,13 @@ def _no_leak_paths() -> dict[str, Run]:
     untraced.mode, untraced.unit, untraced.process = "fast", "job", {"pid": 8, "role": "rq"}
     untraced.loops += [Loop(index=i, warmup=False, phase="detect", allocated_blocks=9000 + 3 * i,
                             malloc_bytes=2_000_000) for i in range(40)]
+    rising = leak_under_sawtooth(20, BLOCK, period=10, item=300)
+    rising_undecided = _marked(make_run(rising, native=flat_native(20)), rising)
+    rising_undecided.holders[0].growing = False
     return {"flat": flat, "released": released, "filling bound": filling,
             "framework undecided": undecided, "too few loops": too_short,
-            "threads undecided": threaded, "untraced counters undecided": untraced}
+            "threads undecided": threaded, "untraced counters undecided": untraced,
+            "rising floor undecided": rising_undecided}
 
 
 @pytest.mark.parametrize("path", list(_no_leak_paths()))
