@@ -101,6 +101,9 @@ FRAMEWORK_HORIZON = 1000
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the whole growth.
 USER_SHARE = 0.1
+# ... unless that line's kept memory fell back by this share of its range
+# during the run: memory released in bulk is not kept (see gave_back).
+GAVE_BACK_SHARE = 0.25
 # `trace`: other threads of the worker (a server it started in `setup()`, a
 # pool) allocate on their own schedule while the loop runs, and their buffers
 # and per-connection state fill for hundreds of loops: an HTTP server in a
@@ -1031,9 +1034,13 @@ def _user_attributed(run: Run, growth_rate: float) -> bool:
         # not a few bytes beside a framework's filling cache: objects a user
         # line made and freed wait in the interpreter's free lists, and the
         # framework's cache that takes them keeps them under the user's line.
+        # Nor does a line whose kept memory fell back in bulk during the run
+        # (a gc collection, a cleared buffer): what it keeps is released, and
+        # over a short run the floor of such a saw-tooth can still look like
+        # growth (rq 3's clean SimpleWorker: +64 B a job, back every ~50 jobs).
         if site.growing and site.user_frame is not None and (
             site.bytes_per_iteration >= USER_SHARE * rate
-        ):
+        ) and not gave_back(site.series):
             return True
     for holder in run.holders:
         if not holder.growing:
@@ -1043,6 +1050,18 @@ def _user_attributed(run: Run, growth_rate: float) -> bool:
         if any(is_user_file(line.rsplit(":", 1)[0]) for line in lines):
             return True
     return False
+
+
+def gave_back(series: Sequence[float]) -> bool:
+    """Whether a series fell, at some point, by GAVE_BACK_SHARE of its whole range or more."""
+    if len(series) < 3:
+        return False
+    spread = max(series) - min(series)
+    peak, drop = series[0], 0.0
+    for value in series:
+        peak = max(peak, value)
+        drop = max(drop, peak - value)
+    return spread > 0 and drop >= GAVE_BACK_SHARE * spread
 
 
 def _half_rates(run: Run) -> tuple[float, float]:
