@@ -1,0 +1,107 @@
+"""`leakscope run` among a worker's own arrangements and a hostile file system.
+
+The worker's own ``sitecustomize.py`` still runs behind leakscope's start-up
+hook; the run directory leakscope makes in the temporary folder is private;
+a ``.leakscope/`` someone else could write to is refused before the command
+starts. Each case writes a small worker into ``tmp_path`` and runs the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+EXIT_USAGE = 2
+
+# The worker's own start-up customisation, as a Debian Python or a project sets one:
+# it sets an environment variable and leaves a marker per process it runs in.
+WORKER_SITECUSTOMIZE = textwrap.dedent(
+    """
+    import json
+    import os
+
+    os.environ["WORKER_SITECUSTOMIZE"] = "ran"
+    try:
+        from leakscope import agent
+        armed = agent.current() is not None
+    except ImportError:
+        armed = None
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "sitecustomize-ran-%d.json" % os.getpid()), "w") as out:
+        json.dump({"armed": armed}, out)
+    """
+)
+
+# A tick worker that refuses to work (exit 17) unless its sitecustomize ran.
+SITE_WORKER = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    import leakscope
+    import sitecustomize
+
+    if os.environ.get("WORKER_SITECUSTOMIZE") != "ran":
+        sys.exit(17)
+    with open(sys.argv[1], "w") as out:
+        json.dump({"pid": os.getpid(), "sitecustomize": sitecustomize.__file__}, out)
+    KEPT = []
+    for i in range(int(sys.argv[2])):
+        if sys.argv[3] == "leak":
+            KEPT.append("x" * 200 + str(i))   # the leak: kept for ever
+        else:
+            data = ["x" * 200 + str(i)]
+        leakscope.tick()
+    """
+)
+
+
+def _site_worker(tmp_path: Path) -> tuple[Path, Path]:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "sitecustomize.py").write_text(WORKER_SITECUSTOMIZE)
+    (app / "worker.py").write_text(SITE_WORKER)
+    return app, app / "worker.py"
+
+
+def test_the_workers_own_sitecustomize_still_runs_and_the_verdict_is_right(tmp_path):
+    """leakscope's start-up hook shadows the worker's sitecustomize.py on PYTHONPATH;
+    it must run it after arming the process, and the leak must still be found."""
+    app, worker = _site_worker(tmp_path)
+    seen, out = tmp_path / "seen.json", tmp_path / "run.json"
+    proc = run_cli("run", "--quiet", "--json", str(out), "--", sys.executable, str(worker),
+                   str(seen), "300", "leak", cwd=tmp_path, env={"PYTHONPATH": str(app)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    worker_seen = json.loads(seen.read_text())
+    # `import sitecustomize` in the worker is the worker's own module, not leakscope's.
+    assert worker_seen["sitecustomize"] == str(app / "sitecustomize.py"), worker_seen
+    # It ran in the worker, which leakscope had armed before it.
+    marker = app / f"sitecustomize-ran-{worker_seen['pid']}.json"
+    assert json.loads(marker.read_text()) == {"armed": True}
+    run = json.loads(out.read_text())
+    (process,) = run["processes"]
+    assert process["process"]["pid"] == worker_seen["pid"]
+    assert process["process"]["traced_units"] > 0
+    assert run["verdict"]["leak"] is True and run["verdict"]["kind"] == "reachable", run["verdict"]
+    assert "worker.py:" in run["verdict"]["summary"], run["verdict"]["summary"]
+    assert "LEAK" in proc.stdout
+
+
+def test_the_workers_own_sitecustomize_runs_and_a_clean_worker_is_no_leak(tmp_path):
+    app, worker = _site_worker(tmp_path)
+    seen, out = tmp_path / "seen.json", tmp_path / "run.json"
+    proc = run_cli("run", "--quiet", "--json", str(out), "--", sys.executable, str(worker),
+                   str(seen), "150", "clean", cwd=tmp_path, env={"PYTHONPATH": str(app)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    worker_seen = json.loads(seen.read_text())
+    assert worker_seen["sitecustomize"] == str(app / "sitecustomize.py"), worker_seen
+    marker = app / f"sitecustomize-ran-{worker_seen['pid']}.json"
+    assert json.loads(marker.read_text()) == {"armed": True}
+    run = json.loads(out.read_text())
+    assert run["verdict"]["leak"] is False, run["verdict"]
+    assert "NO LEAK" in proc.stdout
