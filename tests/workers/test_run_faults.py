@@ -9,6 +9,8 @@ starts. Each case writes a small worker into ``tmp_path`` and runs the real CLI.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 import textwrap
 from pathlib import Path
@@ -105,3 +107,52 @@ def test_the_workers_own_sitecustomize_runs_and_a_clean_worker_is_no_leak(tmp_pa
     run = json.loads(out.read_text())
     assert run["verdict"]["leak"] is False, run["verdict"]
     assert "NO LEAK" in proc.stdout
+
+
+# A tick worker that looks, mid-run, at the run directory leakscope made for it.
+LOOKS_AT_ITS_RUN_DIRECTORY = textwrap.dedent(
+    """
+    import glob
+    import json
+    import os
+    import stat
+    import sys
+    import tempfile
+
+    import leakscope
+
+    for i in range(40):
+        leakscope.tick()
+    found = {}
+    for directory in glob.glob(os.path.join(tempfile.gettempdir(), "leakscope-run-*")):
+        info = os.lstat(directory)
+        found[directory] = {"mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
+                            "is_dir": stat.S_ISDIR(info.st_mode)}
+    with open(sys.argv[1], "w") as out:
+        json.dump(found, out)
+    for i in range(40):
+        leakscope.tick()
+    """
+)
+
+
+def test_the_run_directory_is_private_while_it_exists(tmp_path):
+    """The run directory in $TMPDIR holds every process's events (its allocation
+    sites, its command line): 0700 and the user's own, during the run and when kept."""
+    worker = tmp_path / "looks.py"
+    worker.write_text(LOOKS_AT_ITS_RUN_DIRECTORY)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o777)
+    tmp.chmod(0o777)  # a shared temporary folder, as /tmp is (umask aside)
+    seen = tmp_path / "seen.json"
+    proc = run_cli("run", "--quiet", "--keep-run-dir", "--json", str(tmp_path / "run.json"),
+                   "--", sys.executable, str(worker), str(seen), cwd=tmp_path,
+                   env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    during = json.loads(seen.read_text())
+    (kept,) = tmp.iterdir()
+    assert f"run directory kept: {kept}" in proc.stdout, proc.stdout
+    assert during == {str(kept): {"mode": 0o700, "uid": os.geteuid(), "is_dir": True}}, during
+    info = os.lstat(kept)
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+    assert info.st_uid == os.geteuid()
