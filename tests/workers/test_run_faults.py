@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 EXIT_USAGE = 2
@@ -156,3 +158,61 @@ def test_the_run_directory_is_private_while_it_exists(tmp_path):
     info = os.lstat(kept)
     assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
     assert info.st_uid == os.geteuid()
+
+
+STARTS = textwrap.dedent(
+    """
+    import leakscope
+
+    open("started", "w").close()
+    KEPT = []
+    for i in range(60):
+        KEPT.append("x" * 100 + str(i))
+        leakscope.tick()
+    """
+)
+
+
+def _planted_by_another_user(path: Path) -> None:
+    """A ``.leakscope/`` in a shared directory, made beforehand by someone else."""
+    if os.geteuid() == 0:
+        path.mkdir()
+        os.chown(path, 65534, 65534)
+        return
+    others = [p for p in ("/var/tmp", "/tmp") if Path(p).stat().st_uid != os.geteuid()]
+    if not others:
+        pytest.skip("no directory owned by another user to point at")
+    path.symlink_to(others[0])
+
+
+@pytest.mark.parametrize("how", ["other-owner", "world-writable"])
+def test_run_refuses_a_leakscope_dir_that_is_not_ours(tmp_path, how):
+    """As trace and check do (tests/cli/test_hostile.py): refused in one line, exit 2,
+    before the command is started, and nothing written there."""
+    (tmp_path / "w.py").write_text(STARTS)
+    shared = tmp_path / ".leakscope"
+    if how == "other-owner":
+        _planted_by_another_user(shared)
+    else:
+        shared.mkdir()
+        shared.chmod(0o777)
+    proc = run_cli("run", "--", sys.executable, "w.py", cwd=tmp_path, timeout=60)
+    assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    says = "owned by another user" if how == "other-owner" else "writable by others"
+    assert lines[0].startswith("leakscope: error: ") and ".leakscope" in lines[0], lines[0]
+    assert says in lines[0], lines[0]
+    assert not (tmp_path / "started").exists(), "the command was started all the same"
+    assert not (shared / "last-run.json").exists()
+
+
+def test_run_keeps_its_run_in_our_own_leakscope_dir(tmp_path):
+    """The counterpart: a ``.leakscope/`` of our own, not writable by others, is used."""
+    (tmp_path / "w.py").write_text(STARTS)
+    (tmp_path / ".leakscope").mkdir(mode=0o755)
+    proc = run_cli("run", "--quiet", "--", sys.executable, "w.py", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "started").exists()
+    assert json.loads((tmp_path / ".leakscope" / "last-run.json").read_text())["verdict"]
