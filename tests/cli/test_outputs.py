@@ -8,12 +8,15 @@ made its verdict is shown before that line.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 FAST = ["--warmup", "2", "--no-holders"]
 EXIT_USAGE = 2
@@ -111,3 +114,144 @@ def test_two_traces_at_once_into_the_default_run_file(tmp_path: Path) -> None:
     assert target in ("a.py", "b.py"), last["target"]
     assert last["verdict"]["leak"] is (target == "a.py"), last["verdict"]
     assert not runs.stat().st_mode & 0o002
+
+
+# ------------------------------------------------------------- read-only outputs
+
+
+def _files_obey_their_modes() -> None:
+    """In the child before exec: root loses the capabilities that ignore file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a 0555 directory is read-only to it
+    as to any user. Other users need nothing."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            os._exit(99)
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """Make a directory read-only to the leakscope the test starts; skip where that
+    cannot be arranged (root without CAP_SETPCAP, say)."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    probe.chmod(0o555)
+    tried = subprocess.run(
+        [sys.executable, "-c", f"open({str(probe / 'x')!r}, 'w')"],
+        capture_output=True, text=True, preexec_fn=_files_obey_their_modes,
+    )
+    probe.chmod(0o755)
+    if tried.returncode == 0 or "PermissionError" not in tried.stderr:
+        pytest.skip("cannot make a directory read-only for this user")
+    made: list[Path] = []
+
+    def make(directory: Path) -> None:
+        directory.chmod(0o555)
+        made.append(directory)
+
+    yield make
+    for directory in made:  # so that pytest can remove tmp_path
+        directory.chmod(0o755)
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leakscope", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=_files_obey_their_modes,
+    )
+    STARTED.append(proc)
+    return proc
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_we_started():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _refused_up_front(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Refused before anything ran: exit 2, one line on stderr, nothing else, no traceback."""
+    assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("leakscope: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return lines[0]
+
+
+def _failed_save(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A run that was made and could not be saved: the verdict is shown, then one
+    error line, last; exit 2; no traceback."""
+    assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stdout, proc.stderr)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("leakscope: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert proc.stderr.rstrip("\n").splitlines()[-1] == errors[0], "the error line comes last"
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert "LEAK" in proc.stdout, f"the verdict was not shown: {proc.stdout!r}"
+    return errors[0]
+
+
+LEAKS = "KEPT = []\n\ndef iteration():\n    KEPT.append(bytearray(100))\n"
+
+
+@pytest.mark.parametrize(("command", "where"), [
+    ("trace", "--json"), ("trace", "default"), ("trace", "--html"),
+    ("check", "--json"), ("check", "default"),   # check has no --html
+])
+def test_a_read_only_output_is_refused_before_the_run(tmp_path: Path, read_only, command: str,
+                                                      where: str) -> None:
+    (tmp_path / "w.py").write_text(LEAKS.replace("def iteration", "open('ran', 'w').close()"
+                                                 "\n\ndef iteration"))
+    if where == "default":
+        (tmp_path / ".leakscope").mkdir()
+        read_only(tmp_path / ".leakscope")
+        args, option, path = [], "--json", ".leakscope/last-run.json"
+    else:
+        (tmp_path / "out").mkdir()
+        read_only(tmp_path / "out")
+        path = "out/run.html" if where == "--html" else "out/run.json"
+        args, option = [where, path], where
+        if where == "--html":
+            args += ["--json", "run.json"]
+    proc = _finish(_start(tmp_path, command, "w.py", "-n", "10", *FAST, *args))
+    _refused_up_front(proc, f"{option} {path}", "cannot write there")
+    assert not (tmp_path / "ran").exists(), "the worker was run all the same"
+
+
+@pytest.mark.parametrize("where", ["--json", "default"])
+def test_run_refuses_a_read_only_output_before_starting_the_command(
+    tmp_path: Path, read_only, where: str
+) -> None:
+    if where == "default":
+        (tmp_path / ".leakscope").mkdir()
+        read_only(tmp_path / ".leakscope")
+        args, path = [], ".leakscope/last-run.json"
+    else:
+        (tmp_path / "out").mkdir()
+        read_only(tmp_path / "out")
+        args, path = ["--json", "out/run.json"], "out/run.json"
+    proc = _finish(_start(tmp_path, "run", *args, "--", sys.executable, "-c",
+                          "open('ran', 'w').close()"))
+    _refused_up_front(proc, f"--json {path}", "cannot write there")
+    assert not (tmp_path / "ran").exists(), "the command was started all the same"
