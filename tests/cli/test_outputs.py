@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,100 @@ def test_run_refuses_a_read_only_output_before_starting_the_command(
                           "open('ran', 'w').close()"))
     _refused_up_front(proc, f"--json {path}", "cannot write there")
     assert not (tmp_path / "ran").exists(), "the command was started all the same"
+
+
+# The output becomes read-only while the worker runs, after leakscope's check.
+WAITS_IN_LOOP_8 = textwrap.dedent(
+    """
+    import os
+    import time
+
+    KEPT = []
+
+    def iteration():
+        KEPT.append(bytearray(100))
+        if len(KEPT) == 8:
+            open("running", "w").close()
+            give_up = time.monotonic() + 60
+            while not os.path.exists("go") and time.monotonic() < give_up:
+                time.sleep(0.01)
+    """
+)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert proc.poll() is None, f"leakscope ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"never saw {path.name}"
+        time.sleep(0.02)
+
+
+def _output_dir(tmp_path: Path, where: str) -> tuple[Path, list[str], str]:
+    if where == "default":
+        directory = tmp_path / ".leakscope"
+        directory.mkdir(mode=0o755)
+        return directory, [], ".leakscope/last-run.json"
+    directory = tmp_path / "out"
+    directory.mkdir()
+    return directory, ["--json", "out/run.json"], "out/run.json"
+
+
+@pytest.mark.parametrize("where", ["--json", "default"])
+@pytest.mark.parametrize("command", ["trace", "check"])
+def test_an_output_made_read_only_during_the_trace_still_shows_the_verdict(
+    tmp_path: Path, read_only, command: str, where: str
+) -> None:
+    (tmp_path / "w.py").write_text(WAITS_IN_LOOP_8)
+    directory, args, path = _output_dir(tmp_path, where)
+    extra = ["--full"] if command == "check" else []
+    proc = _start(tmp_path, command, "w.py", *extra, "-n", "20", *FAST, *args)
+    _wait_for(tmp_path / "running", proc)
+    read_only(directory)
+    (tmp_path / "go").touch()
+    done = _finish(proc)
+    line = _failed_save(done, path, "cannot write run file", "Permission denied")
+    assert not (tmp_path / path).exists(), line
+    assert list(directory.iterdir()) == [], "no half-written file is left"
+
+
+# The same for `leakscope run`: a tick worker that waits at its eighth unit.
+TICKS_AND_WAITS = textwrap.dedent(
+    """
+    import os
+    import time
+
+    import leakscope
+
+    KEPT = []
+    for i in range(300):
+        KEPT.append("x" * 200 + str(i))
+        if i == 8:
+            open("running", "w").close()
+            give_up = time.monotonic() + 60
+            while not os.path.exists("go") and time.monotonic() < give_up:
+                time.sleep(0.01)
+        leakscope.tick()
+    """
+)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: `leakscope run` (cli._finish_run) saves the run file before it prints the "
+    "processes and the verdict, so a save that fails (read-only directory, full disk) "
+    "exits 2 with the error line alone and the verdict is never shown; `trace` and "
+    "`check` show it first (README: 'a full disk: the verdict is shown first')"))
+@pytest.mark.parametrize("where", ["--json", "default"])
+def test_an_output_made_read_only_during_run_still_shows_the_verdict(
+    tmp_path: Path, read_only, where: str
+) -> None:
+    (tmp_path / "w.py").write_text(TICKS_AND_WAITS)
+    directory, args, path = _output_dir(tmp_path, where)
+    proc = _start(tmp_path, "run", "--quiet", *args, "--", sys.executable, "w.py")
+    _wait_for(tmp_path / "running", proc)
+    read_only(directory)
+    (tmp_path / "go").touch()
+    done = _finish(proc)
+    line = _failed_save(done, path, "cannot write run file", "Permission denied")
+    assert not (tmp_path / path).exists(), line
+    assert list(directory.iterdir()) == [], "no half-written file is left"
