@@ -58,7 +58,11 @@ if TYPE_CHECKING:
 try:  # typer >= 0.16 vendors click; older ones depend on it.
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException, NoArgsIsHelpError
+    # The dev environment's typer vendors click, so the checker sees the first import.
+    from click.exceptions import (  # type: ignore[assignment]
+        ClickException,
+        NoArgsIsHelpError,
+    )
 
 DEFAULT_RUN_FILE = ".leakscope/last-run.json"
 # `check` with several targets writes one run file per target here.
@@ -586,7 +590,8 @@ def _check_traced(
         started = time.perf_counter()
 
         def show_verdict(run: Run, budget: int = budget) -> None:
-            _print_plain(ci_line(run, budget, exceeds(run.verdict, budget)))
+            failed = run.verdict is not None and exceeds(run.verdict, budget)
+            _print_plain(ci_line(run, budget, failed))
             _print_plain(short_summary(run))
 
         try:

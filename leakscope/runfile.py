@@ -469,7 +469,7 @@ def _value_problem(value: Any, kind: Any, where: str) -> str | None:
             if problem is not None:
                 return problem
         return None
-    if is_dataclass(kind):
+    if isinstance(kind, type) and is_dataclass(kind):
         return _field_problem(kind, value, where)
     if kind is bool:
         ok = isinstance(value, bool)
