@@ -18,7 +18,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,8 @@ import jinja2
 from markupsafe import Markup
 
 from leakscope import __version__
-from leakscope.errors import LeakscopeError
+from leakscope.atomic import SHARED
+from leakscope.render.base import write_output
 from leakscope.render.paths import short_location, short_path
 from leakscope.render.safe import displayed
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
@@ -640,34 +640,21 @@ def render_html(run: Run, source_roots: Sequence[str | os.PathLike[str]] = ()) -
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class HtmlRenderer:
+    """The report page of a run; source files are read only under ``source_roots``."""
+
+    what = "HTML report"
+    mode: int | None = SHARED  # a report is meant to be passed around, as any file would be
+
+    def __init__(self, source_roots: Sequence[str | os.PathLike[str]] = ()) -> None:
+        self.source_roots = source_roots
+
+    def render(self, run: Run, /) -> str:
+        return render_html(run, self.source_roots)
 
 
 def write_html(
     run: Run, path: str | os.PathLike[str], source_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write the report atomically and return its path; an unwritable path is a LeakscopeError."""
-    target = Path(path)
-    page = render_html(run, source_roots)
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(page)
-        # mkstemp makes the file private; a report is meant to be shared, as any file would be.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise LeakscopeError(f"cannot write HTML report {target}: {reason}") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_output(HtmlRenderer(source_roots), run, path)
