@@ -525,7 +525,7 @@ def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
     """`check RUN.json`: judge the verdict the run file holds; it is never recomputed."""
     from leakscope.budget import judge
     from leakscope.config import CheckSettings
-    from leakscope.render.text import ci_line, short_summary
+    from leakscope.render.text import CheckText
 
     run = runfile.load(path)
     if run.verdict is None:
@@ -533,8 +533,7 @@ def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
     entry = cfg.entry_for(run.target)
     budget = _budget(cli.over(entry.settings if entry else CheckSettings()).over(cfg.settings))
     decision = judge(run.target, run, budget)
-    _print_plain(ci_line(run, budget, decision.failed))
-    _print_plain(short_summary(run))
+    _print_plain(CheckText().render(decision))
     return decision
 
 
@@ -551,7 +550,7 @@ def _check_traced(
     from leakscope.budget import Decision, exceeds, judge
     from leakscope.config import TargetEntry
     from leakscope.errors import WorkerError
-    from leakscope.render.text import ci_line, short_summary
+    from leakscope.render.text import CheckText
 
     if target is not None:
         entry = cfg.entry_for(target) or TargetEntry(target=target)
@@ -589,10 +588,9 @@ def _check_traced(
             _print_plain(f"-- {entry.target}")
         started = time.perf_counter()
 
-        def show_verdict(run: Run, budget: int = budget) -> None:
+        def show_verdict(run: Run, budget: int = budget, target: str = entry.target) -> None:
             failed = run.verdict is not None and exceeds(run.verdict, budget)
-            _print_plain(ci_line(run, budget, failed))
-            _print_plain(short_summary(run))
+            _print_plain(CheckText().render(Decision(target, budget, run=run, failed=failed)))
 
         try:
             run, saved, failure = _trace_and_save(
@@ -630,7 +628,7 @@ def diff(
 ) -> None:
     """Compare two runs: the sites and containers that grow in NEW and not in BASE, and the rate."""
     from leakscope.compare import compare
-    from leakscope.render.text import comparison_text
+    from leakscope.render.text import ComparisonText
 
     runs = []
     for path in (base_path, new_path):
@@ -639,7 +637,7 @@ def diff(
             raise LeakscopeError(f"{path}: the run has no verdict (was it analysed?)")
         runs.append(run)
     comparison = compare(*runs)
-    _print_plain(comparison_text(comparison))
+    _print_plain(ComparisonText().render(comparison))
     if fail_on_new and comparison.has_new:
         raise typer.Exit(EXIT_LEAK)
 

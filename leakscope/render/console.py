@@ -7,6 +7,7 @@ or from a run file, so they never enter rich markup: they pass through
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
@@ -232,6 +233,24 @@ def _site_cell(site: Site) -> Text:
 
 def print_summary(console: Console, run: Run) -> None:
     console.print(summary(run))
+
+
+class ConsoleRenderer:
+    """``summary`` as the text a terminal ``width`` columns wide shows, less the colours.
+
+    The CLI prints ``summary(run)`` on its own console (the terminal's width and
+    colours, live progress around it); this is the same output as a string, for
+    anything that needs it fixed (tests compare it line for line).
+    """
+
+    def __init__(self, width: int = 100) -> None:
+        self.width = width
+
+    def render(self, run: Run, /) -> str:
+        console = Console(width=self.width, record=True, color_system=None,
+                          force_terminal=False, file=io.StringIO())
+        console.print(summary(run))
+        return console.export_text()
 
 
 # ------------------------------------------------------------ leakscope run
