@@ -1144,7 +1144,9 @@ def find_by_backrefs(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
             name = "." + name[2:-2]  # a key of a module's or an instance's __dict__
         namespace = name == "" and _classify(type(child)) == _K_DICT
         names.append(name)
-    kind, length, bound = _length(holder)  # type: ignore[misc]
+    measured = _length(holder)
+    assert measured is not None  # _container_holding finds lists and dicts only
+    kind, length, bound = measured
     path = "".join(names)
     container = Container(path, holder, kind, length, bound)
     return {"path": path, "type": kind, "bound": bound, "length": length,

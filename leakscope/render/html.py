@@ -156,12 +156,12 @@ def _thin_indices(count: int, series: Sequence[Sequence[float | None]], points: 
         start = b * count // buckets
         stop = max(start + 1, (b + 1) * count // buckets)
         for values in series:
-            present = [i for i in range(start, stop) if values[i] is not None]
+            present = [(i, v) for i in range(start, stop) if (v := values[i]) is not None]
             if not present:
                 keep.add(start)
                 continue
-            keep.add(min(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
-            keep.add(max(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
+            keep.add(min(present, key=lambda point: point[1])[0])
+            keep.add(max(present, key=lambda point: point[1])[0])
     return sorted(keep)
 
 
@@ -178,7 +178,7 @@ def _fit(
     The slope is the verdict's own rate (nothing is re-decided here); only the
     intercept is placed, as the median residual, so the line sits on the data.
     """
-    if _number(slope) is None:
+    if slope is None or _number(slope) is None:
         return None
     points = [
         (loop.index, getattr(loop, name)) for loop in _longest_stretch(loops, phases)
@@ -186,7 +186,7 @@ def _fit(
     ]
     if len(points) < 2:
         return None
-    slope = float(slope)  # type: ignore[arg-type]
+    slope = float(slope)
     intercept = statistics.median(y - slope * x for x, y in points)
     x0, x1 = points[0][0], points[-1][0]
     return {
