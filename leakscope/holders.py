@@ -65,8 +65,8 @@ CALLBACK_SHARE = 0.5
 
 _GETSET = types.GetSetDescriptorType
 _MEMBER = types.MemberDescriptorType
-_TYPE_DICT = type.__dict__["__dict__"]
-_TYPE_MRO = type.__dict__["__mro__"]
+_TYPE_DICT = vars(type)["__dict__"]
+_TYPE_MRO = vars(type)["__mro__"]
 _MODULE_DICT = vars(types.ModuleType)["__dict__"]
 _LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
 _PARTIAL = functools.partial
@@ -1224,8 +1224,8 @@ def _link_name(parent: Any, child: Any) -> str:
                 return f"[{safe_repr(key)}]"
         return ""
     elif kind in (_K_LIST, _K_DEQUE):
-        iterate = list.__iter__ if kind == _K_LIST else _DEQUE.__iter__
-        for index, value in enumerate(iterate(parent)):
+        items = list.__iter__(parent) if kind == _K_LIST else _DEQUE.__iter__(parent)
+        for index, value in enumerate(items):
             if value is child:
                 return f"[{index}]"
         return ""

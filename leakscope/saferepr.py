@@ -12,12 +12,12 @@ MAX_LENGTH = 40
 
 def type_name(obj: object) -> str:
     """``type(obj).__name__`` read from the type's own slot (a metaclass cannot intercept it)."""
-    return type.__dict__["__name__"].__get__(type(obj))
+    return vars(type)["__name__"].__get__(type(obj))
 
 
 def qualified_type_name(cls: type) -> str:
-    module = type.__dict__["__module__"].__get__(cls)
-    name = type.__dict__["__qualname__"].__get__(cls)
+    module = vars(type)["__module__"].__get__(cls)
+    name = vars(type)["__qualname__"].__get__(cls)
     if module in (None, "builtins"):
         return name
     return f"{module}.{name}"

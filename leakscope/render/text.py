@@ -165,7 +165,8 @@ def comparison_text(comparison: Comparison) -> str:
     )
     sites, holders = comparison.new_sites, comparison.new_holders
     if sites or holders:
-        parts = [_plural(len(s), n) for s, n in ((sites, "site"), (holders, "container")) if s]
+        counts = ((len(sites), "site"), (len(holders), "container"))
+        parts = [_plural(count, noun) for count, noun in counts if count]
         head = f"NEW grows {' and '.join(parts)} that BASE did not"
     elif comparison.newly_leaking:
         assert comparison.new.verdict is not None
