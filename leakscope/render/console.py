@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +24,8 @@ from leakscope.runfile import Holder, LineDelta, Loop, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from leakscope.launcher import Watch
 
 # Lines shown per loop in the live view (the rest are summed up in one line).
