@@ -221,6 +221,10 @@ def _trace_and_save(
             err_console.print(f"leakscope: {printable(note)}", style="dim", markup=False,
                               highlight=False)
         analyse(run)
+        skipped = _skipped_holder_search(run)
+        if skipped:
+            err_console.print(f"leakscope: {printable(skipped)}", style="dim", markup=False,
+                              highlight=False)
         on_verdict(run)
         if interrupts.presses and not run.observations.get("interrupted"):
             # Ctrl-C once the loops were all in: the verdict is whole.
@@ -237,6 +241,21 @@ def _trace_and_save(
             # Ctrl-C during the save itself: the run is on disk, the exit code says 130.
             run.observations["interrupted_while_finishing"] = True
     return run, saved, failure
+
+
+def _skipped_holder_search(run: Run) -> str:
+    """One line when a leak has no container named because the deep search did not run."""
+    verdict = run.verdict
+    if verdict is None or not verdict.leak or any(h.growing for h in run.holders):
+        return ""
+    search = run.observations.get("holder_search") or {}
+    backrefs = search.get("backrefs") if isinstance(search, dict) else None
+    if not isinstance(backrefs, dict) or not backrefs.get("skipped"):
+        return ""
+    reason = str(backrefs["skipped"])
+    hint = ("; install objgraph in the worker's environment to search deeper"
+            if "objgraph" in reason else "")
+    return f"no container named: the back-reference search was skipped ({reason}){hint}"
 
 
 @app.command()

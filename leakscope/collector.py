@@ -460,7 +460,7 @@ class Collector:
         Small Python objects show in the block count, large ones and C
         allocations in malloc's counter; either rising is worth locating.
         """
-        from leakscope.analysis import ratchet
+        from leakscope.analysis.stats import ratchet
 
         blocks = ratchet(list(self._detect_blocks))
         grew = blocks.leak

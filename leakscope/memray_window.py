@@ -20,7 +20,6 @@ Nothing here calls the worker's code.
 
 from __future__ import annotations
 
-import _thread
 import os
 from typing import Any
 
@@ -83,8 +82,8 @@ def _enter_from_helper_thread(tracker: Any) -> BaseException | None:
     thread keeps all its frames (leakscope's harness frames are cut when the
     capture is read, as for tracemalloc's tracebacks).
     """
-    done = _thread.allocate_lock()
-    done.acquire()
+    import threading  # the stdlib's; memray has imported it already
+
     outcome: list[BaseException | None] = []
 
     def enter() -> None:
@@ -93,11 +92,13 @@ def _enter_from_helper_thread(tracker: Any) -> BaseException | None:
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001
             outcome.append(exc)
-        finally:
-            done.release()
 
-    _thread.start_new_thread(enter, ())
-    done.acquire()
+    # Joined, not only waited for: a thread still alive when the loop ends
+    # would be counted as the worker's own (other threads allocating make a
+    # growth undecided).
+    helper = threading.Thread(target=enter, name="leakscope-memray-start", daemon=True)
+    helper.start()
+    helper.join()
     return outcome[0] if outcome else RuntimeError("the Tracker's thread did not report")
 
 

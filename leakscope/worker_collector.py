@@ -34,14 +34,9 @@ from typing import Any, Protocol
 # Imported here, not at the first check: an import in the middle of a
 # watched run would be a step in the very block count it reads.
 from leakscope import counters, sites
-from leakscope.analysis import (
-    NATIVE_MIN_RATE,
-    SETTLING_RATIO,
-    TRACE_MIN_BLOCKS_RATE,
-    ratchet,
-    suffix_minima,
-    theil_sen,
-)
+from leakscope.analysis.policy import SETTLING_RATIO
+from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
+from leakscope.analysis.stats import ratchet, suffix_minima, theil_sen
 from leakscope.collector import (
     Collector,
     DiffSchedule,
@@ -64,7 +59,7 @@ WALK_BUDGET = 0.1
 # the decision rule on the later half of its counters every CHECK_EVERY units
 # once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
 # TRACE_MIN_BLOCKS_RATE blocks or NATIVE_MIN_RATE bytes of malloc per unit
-# (analysis.py). Slower growth is left to `--sample 1`, which traces every
+# (analysis/rules.py). Slower growth is left to `--sample 1`, which traces every
 # unit from the start.
 WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20

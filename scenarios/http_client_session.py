@@ -2,7 +2,7 @@
 a thread, and each iteration opens a `requests.Session`, fetches the page and closes
 the session. Nothing is kept; the server's threads allocate while the worker runs.
 
-Expected: leak=no kind=none line=-
+Expected: leak=no kind=none line=- verdict=undecided
 """
 
 from __future__ import annotations

@@ -315,6 +315,45 @@ def test_second_ctrl_c_during_the_analysis_abandons_and_says_so(tmp_path: Path) 
     assert not out.exists()
 
 
+SLOW_SAVE = """\
+    import os, sys, time
+    import leakscope.runfile as runfile
+
+    real = runfile.save
+
+    def slow(run, path):
+        open("saving", "w").close()
+        while not os.path.exists("go"):
+            time.sleep(0.02)
+        return real(run, path)
+
+    runfile.save = slow
+    from leakscope.cli import main
+
+    main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_during_the_save_finishes_the_save(tmp_path: Path) -> None:
+    """A Ctrl-C while the run file is written: the verdict was printed, the file lands
+    whole, and the exit code says the run was interrupted."""
+    write(tmp_path, "w.py", "KEPT = []\n\ndef iteration():\n    KEPT.append(bytearray(100))\n")
+    wrapper = write(tmp_path, "slow_cli.py", SLOW_SAVE)
+    out = tmp_path / "run.json"
+    proc = start(tmp_path, "trace", "w.py", "-n", "12", *FAST, "--json", str(out),
+                 wrapper=wrapper)
+    wait_for(tmp_path / "saving", proc, "the save")
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    (tmp_path / "go").touch()
+    code, stdout, stderr = finish(proc)
+    assert code == EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stdout + stderr, stderr
+    assert stdout.index("LEAK") < stdout.index(f"run file: {out}"), stdout
+    run = load_json(out)
+    assert run["verdict"]["leak"] is True and run["verdict"]["partial"] is False
+
+
 # --------------------------------- 3. a saved run is judged by its verdict
 
 

@@ -268,3 +268,22 @@ def test_private_path_holds_leakscope_alone_and_goes_away(tmp_path):
     assert listing == "['leakscope']"
     assert not Path(path).exists()
     assert not stale.exists()
+
+
+def test_a_deep_holder_unnamed_for_want_of_objgraph_says_so(tmp_path):
+    """The app's Python has no objgraph: the back-reference search cannot run in the
+    worker, so a holder deeper than the forward walk goes unnamed, and one line says
+    why and what would name it (before, only the run file's observations knew)."""
+    venv = tmp_path / "app"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    out = tmp_path / "run.json"
+    proc = run_cli("trace", str(ROOT / "scenarios" / "deep_registry.py"), "-n", "20",
+                   "--python", str(venv / "bin" / "python"), "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["verdict"]["leak"] is True, run["verdict"]
+    assert not [h for h in run["holders"] if h["growing"]], run["holders"]
+    notes = [line for line in proc.stderr.splitlines() if "back-reference search" in line]
+    assert len(notes) == 1, proc.stderr
+    assert "objgraph is not importable" in notes[0] and "install objgraph" in notes[0]

@@ -15,16 +15,12 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from leakscope.analysis import (
-    AFTER_FILL_LOOPS,
+from leakscope.analysis import analyse, decide, project
+from leakscope.analysis.rules import AFTER_FILL_LOOPS, CYCLIC_SHARE, NATIVE_MIN_RATE, RSS_MIN_RATE
+from leakscope.analysis.stats import (
     ALPHA,
-    CYCLIC_SHARE,
     MIN_LOOPS,
-    NATIVE_MIN_RATE,
-    RSS_MIN_RATE,
-    analyse,
-    decide,
-    project,
+    gave_back,
     ratchet,
     suffix_minima,
     theil_sen,
@@ -561,9 +557,13 @@ def _no_leak_paths() -> dict[str, Run]:
     untraced.mode, untraced.unit, untraced.process = "fast", "job", {"pid": 8, "role": "rq"}
     untraced.loops += [Loop(index=i, warmup=False, phase="detect", allocated_blocks=9000 + 3 * i,
                             malloc_bytes=2_000_000) for i in range(40)]
+    rising = leak_under_sawtooth(20, BLOCK, period=10, item=300)
+    rising_undecided = _marked(make_run(rising, native=flat_native(20)), rising)
+    rising_undecided.holders[0].growing = False
     return {"flat": flat, "released": released, "filling bound": filling,
             "framework undecided": undecided, "too few loops": too_short,
-            "threads undecided": threaded, "untraced counters undecided": untraced}
+            "threads undecided": threaded, "untraced counters undecided": untraced,
+            "rising floor undecided": rising_undecided}
 
 
 @pytest.mark.parametrize("path", list(_no_leak_paths()))
@@ -717,3 +717,54 @@ def test_settled_negatives_stay_no_leak_through_analyse(name: str, n: int) -> No
         assert not run.verdict.leak, (name, n, seed, run.verdict)
         still_filling = name == "ring-buffer" and n == 10
         assert run.verdict.undecided == still_filling, (name, n, seed, run.verdict)
+
+
+# ------------------------------------ a user line whose memory comes back is not the leak
+
+
+def _rq_like_run(user_series: Sequence[float]) -> Run:
+    """A real worker's 110 jobs: a library's lines grow 124 B a job, and a user line too."""
+    from leakscope.runfile import Frame, Site
+
+    n = 110
+    grows = leak(n, 124)
+    run = make_run(grows)
+    run.process, run.unit = {"pid": 9, "role": "rq simple worker"}, "job"
+    library = Frame(".venv/lib/site-packages/rq/utils.py", 185, "import_attribute")
+    user = Frame("jobs.py", 9, "handle")
+    run.sites = [
+        Site(file=library.file, line=185, function="import_attribute", traceback=[library],
+             user_frame=None, bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+             growing=False, kept_bytes=int(grows[-1]), series=list(grows)),
+        Site(file=user.file, line=9, function="handle", traceback=[user], user_frame=user,
+             bytes_per_iteration=0.0, blocks_per_iteration=0.0, growing=False,
+             kept_bytes=int(user_series[-1]), series=list(user_series)),
+    ]
+    return run
+
+
+def _sawtooth_kept() -> list[float]:
+    """The job line's kept bytes in such a run: +64 B a job, back to the start once."""
+    first = [3752.0 + 48 * i for i in range(45)] + [5864.0] * 10
+    second = [3752.0 + 64 * i for i in range(37)] + [6056.0] * 11
+    return [0.0] * 7 + first + second
+
+
+def test_a_user_line_whose_memory_falls_back_does_not_make_framework_growth_a_leak() -> None:
+    """rq 3's clean SimpleWorker over 110 jobs: its job line's kept memory rose 64 B a job
+    and fell back every ~50 jobs; its floor rose late in the run, the line was marked
+    growing, and the run was called "Leak (reachable), confidence 1.00"."""
+    run = analyse(_rq_like_run(_sawtooth_kept()))
+    assert run.verdict is not None and not run.verdict.leak, run.verdict.summary
+    assert run.verdict.undecided and "framework or library" in run.verdict.summary
+
+
+def test_a_user_line_that_keeps_what_it_makes_is_still_the_users_leak() -> None:
+    run = analyse(_rq_like_run([64.0 * i for i in range(110)]))
+    assert run.verdict is not None and run.verdict.leak, run.verdict.summary
+
+
+def test_gave_back() -> None:
+    assert gave_back([0, 10, 20, 30, 10, 20])
+    assert not gave_back([0, 10, 20, 19, 30, 40])
+    assert not gave_back([5, 5, 5])
