@@ -27,8 +27,9 @@ test: $(STAMP) ## run the test suite (installs Chromium and Redis if missing, el
 	@.ci/system-deps || true
 	$(PY) -m pytest -n auto -q
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check leakscope tests scenarios bench
+	$(VENV)/bin/mypy leakscope bench
 
 bench: $(STAMP) ## measure speed and memory targets; figures go in BENCHMARKS.md
 	$(PY) bench/run.py

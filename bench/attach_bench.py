@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = int(os.environ.get("ATTACH_UNITS", "200"))
@@ -91,7 +92,7 @@ def _figures(latencies: list[float], seconds: float) -> dict[str, float]:
     }
 
 
-def one_round() -> dict[str, object]:
+def one_round() -> dict[str, Any]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     master = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import Any
 
 from celery import Celery
 
@@ -13,6 +14,8 @@ app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=1,
 @app.task(name="celery_tasks.render")
 def render(order_id: int) -> int:
     """Build an order document of a few hundred objects, serialise it, drop it."""
-    lines = [{"sku": f"sku-{order_id}-{i}", "qty": i % 7, "price": i * 1.25} for i in range(150)]
+    lines: list[dict[str, Any]] = [
+        {"sku": f"sku-{order_id}-{i}", "qty": i % 7, "price": i * 1.25} for i in range(150)
+    ]
     document = {"order": order_id, "lines": lines, "total": sum(x["price"] for x in lines)}
     return len(json.dumps(document))

@@ -202,7 +202,7 @@ def bench(name: str, worker: Path, iterations: int, startup: float, tmp: Path) -
                              if loop.span_from is not None)
     verdict = run.verdict
     assert verdict is not None
-    result = {
+    result: dict[str, Any] = {
         "iterations": iterations,
         "verdict": [verdict.leak, verdict.kind, verdict.bytes_per_iteration,
                     verdict.blocks_per_iteration],

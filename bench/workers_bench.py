@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 TASKS = int(os.environ.get("BENCH_TASKS", "4000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -57,7 +58,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def one_round(name: str, prefix: list[str], redis_url: str, client, workdir: Path) -> float:
+def one_round(
+    name: str, prefix: list[str], redis_url: str, client: Any, workdir: Path,
+) -> tuple[float, float]:
     from celery import Celery
 
     client.flushall()
@@ -70,7 +73,8 @@ def one_round(name: str, prefix: list[str], redis_url: str, client, workdir: Pat
     args = prefix + (["--json", str(workdir / f"{name}.json"), "--"] if leakscope else []) + CELERY
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    started = half = None
+    started: float | None = None
+    half: float | None = None
     while True:
         left = client.llen("celery")
         now = time.perf_counter()
@@ -88,6 +92,7 @@ def one_round(name: str, prefix: list[str], redis_url: str, client, workdir: Pat
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
+    assert started is not None and half is not None  # set before the queue reached 0
     # Per task over the whole run, and over its second half (steady state:
     # warm-up and the early holder walks are behind it).
     return (now - started) / max(1, first_left), (now - half) / max(1, half_left)

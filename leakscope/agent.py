@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import Any
+from typing import Any, NoReturn
 
 from leakscope import counters, hook, sites
 from leakscope.settings import Settings
@@ -527,9 +527,9 @@ class Agent:
             self.run_over()  # the run directory went between the check and now
 
 
-def _os_exit(code: int) -> None:
+def _os_exit(status: int) -> NoReturn:
     """``os._exit`` that first writes the exiting process's final message."""
     agent = _agent
     if agent is not None and agent.pid == os.getpid():
         agent.finalize("os._exit")
-    _real_os_exit(code)
+    _real_os_exit(status)

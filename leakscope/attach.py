@@ -622,7 +622,7 @@ def remove_run_directory(attached: Attached) -> None:
 
 def describe(attached: Attached) -> dict[str, Any]:
     """The run's ``observations["attach"]``: how each process was reached and held."""
-    injections = [
+    injections: list[dict[str, Any]] = [
         {"pid": pid, "route": injection.route,
          "debugger_seconds": round(injection.seconds, 4),
          "stopped_seconds": round(injection.stopped_seconds, 4),

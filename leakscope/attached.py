@@ -159,7 +159,7 @@ class AttachedAgent(Agent):
             wrapped = rq._ticking(original, self)
             cls.execute_job = wrapped
 
-            def undo(cls: type = cls, original: Any = original, wrapped: Any = wrapped) -> None:
+            def undo(cls: Any = cls, original: Any = original, wrapped: Any = wrapped) -> None:
                 if cls.__dict__.get("execute_job") is wrapped:
                     cls.execute_job = original
 

@@ -58,7 +58,11 @@ if TYPE_CHECKING:
 try:  # typer >= 0.16 vendors click; older ones depend on it.
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException, NoArgsIsHelpError
+    # The dev environment's typer vendors click, so the checker sees the first import.
+    from click.exceptions import (  # type: ignore[assignment]
+        ClickException,
+        NoArgsIsHelpError,
+    )
 
 DEFAULT_RUN_FILE = ".leakscope/last-run.json"
 # `check` with several targets writes one run file per target here.
@@ -540,7 +544,7 @@ def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
     """`check RUN.json`: judge the verdict the run file holds; it is never recomputed."""
     from leakscope.budget import judge
     from leakscope.config import CheckSettings
-    from leakscope.render.text import ci_line, short_summary
+    from leakscope.render.text import CheckText
 
     run = runfile.load(path)
     if run.verdict is None:
@@ -548,8 +552,7 @@ def _check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
     entry = cfg.entry_for(run.target)
     budget = _budget(cli.over(entry.settings if entry else CheckSettings()).over(cfg.settings))
     decision = judge(run.target, run, budget)
-    _print_plain(ci_line(run, budget, decision.failed))
-    _print_plain(short_summary(run))
+    _print_plain(CheckText().render(decision))
     return decision
 
 
@@ -566,7 +569,7 @@ def _check_traced(
     from leakscope.budget import Decision, exceeds, judge
     from leakscope.config import TargetEntry
     from leakscope.errors import WorkerError
-    from leakscope.render.text import ci_line, short_summary
+    from leakscope.render.text import CheckText
 
     if target is not None:
         entry = cfg.entry_for(target) or TargetEntry(target=target)
@@ -604,9 +607,9 @@ def _check_traced(
             _print_plain(f"-- {entry.target}")
         started = time.perf_counter()
 
-        def show_verdict(run: Run, budget: int = budget) -> None:
-            _print_plain(ci_line(run, budget, exceeds(run.verdict, budget)))
-            _print_plain(short_summary(run))
+        def show_verdict(run: Run, budget: int = budget, target: str = entry.target) -> None:
+            failed = run.verdict is not None and exceeds(run.verdict, budget)
+            _print_plain(CheckText().render(Decision(target, budget, run=run, failed=failed)))
 
         try:
             run, saved, failure = _trace_and_save(
@@ -644,7 +647,7 @@ def diff(
 ) -> None:
     """Compare two runs: the sites and containers that grow in NEW and not in BASE, and the rate."""
     from leakscope.compare import compare
-    from leakscope.render.text import comparison_text
+    from leakscope.render.text import ComparisonText
 
     runs = []
     for path in (base_path, new_path):
@@ -653,7 +656,7 @@ def diff(
             raise LeakscopeError(f"{path}: the run has no verdict (was it analysed?)")
         runs.append(run)
     comparison = compare(*runs)
-    _print_plain(comparison_text(comparison))
+    _print_plain(ComparisonText().render(comparison))
     if fail_on_new and comparison.has_new:
         raise typer.Exit(EXIT_LEAK)
 

@@ -30,16 +30,19 @@ import sys
 import time
 import tracemalloc
 from array import array
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from leakscope import counters, hook, sites
 from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY, Settings
 
+if TYPE_CHECKING:
+    from tracemalloc import _TraceTuple  # typeshed's name for a raw trace
+
 try:  # The raw trace list; the public Snapshot wraps the same tuples.
     from _tracemalloc import _get_traces
 except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
-    def _get_traces() -> list:
+    def _get_traces() -> Sequence[_TraceTuple]:
         return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
 
 # Holder checkpoints, as fractions of the measured loops. Walking the heap
@@ -84,10 +87,19 @@ class Observer(Protocol):
 
 
 class HolderProbe(Protocol):
+    """What the collectors use of ``holders.HolderProbe`` (imported only when it is on)."""
+
+    checkpoints: int
+    walk_seconds: float
+    backref: dict[str, Any] | None
+
     def observe(self, final: bool = False) -> dict[str, Any]: ...
+    def describe_now(self) -> bool: ...
+    def growing_paths(self) -> list[str]: ...
     def start_locating(self, caller: Any) -> bool: ...
     def stop_locating(self) -> None: ...
     def report(self) -> dict[str, Any]: ...
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class DiffSchedule:
@@ -709,10 +721,11 @@ def _calibrate_trace_overhead(samples: int = 3, objects: int = 2000) -> float:
         return 0.0
     estimates = []
     for _ in range(samples):
-        before = counters.malloc_in_use() - tracemalloc.get_tracemalloc_memory()
+        # `or 0` for the type checker only: has_malloc_counter() said it reads.
+        before = (counters.malloc_in_use() or 0) - tracemalloc.get_tracemalloc_memory()
         traced_before = tracemalloc.get_traced_memory()[0]
         held = [object() for _ in range(objects)]
-        after = counters.malloc_in_use() - tracemalloc.get_tracemalloc_memory()
+        after = (counters.malloc_in_use() or 0) - tracemalloc.get_tracemalloc_memory()
         # The list's own storage is one large block that malloc holds too.
         traced = tracemalloc.get_traced_memory()[0] - traced_before
         storage = traced - objects * sys.getsizeof(held[0])

@@ -31,7 +31,11 @@ def combine(runs: list[Run], command: str, settings: dict[str, Any], started_at:
         (run for run in working if run.verdict is not None and run.verdict.leak),
         key=_growth, reverse=True,
     )
-    lead = leaking[0] if leaking else max(working, key=lambda r: len(r.measured), default=None)
+    lead: Run | None = None
+    if leaking:
+        lead = leaking[0]
+    elif working:
+        lead = max(working, key=lambda r: len(r.measured))
     run = Run(
         target=command, python=platform.python_version(), started_at=started_at,
         settings=dict(settings), leakscope_version=leakscope.__version__,
@@ -210,7 +214,7 @@ def own_peak_rss(run: Run) -> int | None:
         if value is not None:
             if not is_traced and not after_traced and (previous is None or value > previous):
                 own = value
-            previous = value if previous is None else max(previous, value)
+            previous = value if previous is None or value > previous else previous
         after_traced = is_traced
     return own
 

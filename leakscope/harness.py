@@ -22,7 +22,8 @@ import sys
 import time
 import traceback
 import tracemalloc
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import leakscope
 from leakscope import sites as sitemod
@@ -133,8 +134,14 @@ def _set_pdeathsig(signum: int) -> bool:
         return False
 
 
+class Sender(Protocol):
+    """Where a ChannelObserver writes: a harness's Channel, or a worker process's Agent."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+
 class ChannelObserver:
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Sender) -> None:
         self.channel = channel
 
     def on_measuring(self, warmup_loops: int) -> None:
@@ -163,8 +170,11 @@ def worker_traceback(exc: BaseException) -> str:
     return "".join(tb.format())
 
 
-def _chain(tb: traceback.TracebackException):
+def _chain(
+    first: traceback.TracebackException,
+) -> Iterator[traceback.TracebackException]:
     seen = set()
+    tb: traceback.TracebackException | None = first
     while tb is not None and id(tb) not in seen:
         seen.add(id(tb))
         yield tb

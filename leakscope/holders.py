@@ -65,9 +65,9 @@ CALLBACK_SHARE = 0.5
 
 _GETSET = types.GetSetDescriptorType
 _MEMBER = types.MemberDescriptorType
-_TYPE_DICT = type.__dict__["__dict__"]
-_TYPE_MRO = type.__dict__["__mro__"]
-_MODULE_DICT = types.ModuleType.__dict__["__dict__"]
+_TYPE_DICT = vars(type)["__dict__"]
+_TYPE_MRO = vars(type)["__mro__"]
+_MODULE_DICT = vars(types.ModuleType)["__dict__"]
 _LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
 _PARTIAL = functools.partial
 _DEQUE = collections.deque
@@ -235,7 +235,7 @@ class Walk:
         self.labels: list[Any] = []
         self.node_of: dict[int, int] = {}  # id(container) -> node
         self.length_of: dict[int, int] = {}
-        self.bound_of: dict[int, int | None] = {}
+        self.bound_of: dict[int, int] = {}
         self.objects: dict[int, Any] = {}
         self.visited = 0
 
@@ -380,8 +380,9 @@ class Walk:
                     if bound is not None and self._kind(type(value)) in _CONTAINER_KINDS:
                         child = self._node(node, _L_ATTR, name)
                         self._record(value, self._kind(type(value)), child)
-                        if bound(namespace) is not None:
-                            self.bound_of[id(value)] = bound(namespace)
+                        limit = bound(namespace)
+                        if limit is not None:
+                            self.bound_of[id(value)] = limit
                         continue
                     push(value, _L_ATTR, name, node)
             elif kind in _CONTAINER_KINDS:
@@ -497,12 +498,12 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
             ):
                 tracemalloc.stop()
             walk = Walk().run()
-            bounded = {
-                key: [walk.path(walk.node_of[key]), walk.type_name(key), bound]
+            rows = [
+                [key, [walk.path(walk.node_of[key]), walk.type_name(key), bound]]
                 for key, bound in walk.bound_of.items()
-            }
+            ]
             data = json.dumps(
-                {"lengths": list(walk.length_of.items()), "bounded": list(bounded.items()),
+                {"lengths": list(walk.length_of.items()), "bounded": rows,
                  "visited": walk.visited}
             ).encode()
             view = memoryview(data)
@@ -747,7 +748,7 @@ def _lru_link_type() -> type | None:
 _LRU_LINK = _lru_link_type()
 
 
-_LENGTHS = {
+_LENGTHS: dict[int, Callable[[Any], int]] = {
     _K_DICT: dict.__len__, _K_LIST: list.__len__, _K_DEQUE: _DEQUE.__len__,
     _K_SET: set.__len__,
 }
@@ -767,7 +768,7 @@ class GrowthLocator:
     """
 
     def __init__(self, targets: list[Container]) -> None:
-        self.targets = []
+        self.targets: list[tuple[str, Any, Callable[[Any], int]]] = []
         for target in targets:
             length = _LENGTHS.get(_classify(type(target.obj)))
             if length is not None:
@@ -775,7 +776,7 @@ class GrowthLocator:
         self.lengths = [length(obj) for _, obj, length in self.targets]
         self.found: dict[str, list[list[Any]]] = {}
         self._last: tuple[types.FrameType, int] | None = None
-        self._previous_trace = None
+        self._previous_trace: Callable[..., Any] | None = None
         self._patched: list[types.FrameType] = []
         self._user_files: dict[str, bool] = {}
 
@@ -1143,7 +1144,9 @@ def find_by_backrefs(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
             name = "." + name[2:-2]  # a key of a module's or an instance's __dict__
         namespace = name == "" and _classify(type(child)) == _K_DICT
         names.append(name)
-    kind, length, bound = _length(holder)  # type: ignore[misc]
+    measured = _length(holder)
+    assert measured is not None  # _container_holding finds lists and dicts only
+    kind, length, bound = measured
     path = "".join(names)
     container = Container(path, holder, kind, length, bound)
     return {"path": path, "type": kind, "bound": bound, "length": length,
@@ -1167,7 +1170,7 @@ def _container_holding(lines: set[tuple[str, int]]) -> Any:
             if length <= best_length:
                 continue
             newest = next(dict.items(obj).__reversed__(), None)
-            candidates = newest or ()
+            candidates: tuple[Any, ...] = newest or ()
         elif kind == _K_LIST:
             length = list.__len__(obj)
             if length <= best_length:
@@ -1221,8 +1224,8 @@ def _link_name(parent: Any, child: Any) -> str:
                 return f"[{safe_repr(key)}]"
         return ""
     elif kind in (_K_LIST, _K_DEQUE):
-        iterate = list.__iter__ if kind == _K_LIST else _DEQUE.__iter__
-        for index, value in enumerate(iterate(parent)):
+        items = list.__iter__(parent) if kind == _K_LIST else _DEQUE.__iter__(parent)
+        for index, value in enumerate(items):
             if value is child:
                 return f"[{index}]"
         return ""

@@ -179,24 +179,23 @@ def _sites(
     records: list[Any], loops: int, symbols: _Symbols, display: Any,
     deep: dict[tuple[str, int], list[tuple[str, int]]],
 ) -> list[Site]:
-    groups: dict[tuple[str, int, str, str], list[Any]] = {}
+    groups: dict[tuple[str, int, str, str | None], list[Any]] = {}
     deep_size: dict[tuple[str, int], int] = {}
     for record in records:
         placed = _place(record, symbols)
         if placed is None:
             python = record.stack_trace()
             if len(python) > 1:
-                key = (python[0][1], int(python[0][2]))
-                if record.size > deep_size.get(key, -1):
-                    deep_size[key] = record.size
-                    deep[key] = [(f, int(n)) for _fn, f, n in python]
+                line = (python[0][1], int(python[0][2]))
+                if record.size > deep_size.get(line, -1):
+                    deep_size[line] = record.size
+                    deep[line] = [(f, int(n)) for _fn, f, n in python]
             continue
         python, function, library = placed
-        user = next(((f, n, fn) for fn, f, n in python if sitemod.is_user_file(f)), None)
-        if user is None:
-            user = (python[0][1], python[0][2], python[0][0])
-        key = (user[0], user[1], function, library)
-        group = groups.setdefault(key, [0, 0, python])
+        at = next(((f, n, fn) for fn, f, n in python if sitemod.is_user_file(f)), None)
+        if at is None:
+            at = (python[0][1], python[0][2], python[0][0])
+        group = groups.setdefault((at[0], at[1], function, library), [0, 0, python])
         group[0] += record.size
         group[1] += record.n_allocations
     result = []

@@ -137,12 +137,15 @@ class PytestBuffers:
         self._kept: dict[tuple[Any, ...], warnings.WarningMessage] = {}
 
     def __enter__(self) -> PytestBuffers:
+        capturing: tuple[type, ...] = ()
         try:
             from _pytest.logging import LogCaptureHandler
+
+            capturing = (LogCaptureHandler,)
         except ImportError:  # pragma: no cover - a pytest without its logging plugin
-            LogCaptureHandler = ()  # noqa: N806
+            pass
         self._handlers = [
-            h for h in logging.getLogger().handlers if isinstance(h, LogCaptureHandler)
+            h for h in logging.getLogger().handlers if isinstance(h, capturing)
         ]
         self._catcher = warnings.catch_warnings(record=True)
         self._caught = self._catcher.__enter__()

@@ -285,31 +285,17 @@ def _make_parents(directory: Path) -> None:
 
 
 def save(run: Run, path: str | os.PathLike[str]) -> Path:
-    """Write the run atomically: a reader never sees a half-written file."""
-    # Here, not at the top: a measured process imports this module (for its
-    # types) and never saves; tempfile brings shutil, random and 1 MiB.
-    import tempfile
+    """Write the run atomically (private to its owner): a reader never sees a half-written file."""
+    from leakscope.atomic import write_atomic
 
     target = Path(path)
     check_runs_directory(target)
+    text = json.dumps(to_dict(run), separators=(",", ":")) + "\n"
     try:
         _make_parents(target.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
+        return write_atomic(target, text)
+    except OSError as exc:  # disk full, target is a directory, ...
         raise RunFileError(f"{target}: cannot write run file: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(to_dict(run), out, separators=(",", ":"))
-            out.write("\n")
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # disk full, target is a directory, ...
-            raise RunFileError(
-                f"{target}: cannot write run file: {exc.strerror or exc}"
-            ) from None
-        raise
-    return target
 
 
 _REQUIRED = {"target": str, "python": str, "started_at": str, "settings": dict, "loops": list}
@@ -469,7 +455,7 @@ def _value_problem(value: Any, kind: Any, where: str) -> str | None:
             if problem is not None:
                 return problem
         return None
-    if is_dataclass(kind):
+    if isinstance(kind, type) and is_dataclass(kind):
         return _field_problem(kind, value, where)
     if kind is bool:
         ok = isinstance(value, bool)

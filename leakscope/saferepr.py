@@ -12,32 +12,33 @@ MAX_LENGTH = 40
 
 def type_name(obj: object) -> str:
     """``type(obj).__name__`` read from the type's own slot (a metaclass cannot intercept it)."""
-    return type.__dict__["__name__"].__get__(type(obj))
+    return vars(type)["__name__"].__get__(type(obj))
 
 
 def qualified_type_name(cls: type) -> str:
-    module = type.__dict__["__module__"].__get__(cls)
-    name = type.__dict__["__qualname__"].__get__(cls)
+    module = vars(type)["__module__"].__get__(cls)
+    name = vars(type)["__qualname__"].__get__(cls)
     if module in (None, "builtins"):
         return name
     return f"{module}.{name}"
 
 
 def safe_repr(obj: object, limit: int = MAX_LENGTH) -> str:
-    kind = type(obj)
-    if obj is None or kind is bool:
+    # `type(obj) is` rather than isinstance: a subclass's own __repr__ or __len__ is user
+    # code, and never runs here.
+    if obj is None or type(obj) is bool:
         text = "None" if obj is None else ("True" if obj else "False")
-    elif kind is int:
-        text = int.__repr__(obj)  # type: ignore[arg-type]
-    elif kind is float:
-        text = float.__repr__(obj)  # type: ignore[arg-type]
-    elif kind is str:
-        text = str.__repr__(obj if len(obj) <= limit else obj[:limit])  # type: ignore[arg-type]
-    elif kind is bytes:
-        text = bytes.__repr__(obj[:limit])  # type: ignore[index]
-    elif kind is tuple:
-        parts = [safe_repr(item, limit // 2) for item in obj[:4]]  # type: ignore[index]
-        more = ", ..." if len(obj) > 4 else ("," if len(obj) == 1 else "")  # type: ignore[arg-type]
+    elif type(obj) is int:
+        text = int.__repr__(obj)
+    elif type(obj) is float:
+        text = float.__repr__(obj)
+    elif type(obj) is str:
+        text = str.__repr__(obj if len(obj) <= limit else obj[:limit])
+    elif type(obj) is bytes:
+        text = bytes.__repr__(obj[:limit])
+    elif type(obj) is tuple:
+        parts = [safe_repr(item, limit // 2) for item in obj[:4]]
+        more = ", ..." if len(obj) > 4 else ("," if len(obj) == 1 else "")
         text = f"({', '.join(parts)}{more})"
     else:
         return f"<{type_name(obj)}>"

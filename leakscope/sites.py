@@ -13,7 +13,7 @@ import os
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -86,7 +86,7 @@ class OwnFilter:
 _OWN, _USER, _LIBRARY = 0, 1, 2
 
 
-def aggregate(traces: list[tuple], is_own: OwnFilter) -> LineTotals:
+def aggregate(traces: Sequence[tuple], is_own: OwnFilter) -> LineTotals:
     """Sum raw traces ``(domain, size, traceback, nframe)`` by innermost line.
 
     This is the per-loop hot path, and it runs while tracemalloc records

@@ -165,11 +165,11 @@ class RunBuilder:
         changes = []
         if not loop.warmup and loop.phase != "detect":
             for filename, line, size_diff, count_diff in raw_changes:
-                key = (filename, line)
-                size, count = self.current.get(key, (0, 0))
+                at = (filename, line)
+                size, count = self.current.get(at, (0, 0))
                 size, count = size + size_diff, count + count_diff
-                self.current[key] = (size, count)
-                self.points.setdefault(key, []).append((self.measured, size, count))
+                self.current[at] = (size, count)
+                self.points.setdefault(at, []).append((self.measured, size, count))
                 changes.append(LineDelta(self.display(filename), line, size_diff, count_diff))
             changes.sort(key=lambda c: (abs(c.size_diff), c.count_diff), reverse=True)
             loop.top = changes[: self.top]

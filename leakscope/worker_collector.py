@@ -29,7 +29,7 @@ import os
 import sys
 import tracemalloc
 from array import array
-from typing import Any
+from typing import Any, Protocol
 
 # Imported here, not at the first check: an import in the middle of a
 # watched run would be a step in the very block count it reads.
@@ -96,11 +96,21 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
+class UnitObserver(Observer, Protocol):
+    """What a worker process reports beyond a script's loops (``agent.WorkerObserver``)."""
+
+    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None: ...
+    def on_holders(self, report: dict[str, Any]) -> None: ...
+    def on_window(self, described: dict[str, Any]) -> None: ...
+
+
 class UnitCollector(Collector):
     """One process of a real worker, fed one ``end_loop()`` per unit of work."""
 
+    observer: UnitObserver
+
     def __init__(
-        self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None,
+        self, settings: Settings, observer: UnitObserver, holder_probe: HolderProbe | None = None,
         may_trace: bool = True, trace_first: bool = False,
     ) -> None:
         # The parent stops the command; the collector itself never ends a run.
@@ -274,7 +284,7 @@ class UnitCollector(Collector):
         if self.holder_probe is not None:
             self._checkpoint(final=True)
             self._backref_fallback()
-        self.observer.on_window({  # type: ignore[attr-defined]
+        self.observer.on_window({
             "end": self._end or {},
             "holders": self.holder_probe.report() if self.holder_probe is not None else None,
         })
@@ -309,7 +319,7 @@ class UnitCollector(Collector):
         """The last units were cheap ones: their lines arrive now, so each line's
         series ends where the tracing ends."""
         totals = sites.aggregate(_get_traces(), self._is_own)
-        self.observer.on_lines(sites.diff(self._previous, totals))  # type: ignore[attr-defined]
+        self.observer.on_lines(sites.diff(self._previous, totals))
         self._previous = totals
         self._last_traced = None
         self.diffs.skipped = 0
@@ -328,7 +338,7 @@ class UnitCollector(Collector):
             self._locator_running = False
             # Saved at once: a process killed before its final word (a stop
             # that outlasts --stop-timeout) still names the line.
-            self.observer.on_holders(self.holder_probe.snapshot())  # type: ignore[attr-defined]
+            self.observer.on_holders(self.holder_probe.snapshot())
         if self._window_full():
             self._close_window()
 
@@ -356,7 +366,7 @@ class UnitCollector(Collector):
             # From this frame up: a loop already running in the user's code
             # (a tick script's, a consumer's) gets line events too.
             self._locator_running = probe.start_locating(sys._getframe())
-        self.observer.on_holders(probe.snapshot())  # type: ignore[attr-defined]
+        self.observer.on_holders(probe.snapshot())
 
     def _record_detect_unit(self, index: int, seconds: float) -> None:
         """A fast-mode detect loop, with no preallocated array to fill."""

@@ -76,8 +76,7 @@ def _user_attributed(run: Run, growth_rate: float) -> bool:
 
 def half_rates(run: Run) -> tuple[float, float]:
     """Growth rates (per unit) of the kept-bytes floor in the first and second half."""
-    loops = [loop for loop in run.measured if loop.traced_bytes is not None]
-    values = [float(loop.traced_bytes) for loop in loops]
+    values = [float(loop.traced_bytes) for loop in run.measured if loop.traced_bytes is not None]
     if len(values) < 2 * MIN_LOOPS:
         return 0.0, 0.0
     floor = suffix_minima(values)

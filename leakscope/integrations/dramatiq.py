@@ -26,7 +26,7 @@ def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
         def after_skip_message(self, broker: Any, message: Any) -> None:
             agent.unit_done()
 
-    worker_class = dramatiq.worker.Worker
+    worker_class: Any = dramatiq.worker.Worker  # Any: its __init__ gets replaced
     init = worker_class.__init__
 
     @functools.wraps(init)

@@ -21,7 +21,7 @@ def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
         _hook_worker(agent, module.Worker)
 
 
-def _hook_master(agent: Any, arbiter: type) -> None:
+def _hook_master(agent: Any, arbiter: Any) -> None:
     run = arbiter.run
 
     @functools.wraps(run)
@@ -37,7 +37,7 @@ def _hook_master(agent: Any, arbiter: type) -> None:
     arbiter.run = wrapper
 
 
-def _hook_worker(agent: Any, worker: type) -> None:
+def _hook_worker(agent: Any, worker: Any) -> None:
     load_wsgi = worker.load_wsgi
 
     @functools.wraps(load_wsgi)

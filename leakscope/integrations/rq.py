@@ -17,7 +17,8 @@ from typing import Any
 def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
     import rq.worker as workers
 
-    base = getattr(workers, "BaseWorker", None) or workers.Worker
+    # Any: the worker classes get their methods replaced, which a type checker forbids.
+    base: Any = getattr(workers, "BaseWorker", None) or workers.Worker
     for cls in _with_subclasses(base):
         if "execute_job" in cls.__dict__:
             cls.execute_job = _ticking(cls.__dict__["execute_job"], agent)
@@ -25,8 +26,9 @@ def on_import(agent: Any, name: str, module: types.ModuleType) -> None:
         base.main_work_horse = _disarming(base.__dict__["main_work_horse"], agent)
 
 
-def _with_subclasses(cls: type) -> list[type]:
-    found, todo = [], [cls]
+def _with_subclasses(cls: type) -> list[Any]:
+    found: list[Any] = []
+    todo = [cls]
     while todo:
         current = todo.pop()
         found.append(current)

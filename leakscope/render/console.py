@@ -7,6 +7,9 @@ or from a run file, so they never enter rich markup: they pass through
 
 from __future__ import annotations
 
+import io
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.padding import Padding
@@ -19,6 +22,11 @@ from leakscope.render.paths import short_location, site_location
 from leakscope.render.safe import displayed, printable
 from leakscope.runfile import Holder, LineDelta, Loop, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from leakscope.launcher import Watch
 
 # Lines shown per loop in the live view (the rest are summed up in one line).
 LIVE_LINES = 8
@@ -228,6 +236,24 @@ def print_summary(console: Console, run: Run) -> None:
     console.print(summary(run))
 
 
+class ConsoleRenderer:
+    """``summary`` as the text a terminal ``width`` columns wide shows, less the colours.
+
+    The CLI prints ``summary(run)`` on its own console (the terminal's width and
+    colours, live progress around it); this is the same output as a string, for
+    anything that needs it fixed (tests compare it line for line).
+    """
+
+    def __init__(self, width: int = 100) -> None:
+        self.width = width
+
+    def render(self, run: Run, /) -> str:
+        console = Console(width=self.width, record=True, color_system=None,
+                          force_terminal=False, file=io.StringIO())
+        console.print(summary(run))
+        return console.export_text()
+
+
 # ------------------------------------------------------------ leakscope run
 
 
@@ -237,7 +263,7 @@ class RunProgress:
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.console = console
         self.enabled = enabled and console.is_terminal
-        self._status = None
+        self._status: Status | None = None
         self._last_print = 0.0
 
     def __enter__(self) -> RunProgress:
@@ -250,14 +276,14 @@ class RunProgress:
         if self._status is not None:
             self._status.__exit__(None, None, None)
 
-    def update(self, watch: object, elapsed: float) -> None:
+    def update(self, watch: Watch, elapsed: float) -> None:
         if self._status is None:
             return
         parts = [
             f"{log.process.get('role')} {log.process.get('pid')}: "
             f"{log.units} {log.process.get('unit', 'unit')}s"
-            for log in watch.processes  # type: ignore[attr-defined]
-            if log.units or len(watch.processes) <= 4  # type: ignore[attr-defined]
+            for log in watch.processes
+            if log.units or len(watch.processes) <= 4
         ]
         text = " · ".join(parts[:6]) or "waiting for the first unit"
         self._status.update(escape(printable(f"{elapsed:5.1f}s  {text}")))
@@ -279,6 +305,7 @@ def print_processes(console: Console, run: Run) -> None:
         info = process.process or {}
         verdict = process.verdict
         unit = short_unit(process.unit)
+        rate: str | Text
         if verdict is None or process.observations.get("idle"):
             state, rate = "[dim]no work of its own[/dim]", "-"
         elif verdict.leak:

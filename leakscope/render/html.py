@@ -18,7 +18,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import tokenize
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,8 @@ import jinja2
 from markupsafe import Markup
 
 from leakscope import __version__
-from leakscope.errors import LeakscopeError
+from leakscope.atomic import SHARED
+from leakscope.render.base import write_output
 from leakscope.render.paths import short_location, short_path
 from leakscope.render.safe import displayed
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
@@ -156,12 +156,12 @@ def _thin_indices(count: int, series: Sequence[Sequence[float | None]], points: 
         start = b * count // buckets
         stop = max(start + 1, (b + 1) * count // buckets)
         for values in series:
-            present = [i for i in range(start, stop) if values[i] is not None]
+            present = [(i, v) for i in range(start, stop) if (v := values[i]) is not None]
             if not present:
                 keep.add(start)
                 continue
-            keep.add(min(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
-            keep.add(max(present, key=lambda i: values[i]))  # type: ignore[arg-type, return-value]
+            keep.add(min(present, key=lambda point: point[1])[0])
+            keep.add(max(present, key=lambda point: point[1])[0])
     return sorted(keep)
 
 
@@ -178,7 +178,7 @@ def _fit(
     The slope is the verdict's own rate (nothing is re-decided here); only the
     intercept is placed, as the median residual, so the line sits on the data.
     """
-    if _number(slope) is None:
+    if slope is None or _number(slope) is None:
         return None
     points = [
         (loop.index, getattr(loop, name)) for loop in _longest_stretch(loops, phases)
@@ -186,7 +186,7 @@ def _fit(
     ]
     if len(points) < 2:
         return None
-    slope = float(slope)  # type: ignore[arg-type]
+    slope = float(slope)
     intercept = statistics.median(y - slope * x for x, y in points)
     x0, x1 = points[0][0], points[-1][0]
     return {
@@ -640,34 +640,21 @@ def render_html(run: Run, source_roots: Sequence[str | os.PathLike[str]] = ()) -
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class HtmlRenderer:
+    """The report page of a run; source files are read only under ``source_roots``."""
+
+    what = "HTML report"
+    mode: int | None = SHARED  # a report is meant to be passed around, as any file would be
+
+    def __init__(self, source_roots: Sequence[str | os.PathLike[str]] = ()) -> None:
+        self.source_roots = source_roots
+
+    def render(self, run: Run, /) -> str:
+        return render_html(run, self.source_roots)
 
 
 def write_html(
     run: Run, path: str | os.PathLike[str], source_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write the report atomically and return its path; an unwritable path is a LeakscopeError."""
-    target = Path(path)
-    page = render_html(run, source_roots)
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(page)
-        # mkstemp makes the file private; a report is meant to be shared, as any file would be.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise LeakscopeError(f"cannot write HTML report {target}: {reason}") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_output(HtmlRenderer(source_roots), run, path)

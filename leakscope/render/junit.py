@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from leakscope.budget import Decision
+from leakscope.render.base import write_output
 from leakscope.render.safe import printable
 from leakscope.render.text import ci_line, short_summary
 
@@ -92,17 +92,19 @@ def render_junit(decisions: Sequence[Decision]) -> bytes:
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
+class JunitRenderer:
+    """``check``'s decisions as JUnit XML, one testcase per target."""
+
+    what = "JUnit XML"
+    mode: int | None = None  # readable by its owner only, as it has always been
+
+    def render(self, decisions: Sequence[Decision], /) -> bytes:
+        return render_junit(decisions)
+
+
 def write_junit(decisions: Sequence[Decision], path: str | os.PathLike[str]) -> Path:
-    """Write atomically: a CI step that reads the file never sees half of it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = render_junit(decisions)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """Write atomically: a CI step that reads the file never sees half of it.
+
+    An unwritable path is one LeakscopeError line (exit code 2), as for ``--html``.
+    """
+    return write_output(JunitRenderer(), decisions, path)

@@ -17,6 +17,7 @@ from leakscope.runfile import Holder, Run, Site
 from leakscope.units import format_bytes, format_count, short_unit
 
 if TYPE_CHECKING:
+    from leakscope.budget import Decision
     from leakscope.compare import Comparison
 
 # Growing sites listed under the summary: enough to find the culprit, short
@@ -164,7 +165,8 @@ def comparison_text(comparison: Comparison) -> str:
     )
     sites, holders = comparison.new_sites, comparison.new_holders
     if sites or holders:
-        parts = [_plural(len(s), n) for s, n in ((sites, "site"), (holders, "container")) if s]
+        counts = ((len(sites), "site"), (len(holders), "container"))
+        parts = [_plural(count, noun) for count, noun in counts if count]
         head = f"NEW grows {' and '.join(parts)} that BASE did not"
     elif comparison.newly_leaking:
         assert comparison.new.verdict is not None
@@ -216,3 +218,21 @@ def _site(site: Site, unit: str, extra: str = "") -> str:
                   f"({site.native.get('library', '<unknown>')}) by {site.engine}")
     return (f"{site_location(site.file, site.line)} {site.function}: "
             f"{format_bytes(site.bytes_per_iteration)}/{unit}{extra}{native}{first}")
+
+
+class CheckText:
+    """What ``check`` prints for one target it judged: the CI line, then the short summary."""
+
+    def render(self, decision: Decision, /) -> str:
+        run = decision.run
+        if run is None:  # the worker failed: the CLI has printed its error line
+            return ""
+        line = ci_line(run, decision.max_growth_bytes, decision.failed)
+        return f"{line}\n{short_summary(run)}"
+
+
+class ComparisonText:
+    """What ``leakscope diff`` prints (``comparison_text``)."""
+
+    def render(self, comparison: Comparison, /) -> str:
+        return comparison_text(comparison)

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from leakscope import runfile
-from leakscope.render.console import summary
+from leakscope.render.console import ConsoleRenderer, summary
 from leakscope.render.paths import short_location, short_path
 from leakscope.render.text import ci_line, short_summary
 from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
@@ -78,9 +78,7 @@ def test_short_path_of_the_users_file_is_relative_to_the_working_directory():
 
 
 def _render(run: Run, width: int) -> list[str]:
-    console = Console(width=width, record=True, color_system=None, force_terminal=False)
-    console.print(summary(run))
-    return console.export_text().splitlines()
+    return ConsoleRenderer(width).render(run).splitlines()
 
 
 WANTED = [

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from leakscope.budget import Decision, judge
+from leakscope.errors import EXIT_USAGE, LeakscopeError
 from leakscope.render.junit import render_junit, write_junit
 from leakscope.render.text import ci_line
 from leakscope.runfile import Frame, Holder, Run, Site, Verdict
@@ -62,3 +65,16 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["j.xml"]
     case = ET.parse(path).getroot().find("testsuite/testcase")
     assert case is not None and case.find("failure") is None
+
+
+@pytest.mark.parametrize("case", ["parent-is-a-file", "target-is-a-directory"])
+def test_unwritable_path_is_one_leakscope_error(tmp_path, case):
+    """As for --html: one error line and exit code 2, not an internal error."""
+    (tmp_path / "plain").write_text("x")
+    (tmp_path / "adir").mkdir()
+    target = tmp_path / ("plain/j.xml" if case == "parent-is-a-file" else "adir")
+    with pytest.raises(LeakscopeError, match="cannot write JUnit XML") as info:
+        write_junit([judge("w.py", leaking_run(), 4096)], target)
+    assert info.value.exit_code == EXIT_USAGE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "plain"]
+    assert list((tmp_path / "adir").iterdir()) == []
