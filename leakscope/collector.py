@@ -37,9 +37,9 @@ from leakscope import counters, hook, sites
 from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY, Settings
 
 try:  # The raw trace list; the public Snapshot wraps the same tuples.
-    from _tracemalloc import _get_traces
+    from _tracemalloc import _get_traces as get_traces
 except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
-    def _get_traces() -> list:
+    def get_traces() -> list:
         return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
 
 # Holder checkpoints, as fractions of the measured loops. Walking the heap
@@ -320,7 +320,7 @@ class Collector:
         self._end = {}
         if not (self.measuring and tracemalloc.is_tracing()):
             return
-        traces = _get_traces()
+        traces = get_traces()
         tracebacks = sites.dominant_tracebacks(traces, self._is_own, TRACEBACK_LINES)
         del traces
         self._end["tracebacks"] = [
@@ -415,7 +415,7 @@ class Collector:
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
-        self._previous = self._window_start = sites.aggregate(_get_traces(), self._is_own)
+        self._previous = self._window_start = sites.aggregate(get_traces(), self._is_own)
         if not self.fast:
             self.observer.on_measuring(self.warmup_loops)
         if self.holder_probe is not None and 0 in self._checkpoints:
@@ -551,7 +551,7 @@ class Collector:
     def _record_diffed(self, index: int, seconds: float) -> None:
         """The per-line diff since the last one, exact over every loop it spans."""
         started = time.perf_counter()
-        totals = sites.aggregate(_get_traces(), self._is_own)
+        totals = sites.aggregate(get_traces(), self._is_own)
         changes = sites.diff(self._previous, totals)
         # What an observer in this process keeps of the loop (its record, and
         # the values in it) is leakscope's, but not in the traces just taken.
@@ -671,9 +671,9 @@ class Collector:
         ``cyclic-garbage``); we do this once, after measuring, because a
         collection before every snapshot would hide exactly that growth.
         """
-        before = sites.aggregate(_get_traces(), self._is_own)
+        before = sites.aggregate(get_traces(), self._is_own)
         collected = gc.collect()
-        after = sites.aggregate(_get_traces(), self._is_own)
+        after = sites.aggregate(get_traces(), self._is_own)
         freed_by_line = []
         surviving = [
             key for key in sorted(after.by_line, key=lambda k: after.by_line[k][0], reverse=True)
