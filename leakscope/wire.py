@@ -61,6 +61,9 @@ def _check_loop(message: dict[str, Any]) -> str | None:
         return "loop.index is not a number"
     if not isinstance(loop.get("warmup"), bool):
         return "loop.warmup is not true or false"
+    for key in loop:
+        if not key.isidentifier() or key.startswith("_"):
+            return f"loop.{key} is not a figure's name"  # set as an attribute by the reader
     return _check_changes(message)
 
 
