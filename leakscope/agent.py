@@ -158,7 +158,7 @@ _inherited_peak: tuple[int, int] = (0, 0)
 _status_fd: tuple[int, int] | None = None
 
 
-def _note_inherited_peak() -> None:
+def note_inherited_peak() -> None:
     global _inherited_peak
     try:
         import resource
@@ -235,7 +235,7 @@ class Agent:
     # ------------------------------------------------------------- arming
 
     def arm(self) -> None:
-        _note_inherited_peak()
+        note_inherited_peak()
         self._open()
         hook.install(self)
         if hasattr(os, "register_at_fork"):
@@ -497,7 +497,7 @@ class Agent:
         self.parent_pid, self.pid = self.pid, os.getpid()
         if self.run_over():
             return
-        _note_inherited_peak()
+        note_inherited_peak()
         self.role = f"forked from {self.role}"
         self.units = 0
         self.finalized = False

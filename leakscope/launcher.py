@@ -259,7 +259,7 @@ def _gather(
     sweep_orphaned_run_directories()
     directory = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
     (directory / RUNNING_MARKER).touch()
-    (directory / LEADER_FILE).write_text(_identity(os.getpid()) or "")
+    (directory / LEADER_FILE).write_text(process_identity(os.getpid()) or "")
     watch = Watch(directory, settings.top)
     started = time.monotonic()
     # The command's own session: a Ctrl-C at the terminal reaches leakscope
@@ -281,7 +281,7 @@ def _gather(
             _stop(proc, watch, limits.stop_timeout)
         except KeyboardInterrupt:
             _kill_group(proc)
-        _end_units(directory)  # a process that escaped the group kill measures no more
+        end_units(directory)  # a process that escaped the group kill measures no more
         watch.poll()
     code = proc.returncode
     return Gathered(
@@ -313,7 +313,7 @@ def _die_with(leader: int) -> Callable[[], None] | None:
     return die_with_leakscope
 
 
-def _identity(pid: int) -> str | None:
+def process_identity(pid: int) -> str | None:
     """A process as "pid start-time" (Linux), so a reused pid is not taken for it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stream:
@@ -339,8 +339,8 @@ def sweep_orphaned_run_directories() -> None:
             leader = (directory / LEADER_FILE).read_text().split()
         except OSError:
             continue
-        if len(leader) == 2 and leader[0].isdigit() and _identity(int(leader[0])) != " ".join(
-                leader):
+        if (len(leader) == 2 and leader[0].isdigit()
+                and process_identity(int(leader[0])) != " ".join(leader)):
             shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -376,7 +376,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
         # First the marker the agents read at each unit's end: what a worker
         # frees as it shuts down (connections, prefetched messages) is not a
         # unit's, and would cut every earlier floor of the series.
-        _end_units(watch.directory)
+        end_units(watch.directory)
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
@@ -395,7 +395,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
     _kill_group(proc)
 
 
-def _end_units(directory: Path) -> None:
+def end_units(directory: Path) -> None:
     """No unit counts from now on (agents stat the marker at each unit's end)."""
     try:
         (directory / RUNNING_MARKER).unlink()
