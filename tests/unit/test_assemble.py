@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,44 @@ def test_lines_before_the_hello_are_not_a_process(app: Path, tmp_path: Path) -> 
     log = ProcessLog(events, str(app.parent), 5)
     log.poll()
     assert log.hello is None and log.units == 0
+
+
+# ------------------------------------------------------------- trace's pipe
+
+
+def _pump_bytes(data: bytes, app: Path, assembler: Assembler | None = None) -> Assembler:
+    """What trace's reader makes of ``data`` written to its pipe by the child."""
+    from leakscope.supervisor import _pump
+
+    assembler = assembler or Assembler(new_run("app.py"), 5, str(app.parent))
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, data)
+        os.close(write_fd)
+        write_fd = -1
+        _pump(read_fd, wire.Decoder(), assembler, timeout=5.0)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    return assembler
+
+
+def test_the_trace_pipe_keeps_the_messages_before_garbage(app: Path) -> None:
+    messages = trace_messages(app)[:6]
+    data = b"".join(wire.encode(message) for message in messages) + b'{"t":"loop"}\n'
+    assembler = Assembler(new_run("app.py"), 5, str(app.parent))
+    with pytest.raises(wire.WireError, match="loop message without 'loop'"):
+        _pump_bytes(data, app, assembler)
+    assert len(assembler.run.loops) == 3 and assembler.loaded  # a partial run to save
+
+
+def test_the_trace_pipe_refuses_an_unknown_major_version(app: Path) -> None:
+    started = {**trace_messages(app)[0], "v": f"{wire.MAJOR + 1}.0"}
+    with pytest.raises(wire.VersionError, match=f"reads {wire.MAJOR}.x"):
+        _pump_bytes(wire.encode(started), app)
+
+
+def test_the_trace_pipe_calls_a_line_cut_at_the_end_garbage(app: Path) -> None:
+    with pytest.raises(wire.WireError, match="cut off"):
+        _pump_bytes(wire.encode(trace_messages(app)[0]) + b'{"t":"lo', app)
