@@ -35,7 +35,7 @@ import time
 import tracemalloc
 from typing import Any, NoReturn
 
-from leakscope import counters, hook, sites
+from leakscope import counters, hook, sites, wire
 from leakscope.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
@@ -158,7 +158,7 @@ _inherited_peak: tuple[int, int] = (0, 0)
 _status_fd: tuple[int, int] | None = None
 
 
-def _note_inherited_peak() -> None:
+def note_inherited_peak() -> None:
     global _inherited_peak
     try:
         import resource
@@ -197,26 +197,13 @@ def initial_role(argv: list[str]) -> str:
     return name
 
 
-def _observer(agent: Agent) -> Any:
-    """The trace harness's observer, writing to this process's events file instead of a
-    pipe, with the peak RSS on every unit and the worker-only messages."""
-    from leakscope.harness import ChannelObserver
+class WorkerObserver(wire.MessageObserver):
+    """The collector's messages, written to this process's events file, with the peak RSS
+    on every unit."""
 
-    class WorkerObserver(ChannelObserver):
-        def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
-            loop["peak_rss_bytes"] = peak_rss_bytes()
-            super().on_loop(loop, changes)
-
-        def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None:
-            self.channel.send({"t": "lines", "changes": changes})
-
-        def on_holders(self, report: dict[str, Any]) -> None:
-            self.channel.send({"t": "holders", "report": report})
-
-        def on_window(self, described: dict[str, Any]) -> None:
-            self.channel.send({"t": "window", **described})
-
-    return WorkerObserver(agent)  # the agent has the channel's send()
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+        loop["peak_rss_bytes"] = peak_rss_bytes()
+        super().on_loop(loop, changes)
 
 
 class Agent:
@@ -248,7 +235,7 @@ class Agent:
     # ------------------------------------------------------------- arming
 
     def arm(self) -> None:
-        _note_inherited_peak()
+        note_inherited_peak()
         self._open()
         hook.install(self)
         if hasattr(os, "register_at_fork"):
@@ -269,22 +256,19 @@ class Agent:
         self._fd = os.open(path, flags, 0o644)
         self.path = path
         argv = list(getattr(sys, "orig_argv", sys.argv))
-        self.send({
-            "t": "hello", "pid": self.pid, "parent_pid": self.parent_pid, "role": self.role,
-            "command": shlex.join(argv), "unit": self.unit, "framework": self.framework,
-            "info": self.info, "started_at": time.time(),
-            "python": sys.version.split()[0], **sites.interpreter_paths(),
-        })
+        self.send(wire.first(
+            "hello", pid=self.pid, parent_pid=self.parent_pid, role=self.role,
+            command=shlex.join(argv), unit=self.unit, framework=self.framework,
+            info=self.info, started_at=time.time(),
+            python=sys.version.split()[0], **sites.interpreter_paths(),
+        ))
 
     def send(self, message: dict[str, Any]) -> None:
         fd = self._fd
         if fd is None:
             return
-        data = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            wire.send(fd, message)
         except OSError:
             self._fd = None  # the run directory is gone: stop writing, never fail the worker
 
@@ -436,8 +420,8 @@ class Agent:
             from leakscope.holders import HolderProbe
 
             probe = HolderProbe()
-        recorder = self.recorder = UnitCollector(settings, _observer(self), probe, may_trace,
-                                                 trace_first)
+        recorder = self.recorder = UnitCollector(settings, WorkerObserver(self.send), probe,
+                                                 may_trace, trace_first)
         recorder.begin()
         hook.install(self)  # ticks come here, not straight to the collector
         return recorder
@@ -513,7 +497,7 @@ class Agent:
         self.parent_pid, self.pid = self.pid, os.getpid()
         if self.run_over():
             return
-        _note_inherited_peak()
+        note_inherited_peak()
         self.role = f"forked from {self.role}"
         self.units = 0
         self.finalized = False

@@ -508,7 +508,7 @@ def gather(targets: list[Target], settings: Settings, limits: Limits,
     try:
         return _gather(targets, settings, limits, on_progress, directory)
     except BaseException:
-        launcher._end_units(directory)  # any process already armed leaves at once
+        launcher.end_units(directory)  # any process already armed leaves at once
         shutil.rmtree(directory, ignore_errors=True)
         raise
     finally:
@@ -524,7 +524,7 @@ def _gather(targets: list[Target], settings: Settings, limits: Limits,
             on_progress: Callable[[launcher.Watch, float], None] | None,
             directory: Path) -> Attached:
     (directory / RUNNING_MARKER).touch()
-    (directory / launcher.LEADER_FILE).write_text(launcher._identity(os.getpid()) or "")
+    (directory / launcher.LEADER_FILE).write_text(launcher.process_identity(os.getpid()) or "")
     config = {"dir": str(directory), "settings": settings.to_dict(), "leader": os.getpid(),
               "time_slice": limits.time_slice}
     (directory / "config.json").write_text(json.dumps(config))
@@ -549,7 +549,7 @@ def _gather(targets: list[Target], settings: Settings, limits: Limits,
     except KeyboardInterrupt:
         reason = "interrupted"
     finally:
-        launcher._end_units(directory)  # each process leaves at its next look (attached.py)
+        launcher.end_units(directory)  # each process leaves at its next look (attached.py)
         _wait_final(targets, watch)
     ended = [target.pid for target in targets if not _alive(target.pid)]
     return Attached(watch=watch, reason=reason, seconds=time.monotonic() - started,

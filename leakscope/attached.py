@@ -68,7 +68,7 @@ class AttachedAgent(Agent):
         self.left = threading.Event()
 
     def arm(self) -> None:
-        agentmod._note_inherited_peak()
+        agentmod.note_inherited_peak()
         self._open()
         hook.install(self)
         atexit.register(self._at_exit)

@@ -723,7 +723,7 @@ def run_command(
     Python process it starts, one unit per task, job or request. The command keeps the
     terminal: its input and output pass through; leakscope speaks when it has ended."""
     from leakscope import launcher
-    from leakscope.supervisor import now_iso
+    from leakscope.assemble import now_iso
 
     if command and command[0] == "--":
         command = command[1:]
@@ -859,9 +859,9 @@ def attach_command(
     Units come from its framework (gunicorn request, Celery task, RQ job), else time
     slices. Needs gdb (CPython 3.10-3.13) or sys.remote_exec (3.14+)."""
     from leakscope import attach, launcher
+    from leakscope.assemble import now_iso
     from leakscope.combine import combine
     from leakscope.render.console import print_processes, print_summary
-    from leakscope.supervisor import now_iso
 
     if duration is not None:
         _seconds("--duration", duration)

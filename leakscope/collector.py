@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from tracemalloc import _TraceTuple  # typeshed's name for a raw trace
 
 try:  # The raw trace list; the public Snapshot wraps the same tuples.
-    from _tracemalloc import _get_traces
+    from _tracemalloc import _get_traces as get_traces
 except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
-    def _get_traces() -> Sequence[_TraceTuple]:
+    def get_traces() -> Sequence[_TraceTuple]:
         return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
 
 # Holder checkpoints, as fractions of the measured loops. Walking the heap
@@ -332,7 +332,7 @@ class Collector:
         self._end = {}
         if not (self.measuring and tracemalloc.is_tracing()):
             return
-        traces = _get_traces()
+        traces = get_traces()
         tracebacks = sites.dominant_tracebacks(traces, self._is_own, TRACEBACK_LINES)
         del traces
         self._end["tracebacks"] = [
@@ -427,7 +427,7 @@ class Collector:
         else:
             tracemalloc.clear_traces()
         self._trace_overhead = _calibrate_trace_overhead()
-        self._previous = self._window_start = sites.aggregate(_get_traces(), self._is_own)
+        self._previous = self._window_start = sites.aggregate(get_traces(), self._is_own)
         if not self.fast:
             self.observer.on_measuring(self.warmup_loops)
         if self.holder_probe is not None and 0 in self._checkpoints:
@@ -563,7 +563,7 @@ class Collector:
     def _record_diffed(self, index: int, seconds: float) -> None:
         """The per-line diff since the last one, exact over every loop it spans."""
         started = time.perf_counter()
-        totals = sites.aggregate(_get_traces(), self._is_own)
+        totals = sites.aggregate(get_traces(), self._is_own)
         changes = sites.diff(self._previous, totals)
         # What an observer in this process keeps of the loop (its record, and
         # the values in it) is leakscope's, but not in the traces just taken.
@@ -683,9 +683,9 @@ class Collector:
         ``cyclic-garbage``); we do this once, after measuring, because a
         collection before every snapshot would hide exactly that growth.
         """
-        before = sites.aggregate(_get_traces(), self._is_own)
+        before = sites.aggregate(get_traces(), self._is_own)
         collected = gc.collect()
-        after = sites.aggregate(_get_traces(), self._is_own)
+        after = sites.aggregate(get_traces(), self._is_own)
         freed_by_line = []
         surviving = [
             key for key in sorted(after.by_line, key=lambda k: after.by_line[k][0], reverse=True)

@@ -9,10 +9,9 @@ every process's own run.
 from __future__ import annotations
 
 import copy
-import platform
 from typing import Any
 
-import leakscope
+from leakscope.assemble import new_run
 from leakscope.runfile import Run, Verdict
 from leakscope.units import format_bytes
 
@@ -31,16 +30,8 @@ def combine(runs: list[Run], command: str, settings: dict[str, Any], started_at:
         (run for run in working if run.verdict is not None and run.verdict.leak),
         key=_growth, reverse=True,
     )
-    lead: Run | None = None
-    if leaking:
-        lead = leaking[0]
-    elif working:
-        lead = max(working, key=lambda r: len(r.measured))
-    run = Run(
-        target=command, python=platform.python_version(), started_at=started_at,
-        settings=dict(settings), leakscope_version=leakscope.__version__,
-        platform=f"{platform.system()} {platform.machine()}",
-    )
+    lead = leaking[0] if leaking else max(working, key=lambda r: len(r.measured), default=None)
+    run = new_run(command, settings, started_at=started_at)
     run.processes = runs
     if lead is not None:
         run.loops = lead.loops

@@ -6,8 +6,9 @@ allocates inside the traced heap, a worker that hangs, calls ``os._exit`` or
 crashes in C cannot take the loops gathered so far with it, and Ctrl-C loses
 nothing: each loop has already reached the parent when the next one starts.
 
-Messages are JSON lines on a pipe: ``measuring``, ``loop``, ``checkpoint``,
-``gathered``, ``final`` and ``error``. Only the process leakscope started speaks
+Messages are JSON lines on a pipe, declared in ``leakscope.wire``: ``started``,
+``loaded``, ``measuring``, ``loop``, ``checkpoint``, ``gathered``, ``final`` and
+``error``. Only the process leakscope started speaks
 on it: a child the worker forks finds the channel closed, and the child dies
 with leakscope (``PR_SET_PDEATHSIG``), so nothing is left behind.
 """
@@ -23,10 +24,11 @@ import time
 import traceback
 import tracemalloc
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import leakscope
 from leakscope import sites as sitemod
+from leakscope import wire
 from leakscope.collector import Collector
 from leakscope.errors import EXIT_USAGE, EXIT_WORKER, TargetError
 from leakscope.hook import StopTracing
@@ -77,14 +79,11 @@ class Channel:
     def send(self, message: dict[str, Any]) -> None:
         if not self.armed or os.getpid() != self._pid:
             return
-        data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
-        view = memoryview(data)
+        data = wire.encode(message)
         try:
             if _identity(self._fd) != self._identity:
                 os._exit(EXIT_CHANNEL_LOST)  # closed, or its number reused
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            wire.write_all(self._fd, data)
         except BrokenPipeError:
             # The parent stopped listening (it timed out or was interrupted)
             # and has already said why; a traceback here would only confuse.
@@ -132,29 +131,6 @@ def _set_pdeathsig(signum: int) -> bool:
         return libc.prctl(1, int(signum), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         return False
-
-
-class Sender(Protocol):
-    """Where a ChannelObserver writes: a harness's Channel, or a worker process's Agent."""
-
-    def send(self, message: dict[str, Any]) -> None: ...
-
-
-class ChannelObserver:
-    def __init__(self, channel: Sender) -> None:
-        self.channel = channel
-
-    def on_measuring(self, warmup_loops: int) -> None:
-        self.channel.send({"t": "measuring", "warmup_loops": warmup_loops})
-
-    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
-        self.channel.send({"t": "phase", "phase": phase, "info": info})
-
-    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
-        self.channel.send({"t": "loop", "loop": loop, "changes": changes})
-
-    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
-        self.channel.send({"t": "checkpoint", "loops_done": loops_done, "observation": observation})
 
 
 def worker_traceback(exc: BaseException) -> str:
@@ -278,8 +254,8 @@ def main() -> int:
     interrupt = _InterruptOnce()
     signal.signal(signal.SIGINT, interrupt)
     # From here on the parent's --timeout applies (start-up is not the worker's).
-    channel.send({"t": "started", "python": platform.python_version(),
-                  **sitemod.interpreter_paths()})
+    channel.send(wire.first("started", python=platform.python_version(),
+                            **sitemod.interpreter_paths()))
     spec = TargetSpec(**config["target"])
     settings = Settings.from_dict(config["settings"])
     name = spec.path or spec.label
@@ -309,7 +285,7 @@ def main() -> int:
         from leakscope.holders import HolderProbe
 
         probe = HolderProbe()
-    collector = Collector(settings, ChannelObserver(channel), probe)
+    collector = Collector(settings, wire.MessageObserver(channel.send), probe)
 
     def gathered() -> None:
         interrupt.fired = True

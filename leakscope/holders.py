@@ -43,7 +43,7 @@ from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-from leakscope import sites
+from leakscope import sites, wire
 from leakscope.runfile import Holder
 from leakscope.saferepr import qualified_type_name, safe_repr, type_name
 
@@ -506,9 +506,7 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
                 {"lengths": list(walk.length_of.items()), "bounded": rows,
                  "visited": walk.visited}
             ).encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(write_fd, view):]
+            wire.write_all(write_fd, data)
             code = 0
         finally:
             os._exit(code)

@@ -1,8 +1,9 @@
 """Trace a callable in this very process: the engine behind the pytest plugin.
 
 The CLI runs workers in a child process; a test body has to run where pytest
-runs it, with its fixtures. The same Collector does the measuring and the
-same RunBuilder turns loops into a Run, so the verdict rule is identical.
+runs it, with its fixtures. The same Collector does the measuring and sends
+the same messages (``wire.MessageObserver``), straight to the same
+``Assembler`` that builds every Run, so the verdict rule is identical.
 Allocations made by leakscope itself (the Run being built here) are left out
 of every figure by the collector's own-allocation filter.
 """
@@ -10,34 +11,15 @@ of every figure by the collector's own-allocation filter.
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Callable
-from typing import Any
 
-import leakscope
+from leakscope import wire
 from leakscope.analysis import analyse
+from leakscope.assemble import Assembler, new_run, now_iso
 from leakscope.collector import Collector
 from leakscope.hook import StopTracing
 from leakscope.runfile import Run
 from leakscope.settings import Settings
-from leakscope.supervisor import RunBuilder, _finish, now_iso
-
-
-class _BuilderObserver:
-    def __init__(self, builder: RunBuilder) -> None:
-        self.builder = builder
-
-    def on_measuring(self, warmup_loops: int) -> None:
-        self.builder.run.settings["warmup_used"] = warmup_loops
-
-    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
-        self.builder.run.observations.setdefault("phases", []).append({"phase": phase, **info})
-
-    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
-        self.builder.add_loop(loop, [list(c) for c in changes])
-
-    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
-        self.builder.add_checkpoint(loops_done, observation)
 
 
 class InProcessTrace:
@@ -51,19 +33,15 @@ class InProcessTrace:
 
     def __init__(self, settings: Settings, target: str = "<callable>") -> None:
         self.settings = settings
-        self.run = Run(
-            target=target, python=platform.python_version(), started_at=now_iso(),
-            settings=settings.to_dict(), leakscope_version=leakscope.__version__,
-            platform=f"{platform.system()} {platform.machine()}",
-        )
+        self.run = new_run(target, settings.to_dict())
         self.run.settings.pop("args", None)
-        self.builder = RunBuilder(self.run, settings.top, os.getcwd())
+        self.assembler = Assembler(self.run, settings.top, os.getcwd())
         probe = None
         if settings.holders:
             from leakscope.holders import HolderProbe
 
             probe = HolderProbe()
-        self.collector = Collector(settings, _BuilderObserver(self.builder), probe)
+        self.collector = Collector(settings, wire.MessageObserver(self.assembler.feed), probe)
         self.finished = False
 
     @property
@@ -89,11 +67,11 @@ class InProcessTrace:
         """Switch tracing off, then build and analyse the Run."""
         if not self.finished:
             self.finished = True
-            self.builder.final = self.collector.finish()
+            final = self.collector.finish()
             self.run.finished_at = now_iso()
             self.run.observations["cwd"] = os.getcwd()
             self.run.observations["in_process"] = True
-            _finish(self.run, self.builder)
+            self.assembler.finish(final)
             if not exact_malloc_counter():
                 _drop_inexact_native(self.run)
             analyse(self.run)

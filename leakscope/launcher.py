@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -33,15 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import leakscope
-from leakscope import counters
-from leakscope import sites as sitemod
+from leakscope import counters, wire
 from leakscope.agent import ENV as AGENT_ENV
 from leakscope.agent import RUNNING_MARKER
+from leakscope.assemble import Assembler, new_run, now_iso
 from leakscope.errors import TargetError, UsageError, WorkerError
 from leakscope.interpreter import with_private_path
 from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
-from leakscope.supervisor import NullObserver, RunBuilder, _dispatch, _finish, now_iso
 
 POLL_SECONDS = 0.5
 # After the command's main process is gone, how long its children get to
@@ -67,28 +65,37 @@ class RunLimits:
 
 @dataclass
 class ProcessLog:
-    """One process's events file, read as it grows."""
+    """One process's events file, read as it grows: checked lines into its Assembler."""
 
     path: Path
     cwd: str
     top: int
     offset: int = 0
-    buffer: bytes = b""
-    hello: dict[str, Any] | None = None
-    builder: RunBuilder | None = None
-    process: dict[str, Any] = field(default_factory=dict)
-    holders: dict[str, Any] | None = None
-    # What the copy that closed the traced window described (worker_collector).
-    window: dict[str, Any] | None = None
+    decoder: wire.Decoder = field(default_factory=wire.Decoder)
+    # From the process's hello on: its messages, gathered into its Run.
+    assembler: Assembler | None = None
     gone: bool = False
+    # Lines that were no message (a line cut by a crash mid-write, or the
+    # worker writing on a descriptor it inherited): skipped, and counted.
+    unreadable_lines: int = 0
+    # Why this file cannot be read at all (a wire version this leakscope does not know).
+    refused: str | None = None
+
+    @property
+    def hello(self) -> dict[str, Any] | None:
+        return self.assembler.hello if self.assembler else None
+
+    @property
+    def process(self) -> dict[str, Any]:
+        return self.assembler.process if self.assembler else {}
 
     @property
     def units(self) -> int:
-        return len(self.builder.run.loops) if self.builder else 0
+        return len(self.assembler.run.loops) if self.assembler else 0
 
     @property
     def finished(self) -> bool:
-        return self.gone or (self.builder is not None and self.builder.final is not None)
+        return self.gone or (self.assembler is not None and self.assembler.final is not None)
 
     def poll(self) -> None:
         try:
@@ -99,49 +106,31 @@ class ProcessLog:
             self.gone = True  # disarmed (an RQ work horse): not a process to report
             return
         self.offset += len(data)
-        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        try:
+            lines = self.decoder.lines(data)
+        except wire.WireError:
+            self.unreadable_lines += 1
+            return
         for line in lines:
             try:
-                message = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a crash mid-write
-            self._dispatch(message)
+                self.feed(self.decoder.decode(line))
+            except wire.VersionError as exc:
+                self.refused = f"{self.path.name}: {exc.reason}"
+                self.gone = True
+                return
+            except wire.WireError:
+                self.unreadable_lines += 1
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("t")
-        if kind == "hello":
-            self.hello = message
-            sitemod.register_interpreter(message.get("library_roots") or [],
-                                         message.get("own_dirs") or [])
-            self.process = {
-                "pid": message["pid"], "parent_pid": message["parent_pid"],
-                "role": message["role"], "command": message["command"],
-                "unit": message.get("unit") or "unit", "framework": message.get("framework"),
-                **(message.get("info") or {}),
-            }
-            run = Run(
-                target=message["command"], python=message.get("python", ""),
-                started_at=now_iso(), settings={},
-                leakscope_version=leakscope.__version__,
-                platform=f"{platform.system()} {platform.machine()}",
-            )
-            self.builder = RunBuilder(run, self.top, self.cwd)
-        elif self.builder is None:
-            return
-        elif kind == "process":
-            self.process.update({"role": message["role"], "unit": message.get("unit") or "unit",
-                                 "framework": message.get("framework"),
-                                 **(message.get("info") or {})})
-        elif kind == "holders":
-            self.holders = message["report"]
-        elif kind == "window":
-            self.window = message
-        elif kind == "lines":
-            self.builder.add_late_changes(message["changes"])
-        elif kind == "agent-error":
-            self.process["agent_error"] = message.get("message")
-        else:
-            _dispatch(message, self.builder, NullObserver())
+    def feed(self, message: dict[str, Any]) -> None:
+        """One checked message; nothing counts before the process's hello."""
+        if self.assembler is None:
+            if message["t"] != "hello":
+                return
+            self.assembler = Assembler(new_run(message["command"]), self.top, self.cwd)
+        try:
+            self.assembler.feed(message)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            self.unreadable_lines += 1  # well-formed, yet nothing an agent writes
 
     def label(self) -> str:
         return f"{self.process.get('role', '?')} (pid {self.process.get('pid', '?')})"
@@ -270,7 +259,7 @@ def _gather(
     sweep_orphaned_run_directories()
     directory = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
     (directory / RUNNING_MARKER).touch()
-    (directory / LEADER_FILE).write_text(_identity(os.getpid()) or "")
+    (directory / LEADER_FILE).write_text(process_identity(os.getpid()) or "")
     watch = Watch(directory, settings.top)
     started = time.monotonic()
     # The command's own session: a Ctrl-C at the terminal reaches leakscope
@@ -292,7 +281,7 @@ def _gather(
             _stop(proc, watch, limits.stop_timeout)
         except KeyboardInterrupt:
             _kill_group(proc)
-        _end_units(directory)  # a process that escaped the group kill measures no more
+        end_units(directory)  # a process that escaped the group kill measures no more
         watch.poll()
     code = proc.returncode
     return Gathered(
@@ -324,7 +313,7 @@ def _die_with(leader: int) -> Callable[[], None] | None:
     return die_with_leakscope
 
 
-def _identity(pid: int) -> str | None:
+def process_identity(pid: int) -> str | None:
     """A process as "pid start-time" (Linux), so a reused pid is not taken for it."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stream:
@@ -350,8 +339,8 @@ def sweep_orphaned_run_directories() -> None:
             leader = (directory / LEADER_FILE).read_text().split()
         except OSError:
             continue
-        if len(leader) == 2 and leader[0].isdigit() and _identity(int(leader[0])) != " ".join(
-                leader):
+        if (len(leader) == 2 and leader[0].isdigit()
+                and process_identity(int(leader[0])) != " ".join(leader)):
             shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -387,7 +376,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
         # First the marker the agents read at each unit's end: what a worker
         # frees as it shuts down (connections, prefetched messages) is not a
         # unit's, and would cut every earlier floor of the series.
-        _end_units(watch.directory)
+        end_units(watch.directory)
         try:
             proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
@@ -406,7 +395,7 @@ def _stop(proc: subprocess.Popen, watch: Watch, stop_timeout: float) -> None:
     _kill_group(proc)
 
 
-def _end_units(directory: Path) -> None:
+def end_units(directory: Path) -> None:
     """No unit counts from now on (agents stat the marker at each unit's end)."""
     try:
         (directory / RUNNING_MARKER).unlink()
@@ -440,49 +429,18 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     """One process's log as an analysed Run, with its ``process`` record."""
     from leakscope.analysis import analyse
 
-    assert log.builder is not None
-    builder = log.builder
-    run = builder.run
+    assert log.assembler is not None
+    assembler = log.assembler
+    run = assembler.run
     run.settings = settings.to_dict()
     run.settings.pop("args", None)
     # Watched processes (--sample auto or K) measure untraced units first.
     watched = any(loop.phase == "detect" for loop in run.loops)
     run.mode = "fast" if watched else "full"
     run.unit = log.process.get("unit") or "unit"
-    final = builder.final
-    if final is None:
-        # Killed before it could save: what every unit wrote still counts.
-        run.observations["unsaved_end"] = True
-        final = builder.final = {}
-    if log.window is not None:
-        # Described by the copy that closed the traced window: its holders
-        # had the last walk; its tracebacks and collection are the window's.
-        for key, value in (log.window.get("end") or {}).items():
-            final.setdefault(key, value)
-        if log.window.get("holders") is not None:
-            final["holders"] = log.window["holders"]
-    if "holders" not in final and log.holders:
-        final["holders"] = log.holders
-    run.observations["cwd"] = log.cwd
-    _finish(run, builder)
-    run.process = {
-        key: log.process.get(key) for key in ("pid", "parent_pid", "role", "command")
-    }
-    run.process.update({
-        key: value for key, value in log.process.items()
-        if key not in run.process and value is not None
-    })
-    run.process["units"] = len(run.loops)
-    run.process["traced_units"] = sum(1 for loop in run.loops if loop.traced_bytes is not None)
-    located = next((phase for phase in run.observations.get("phases", [])
-                    if phase.get("phase") == "locate"), None)
-    if located:
-        run.process["tracing_from_unit"] = located.get("after_units")
-    for key in ("rss_bytes", "peak_rss_bytes"):
-        if final.get(key) is not None:
-            run.process[key] = final[key]
-    if builder.outcome:
-        run.process["ended_by"] = builder.outcome.get("reason")
+    if log.unreadable_lines:
+        log.process["unreadable_lines"] = log.unreadable_lines
+    assembler.finish()
     run.finished_at = now_iso()
     if run.measured:
         analyse(run)
@@ -504,6 +462,9 @@ def raise_for_nothing_done(gathered: Gathered, argv: list[str], timeout: float) 
         return
     name = os.path.basename(argv[0])
     if not watch.processes:
+        refused = [log.refused for log in watch.logs.values() if log.refused]
+        if refused:
+            raise TargetError(f"{name}: cannot read its processes' events: {refused[0]}")
         if gathered.exit_code not in (None, 0):
             raise WorkerError(f"{name} exited with code {gathered.exit_code}{OUTPUT_ABOVE}")
         raise TargetError(

@@ -9,6 +9,7 @@ corrupt file gets one clear line instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import math
@@ -16,6 +17,7 @@ import os
 import stat
 import types
 import typing
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,104 @@ class Holder:
     found_by: str = "walk"
 
 
+@dataclass(eq=False)
+class Observations(MutableMapping[str, Any]):
+    """Raw facts of a run that the verdict, the advice and the renderers read.
+
+    Each fact the run file has carried is a named, typed field; ``None`` means
+    "not observed", and such a field is left out of the run file, as an
+    absent key was before. Keys no field names (a newer leakscope's, another
+    tool's) are kept in ``extra`` and written back unchanged, so every run
+    file loads. The mapping interface (``get``, ``[]``, ``in``,
+    ``setdefault``) reads and writes the same facts by their run-file names,
+    so readers written against the old dict keep working.
+    """
+
+    # Where and how the run was made.
+    cwd: str | None = None
+    target_kind: str | None = None
+    in_process: bool | None = None
+    # `leakscope run`: the command, how it was stopped; `leakscope attach`: how it was reached.
+    command: dict[str, Any] | None = None
+    attach: dict[str, Any] | None = None
+    # How the run ended, when not as asked.
+    interrupted: bool | None = None
+    interrupted_while_finishing: bool | None = None
+    ended: str | None = None
+    script_ended_early: bool | None = None
+    unsaved_end: bool | None = None
+    idle: bool | None = None
+    partial_because: str | None = None
+    ended_during_span: bool | None = None
+    # What the measured process saw (its final message).
+    phases: list[dict[str, Any]] | None = None
+    gc_enabled: bool | None = None
+    gc_collections: int | None = None
+    harness_seconds: float | None = None
+    malloc_counter: bool | None = None
+    detection: dict[str, Any] | None = None
+    other_threads_max: int | None = None
+    gc_final: dict[str, Any] | None = None
+    locator: dict[str, Any] | None = None
+    holder_search: dict[str, Any] | None = None
+    elapsed_seconds: float | None = None
+    native_counter: str | None = None
+    # `leakscope run`'s combined run: the lead process, every process, the advice.
+    lead_process: dict[str, Any] | None = None
+    processes: list[dict[str, Any]] | None = None
+    advice: list[str] | None = None
+    # Keys no field above names, as they were read or set.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Observations:
+        observations = cls()
+        for key, value in data.items():
+            observations[key] = value
+        return observations
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run file's ``observations`` object: the facts observed, then ``extra``'s keys."""
+        return copy.deepcopy(dict(self.items()))
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _OBSERVATION_FIELDS:
+            value = getattr(self, key)
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _OBSERVATION_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in _OBSERVATION_FIELDS:
+            if getattr(self, key) is None:
+                raise KeyError(key)
+            setattr(self, key, None)
+        else:
+            del self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        for name in _OBSERVATION_FIELDS:
+            if getattr(self, name) is not None:
+                yield name
+        yield from list(self.extra)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+# The run-file keys that are fields of Observations (``extra`` holds the rest).
+_OBSERVATION_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(Observations) if f.name != "extra"
+)
+
+
 @dataclass
 class Run:
     target: str
@@ -173,10 +273,15 @@ class Run:
     unit: str = "iteration"
     platform: str = ""
     # Raw facts the analysis reads (final gc.collect(), gc state, bounded caches).
-    observations: dict[str, Any] = field(default_factory=dict)
+    observations: Observations = field(default_factory=Observations)
     bounded: list[dict[str, Any]] = field(default_factory=list)
     process: dict[str, Any] | None = None
     processes: list[Run] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # A plain dict (a run file's object, a test's literal) becomes typed facts.
+        if not isinstance(self.observations, Observations):
+            self.observations = Observations.from_dict(self.observations)
 
     @property
     def measured(self) -> list[Loop]:
@@ -188,8 +293,13 @@ def to_dict(run: Run) -> dict[str, Any]:
     # Keep the contract's order at the top of the file for people who read it.
     ordered = {key: data.pop(key) for key in ("schema", "target", "python", "started_at")}
     ordered.update(data)
+    # Typed facts go out as the run file's object: observed ones only, as before.
+    ordered["observations"] = run.observations.to_dict()
     if not run.processes:
         ordered.pop("processes")
+    else:
+        for process, written in zip(run.processes, ordered["processes"], strict=True):
+            written["observations"] = process.observations.to_dict()
     if run.process is None:
         ordered.pop("process")
     return ordered
@@ -455,6 +565,12 @@ def _value_problem(value: Any, kind: Any, where: str) -> str | None:
             if problem is not None:
                 return problem
         return None
+    if kind is Observations:
+        # Its named facts are typed; keys from elsewhere are free-form, as before.
+        problem = _field_problem(kind, value, where)
+        if problem is None and _too_deep(value):
+            problem = f"{where} is nested too deeply"
+        return problem
     if isinstance(kind, type) and is_dataclass(kind):
         return _field_problem(kind, value, where)
     if kind is bool:

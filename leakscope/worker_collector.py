@@ -42,7 +42,7 @@ from leakscope.collector import (
     DiffSchedule,
     HolderProbe,
     Observer,
-    _get_traces,
+    get_traces,
 )
 from leakscope.settings import Settings
 
@@ -318,7 +318,7 @@ class UnitCollector(Collector):
     def _flush_lines(self) -> None:
         """The last units were cheap ones: their lines arrive now, so each line's
         series ends where the tracing ends."""
-        totals = sites.aggregate(_get_traces(), self._is_own)
+        totals = sites.aggregate(get_traces(), self._is_own)
         self.observer.on_lines(sites.diff(self._previous, totals))
         self._previous = totals
         self._last_traced = None
