@@ -113,7 +113,7 @@ GAVE_BACK_SHARE = 0.25
 # until this many loops, the horizon of framework-only growth.
 THREADED_HORIZON = FRAMEWORK_HORIZON
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
-# its counters grow this fast (worker_collector reads these): one small
+# its counters grow this fast (phases.WatchPhase reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
 # A real worker's container of the user's that grew at this many holder walks

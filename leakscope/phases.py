@@ -804,6 +804,10 @@ class UnitTracedPhase(TracedPhase):
         if not engine.tracemalloc_was_on:
             tracemalloc.stop()
         self.observer.on_phase("detect", {"after_traced_units": engine.traced})
+        # The window is over in this process too: what it records at exit
+        # (gc_enabled, and the end figures if the worker traces on its own)
+        # is read now, as the window closes.
+        engine.observe_end()
         return self.watch
 
     def describe_window(self) -> None:
