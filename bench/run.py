@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from leakscope import counters, runfile  # noqa: E402
-from leakscope.analysis import MIN_LOOPS, decide  # noqa: E402
+from leakscope.analysis import decide  # noqa: E402
+from leakscope.analysis.stats import MIN_LOOPS  # noqa: E402
 from leakscope.runfile import Run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "issue2.json"

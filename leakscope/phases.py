@@ -63,7 +63,7 @@ WALK_BUDGET = 0.1
 # the decision rule on the later half of its counters every CHECK_EVERY units
 # once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
 # TRACE_MIN_BLOCKS_RATE blocks or NATIVE_MIN_RATE bytes of malloc per unit
-# (analysis.py). Slower growth is left to `--sample 1`, which traces every
+# (analysis/rules.py). Slower growth is left to `--sample 1`, which traces every
 # unit from the start.
 WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
@@ -443,7 +443,7 @@ class DetectPhase:
         Small Python objects show in the block count, large ones and C
         allocations in malloc's counter; either rising is worth locating.
         """
-        from leakscope.analysis import ratchet
+        from leakscope.analysis.stats import ratchet
 
         blocks = ratchet(list(self.blocks))
         grew = blocks.leak
@@ -605,7 +605,8 @@ class WatchPhase:
         """The rule on the later half only: a framework's own warm-up (connections,
         first-task imports, caches that fill) is steep early and then dies away,
         while a leak keeps its pace."""
-        from leakscope.analysis import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE, ratchet
+        from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
+        from leakscope.analysis.stats import ratchet
 
         series = list(self.blocks)
         half = len(series) // 2
@@ -826,7 +827,8 @@ class UnitTracedPhase(TracedPhase):
 
 def _settling(series: list[float]) -> bool:
     """Whether the later half grows much slower than the earlier: a warm-up dying away."""
-    from leakscope.analysis import SETTLING_RATIO, suffix_minima, theil_sen
+    from leakscope.analysis.policy import SETTLING_RATIO
+    from leakscope.analysis.stats import suffix_minima, theil_sen
 
     half = len(series) // 2
     floor = suffix_minima(series)

@@ -34,7 +34,7 @@ from typing import Any
 # Imported here, not at the first check: an import in the middle of a
 # watched run would be a step in the very block count it reads
 # (phases.WatchPhase.counters_grow reads the rule from it).
-from leakscope import analysis  # noqa: F401
+from leakscope.analysis import policy, rules, stats  # noqa: F401
 from leakscope.collector import Collector, DiffSchedule, HolderProbe, Observer
 from leakscope.phases import (
     WINDOW_COPY_WAIT,

@@ -15,17 +15,12 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from leakscope.analysis import (
-    AFTER_FILL_LOOPS,
+from leakscope.analysis import analyse, decide, project
+from leakscope.analysis.rules import AFTER_FILL_LOOPS, CYCLIC_SHARE, NATIVE_MIN_RATE, RSS_MIN_RATE
+from leakscope.analysis.stats import (
     ALPHA,
-    CYCLIC_SHARE,
     MIN_LOOPS,
-    NATIVE_MIN_RATE,
-    RSS_MIN_RATE,
-    analyse,
-    decide,
     gave_back,
-    project,
     ratchet,
     suffix_minima,
     theil_sen,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leakscope.analysis import FRAMEWORK_HORIZON, _framework_growth_undecided
+from leakscope.analysis.policy import FRAMEWORK_HORIZON, framework_growth_undecided
 from leakscope.combine import advice, combine, ru_maxrss_spike
 from leakscope.runfile import Frame, Loop, Run, Site, Verdict
 from leakscope.worker_collector import CheckpointSchedule
@@ -75,22 +75,22 @@ def _growing_site(file: str, rate: float, user: bool) -> Site:
 def test_framework_only_growth_is_undecided_until_the_horizon():
     run = _run("rq worker", True, 500.0, units=200)
     run.sites = [_growing_site(".venv/lib/site-packages/rq/utils.py", 500.0, user=False)]
-    verdict = _framework_growth_undecided(run.verdict, run)
+    verdict = framework_growth_undecided(run.verdict, run)
     assert not verdict.leak
     assert verdict.evidence["needs_units"] == FRAMEWORK_HORIZON - 200
     assert "Undecided" in verdict.summary and "800 more tasks" in verdict.summary
     longer = _run("rq worker", True, 500.0, units=FRAMEWORK_HORIZON)
     longer.sites = run.sites
-    assert _framework_growth_undecided(longer.verdict, longer).leak
+    assert framework_growth_undecided(longer.verdict, longer).leak
 
 
 def test_a_users_line_with_a_real_share_decides_at_once():
     run = _run("celery pool child", True, 500.0, units=60)
     run.sites = [_growing_site("lib/site-packages/celery/x.py", 500.0, user=False),
                  _growing_site("app/tasks.py", 200.0, user=True)]
-    assert _framework_growth_undecided(run.verdict, run).leak
+    assert framework_growth_undecided(run.verdict, run).leak
     run.sites[1].bytes_per_iteration = 4.0  # free-list noise beside the framework's cache
-    assert not _framework_growth_undecided(run.verdict, run).leak
+    assert not framework_growth_undecided(run.verdict, run).leak
 
 
 def test_checkpoint_schedule_is_dense_early_then_regular():
@@ -104,14 +104,14 @@ def test_framework_growth_that_slows_down_is_settling_at_any_length():
     for i, loop in enumerate(settling.loops):  # fast at first, then a trickle
         loop.traced_bytes = int(40 * min(i, 600) + 4 * max(0, i - 600))
     settling.sites = [_growing_site("lib/site-packages/billiard/common.py", 20.0, user=False)]
-    verdict = _framework_growth_undecided(settling.verdict, settling)
+    verdict = framework_growth_undecided(settling.verdict, settling)
     assert not verdict.leak and "its rate fell from" in verdict.summary
     assert verdict.evidence["needs_units"] == units
     steady = _run("celery pool child", True, 20.0, units=units)
     for i, loop in enumerate(steady.loops):
         loop.traced_bytes = 20 * i
     steady.sites = settling.sites
-    assert _framework_growth_undecided(steady.verdict, steady).leak
+    assert framework_growth_undecided(steady.verdict, steady).leak
 
 
 def _windowed(spike_at: int | None = None) -> Run:

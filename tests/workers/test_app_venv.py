@@ -53,8 +53,9 @@ def test_worker_from_an_app_venv_without_leakscope(name, app_venv, redis_url, tm
     assert proc.returncode == 0, stderr + stdout
     assert "cannot import leakscope" not in stderr
     run = load_json(out)
-    assert all(str(app_venv) in p["process"]["command"] or "python" in p["process"]["command"]
-               for p in run["processes"])
+    # Each process was started from the app's venv (its console script's path is argv[0]).
+    commands = [p["process"]["command"] for p in run["processes"]]
+    assert commands and all(str(app_venv / "bin") in command for command in commands), commands
     seen = _diagnosis(run)
     assert run["verdict"]["leak"] is True and run["verdict"]["kind"] == want["kind"], seen
     holders = [h for h in run["holders"] if h["growing"]]

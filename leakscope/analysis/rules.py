@@ -62,72 +62,60 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from leakscope.analysis.policy import make_undecided
+from leakscope.analysis.prose import bounded_summary, ended_by
+from leakscope.analysis.stats import MIN_LOOPS, Evidence, ratchet, suffix_minima, theil_sen
 from leakscope.runfile import Holder, Loop, Run, Site, Verdict
 from leakscope.sites import is_user_file
-from leakscope.units import format_bytes, format_count, short_unit
+from leakscope.units import format_bytes, short_unit
 
-ALPHA = 0.05
-MIN_LOOPS = 5
-MIN_BLOCKS = 5
-SCALES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 96, 128)
-TAIL_RISE_FRACTION = 0.75
-MIN_TAIL_STEPS = 3
 # Share of the window's growth that one gc.collect() must free to call it cyclic.
 CYCLIC_SHARE = 0.5
+
+
 # Reachable growth below this rate, once cycles and free-list residue are set
 # aside, is not a leak: interned names and small caches settle at this scale.
 MIN_KEPT_RATE = 4.0
+
+
 # Native counters see malloc noise from the interpreter itself (a few hundred
 # bytes of free-list churn); below this rate a rising floor is not a leak.
 NATIVE_MIN_RATE = 64.0
+
+
 # In-process runs (the pytest plugin) keep their own loop records in the
 # traced process; the small error in the per-trace bookkeeping estimate then
 # grows with every loop, so they need a higher floor to call native growth.
 NATIVE_MIN_RATE_IN_PROCESS = 256.0
+
+
 # RSS moves in pages; where it is the only native counter, demand a page's worth.
 RSS_MIN_RATE = 512.0
-# Theil-Sen is O(n^2); longer series are thinned to this many points.
-SLOPE_POINTS = 400
-# `leakscope run`: growth seen only inside a framework's or library's own code
-# (no growing site with a user frame, no growing container made or grown by
-# user code) may be the framework warming up: recent-task-id sets, header and
-# date caches, connection pools fill over the first hundreds of units and
-# then stop. Until a process has measured this many units, such growth is
-# reported as undecided, with the units still needed, never as a leak.
-FRAMEWORK_HORIZON = 1000
-# ... and growth counts as the user's when one of their lines grows at least
-# this share of the whole growth.
-USER_SHARE = 0.1
-# ... unless that line's kept memory fell back by this share of its range
-# during the run: memory released in bulk is not kept (see gave_back).
-GAVE_BACK_SHARE = 0.25
-# `trace`: other threads of the worker (a server it started in `setup()`, a
-# pool) allocate on their own schedule while the loop runs, and their buffers
-# and per-connection state fill for hundreds of loops: an HTTP server in a
-# thread kept ~250 request strings, rising over 50 loops, flat from the 500th.
-# Over a short run that rise cannot be told from a leak, so when other threads
-# were alive and no growing container was found, the verdict stays undecided
-# until this many loops, the horizon of framework-only growth.
-THREADED_HORIZON = FRAMEWORK_HORIZON
+
+
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
 # its counters grow this fast (phases.WatchPhase reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
+
+
 # A real worker's container of the user's that grew at this many holder walks
 # in a row (the last at the run's end), by at least this many items per unit,
 # is a leak even when the bytes dip at the very end (_ever_growing_holder).
 HOLDER_MIN_WALKS = 4
+
+
 HOLDER_MIN_ITEMS = 0.5
+
+
 # After its traced window, a watched worker's verdict reads the untraced
 # units that follow once there are this many (half a detection check's span).
 WATCHED_AFTER_MIN = 50
-# Framework-only growth whose rate in the second half of the run is below
-# this share of the first half's is settling (a bound filling), at any length.
-SETTLING_RATIO = 0.5
-SERIES_POINTS = 200
+
+
 # A bounded container that filled during the window (urllib.parse.urlsplit's
 # lru_cache at a gunicorn worker's 128th request) takes its tuples and lists
 # from the interpreter's free lists, where objects other lines made and freed
@@ -135,135 +123,11 @@ SERIES_POINTS = 200
 # nothing unbounded growing, the growth before the fill is the filling; this
 # many loops after it decide whether anything else grows.
 AFTER_FILL_LOOPS = 50
+
+
 # The fill is the loop where the bound's own lines reach their final bytes,
 # within this share of their rise.
 FILL_TOLERANCE = 0.02
-SITE_LIMIT = 25
-
-
-@dataclass
-class Evidence:
-    """What the ratchet rule saw in one series."""
-
-    leak: bool
-    p_value: float
-    scale: int
-    rises: int
-    steps: int
-    tail_rises: int
-    tail_steps: int
-    slope: float
-
-    @property
-    def confidence(self) -> float:
-        if self.leak:
-            return round(1.0 - self.p_value, 4)
-        if self.tail_steps == 0:
-            return 0.0
-        # Laplace's rule of succession on the tail: the chance the next step rises.
-        return round(1.0 - (self.tail_rises + 1) / (self.tail_steps + 2), 4)
-
-
-def suffix_minima(values: Sequence[float]) -> list[float]:
-    out = list(values)
-    for i in range(len(out) - 2, -1, -1):
-        if out[i + 1] < out[i]:
-            out[i] = out[i + 1]
-    return out
-
-
-def block_minima(values: Sequence[float], size: int) -> list[float]:
-    """Minima of consecutive blocks, aligned to the end so the latest loops count."""
-    start = len(values) % size
-    return [min(values[i:i + size]) for i in range(start, len(values), size)]
-
-
-def sign_test(rises: int, steps: int) -> float:
-    """P(at least ``rises`` of ``steps`` fair coin flips come up heads).
-
-    Summed in log space (``lgamma``) from the ``rises`` term outward, so a
-    5,000-loop series costs microseconds instead of big-integer binomials.
-    """
-    if steps == 0 or rises <= 0:
-        return 1.0
-    if rises > steps:
-        return 0.0
-    log_half = steps * math.log(0.5)
-    log_n = math.lgamma(steps + 1)
-    total = 0.0
-    for k in range(rises, steps + 1):
-        term = math.exp(log_n - math.lgamma(k + 1) - math.lgamma(steps - k + 1) + log_half)
-        total += term
-        if term < total * 1e-17 and k > steps / 2:
-            break
-    return min(1.0, total)
-
-
-def theil_sen(values: Sequence[float]) -> float:
-    """Median of pairwise slopes: a rate that outliers cannot drag."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    if n > SLOPE_POINTS:
-        step = n / SLOPE_POINTS
-        idx = [int(i * step) for i in range(SLOPE_POINTS)] + [n - 1]
-    else:
-        idx = list(range(n))
-    slopes = sorted(
-        (values[j] - values[i]) / (j - i)
-        for a, i in enumerate(idx) for j in idx[a + 1:] if j != i
-    )
-    mid = len(slopes) // 2
-    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
-
-
-def median3(values: Sequence[float]) -> list[float]:
-    """Running median of three: one loop's spike or dip is noise, not a trend."""
-    if len(values) < 3:
-        return list(values)
-    inner = [sorted(values[i - 1:i + 2])[1] for i in range(1, len(values) - 1)]
-    return [values[0], *inner, values[-1]]
-
-
-def ratchet(values: Sequence[float]) -> Evidence:
-    """Apply the decision rule of this module to one series."""
-    values = median3(values)
-    n = len(values)
-    slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
-    if n < MIN_LOOPS:
-        return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
-    scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
-    best: Evidence | None = None
-    fallback: Evidence | None = None
-    for scale in scales:
-        floor = suffix_minima(block_minima(values, scale))
-        rising = [b > a for a, b in zip(floor, floor[1:])]
-        steps = len(rising)
-        tail_steps = max(MIN_TAIL_STEPS, steps // 2)
-        tail = rising[-tail_steps:]
-        p_value = min(1.0, sign_test(sum(rising), steps) * len(scales))
-        evidence = Evidence(
-            leak=False, p_value=p_value, scale=scale, rises=sum(rising), steps=steps,
-            tail_rises=sum(tail), tail_steps=len(tail), slope=slope,
-        )
-        persistent = evidence.tail_rises >= TAIL_RISE_FRACTION * evidence.tail_steps
-        if persistent and p_value <= ALPHA and slope > 0:
-            evidence.leak = True
-            if best is None or p_value < best.p_value:
-                best = evidence
-        elif fallback is None or scale == 1:
-            fallback = evidence
-    return best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
-
-
-def thin(values: Sequence[float], points: int = SERIES_POINTS) -> list[float]:
-    if len(values) <= points:
-        return list(values)
-    step = len(values) / points
-    return [values[int(i * step)] for i in range(points - 1)] + [values[-1]]
-
-
-# ----------------------------------------------------------------- the verdict
 
 
 def _series(loops: Sequence[Loop], name: str) -> list[float] | None:
@@ -458,7 +322,7 @@ def _decide_fast(run: Run) -> Verdict:
         if (block_evidence.leak or malloc_grows) and len(located) < 2:
             return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts,
                                      partial)
-    if (block_evidence.leak or malloc_grows) and len(located) < 2 and _ended(run):
+    if (block_evidence.leak or malloc_grows) and len(located) < 2 and ended_by(run):
         # The run ended (the worker died, Ctrl-C) before its locate loops.
         return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts, True)
     if not (block_evidence.leak or malloc_grows):
@@ -627,7 +491,7 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
                 leak=False, kind="none", bytes_per_iteration=rate,
                 blocks_per_iteration=round(block_rate, 2), confidence=evidence.confidence,
                 partial=partial, evidence=facts,
-                summary=_bounded_summary(filling[0], evidence.slope, len(traced), run.unit),
+                summary=bounded_summary(filling[0], evidence.slope, len(traced), run.unit),
             )
         return Verdict(
             leak=True, kind="reachable", bytes_per_iteration=rate,
@@ -750,24 +614,7 @@ def _filled_undecided(
             "full cache's tuples and lists come from the interpreter's free lists and keep "
             f"the lines that first made them), and {len(traced) - at - 1:,} {unit}s since "
             "are too few")
-    return _undecided(growing, run, needed, what, 0.0, 0.0, False)
-
-
-def _bounded_summary(bounded: dict, byte_rate: float, loops: int, unit: str) -> str:
-    series = bounded.get("items_series") or [0, 0]
-    per_loop = (series[-1] - series[0]) / max(1, loops)
-    text = (
-        f"No leak: the growth is {bounded['path']} ({bounded['type']}) filling toward its "
-        f"bound of {bounded['bound']:,} ({bounded['items']:,} now)"
-    )
-    if per_loop > 0:
-        remaining = math.ceil((bounded["bound"] - bounded["items"]) / per_loop)
-        ceiling = byte_rate / per_loop * bounded["bound"]
-        text += (
-            f"; it stops growing after ~{remaining:,} more {unit}s, "
-            f"at about {format_bytes(ceiling)}"
-        )
-    return text + "."
+    return make_undecided(growing, run, needed, what, 0.0, 0.0, False)
 
 
 def project(verdict: Verdict, run: Run, memory_limit: int) -> Verdict:
@@ -796,396 +643,3 @@ def project(verdict: Verdict, run: Run, memory_limit: int) -> Verdict:
         f"worker sooner (max_requests / max_tasks_per_child < {count:,})."
     )
     return verdict
-
-
-# ---------------------------------------------------------------------- sites
-
-
-def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
-    """Rate and rank allocation sites; keep the ones that grow, most growth first."""
-    ranked = []
-    for site in sites:
-        series = site.series
-        if len(series) >= 2:
-            floor = suffix_minima(series)
-            site.bytes_per_iteration = round(theil_sen(floor), 1)
-            quarter = max(1, len(floor) // 4)
-            still_rising = floor[-1] > floor[-quarter - 1] if len(floor) > quarter else False
-            site.growing = leak and not site.filling and site.bytes_per_iteration > 0 and (
-                still_rising or ratchet(series).leak
-            )
-        site.series = [int(v) for v in thin(series)]
-        ranked.append(site)
-    ranked.sort(key=lambda s: (s.growing, s.bytes_per_iteration, s.kept_bytes), reverse=True)
-    return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
-
-
-def _mark_native_sites(run: Run, verdict: Verdict, native: list[Site]) -> None:
-    """memray's native sites: kept if steady over the window, growing only under a native leak.
-
-    memray's "leaked" means "not freed when its window closed": one buffer
-    an extension caches, or a pool it grew once, is no leak. A site must have
-    kept blocks in at least half the window's loops (``native_sites.steady``),
-    and the verdict, decided on the counters, must call the growth native.
-    """
-    loops = int((run.observations.get("locator") or {}).get("loops") or 0)
-    if not native:
-        return
-    from leakscope.native_sites import steady
-
-    kept = [site for site in native if loops >= 1 and steady(site, loops)]
-    for site in kept:
-        site.growing = verdict.leak and verdict.kind == "native"
-    # Under a native leak its native sites come first (they are the culprit),
-    # else after tracemalloc's.
-    kept.sort(key=lambda s: s.kept_bytes, reverse=True)
-    kept = kept[:SITE_LIMIT]
-    run.sites = kept + run.sites if verdict.kind == "native" else run.sites + kept
-
-
-def _ended(run: Run) -> str:
-    """Why the run stopped before its last loop ("" when it did not)."""
-    if run.observations.get("interrupted"):
-        return "interrupted"
-    ended = run.observations.get("ended")
-    return ended if isinstance(ended, str) else ""
-
-
-def _partial_prefix(verdict: Verdict, run: Run) -> str:
-    """The words before the summary of a run that ended early: Partial run (why; N measured)."""
-    if not verdict.partial:
-        return ""
-    measured, unit = len(run.measured), run.unit
-    if verdict.ended and verdict.ended != "interrupted":
-        return f"Partial run ({verdict.ended}; {measured} measured {unit}s): "
-    return f"Partial run (interrupted after {measured} measured {unit}s): "
-
-
-def describe(verdict: Verdict, run: Run) -> str:
-    """The one sentence a person reads first."""
-    unit = run.unit
-    prefix = _partial_prefix(verdict, run)
-    if verdict.summary and not verdict.leak:
-        return prefix + verdict.summary
-    if not verdict.leak:
-        return prefix + (
-            f"No leak: memory kept per {unit} does not keep growing "
-            f"(confidence {verdict.confidence:.2f})."
-        )
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
-    holder = next((h for h in run.holders if h.growing), None)
-    site = next((s for s in run.sites if s.growing), None)
-    if verdict.kind == "native" and site is not None and site.native:
-        return prefix + (
-            f"Leak (native, {rate}, confidence {verdict.confidence:.2f}): "
-            f"{describe_native_site(site, unit)}."
-        )
-    where = ""
-    if site is not None and site.user_frame is not None:
-        uf = site.user_frame
-        where = f"; open {uf.file}:{uf.line} ({uf.function}) first"
-    if holder is not None:
-        return prefix + f"Leak ({verdict.kind}, {rate}, confidence {verdict.confidence:.2f}): " + \
-            describe_holder(holder, unit) + "."
-    kinds = {
-        "reachable": "still reachable",
-        "cyclic-garbage": "unreachable cycles that only gc.collect() frees (gc is disabled)",
-        "native": "outside the Python heap (C extension or ctypes memory)",
-    }
-    count = format_count(verdict.blocks_per_iteration)
-    blocks = f", {count} block{'' if count == '1' else 's'}" if verdict.blocks_per_iteration else ""
-    return prefix + (
-        f"Leak ({verdict.kind}): {rate}{blocks} kept per {unit}, "
-        f"{kinds.get(verdict.kind, verdict.kind)}, confidence {verdict.confidence:.2f}{where}."
-    )
-
-
-def describe_native_site(site: Site, unit: str = "iteration") -> str:
-    """``native memory allocated by `foo_alloc` (libfoo.so) under `worker.py:38`, ...``."""
-    native = site.native or {}
-    where = site.user_frame or site
-    return (
-        f"native memory allocated by `{native.get('function', '?')}` "
-        f"({native.get('library', '<unknown>')}) under `{where.file}:{where.line}`, "
-        f"{format_bytes(site.bytes_per_iteration)} per {unit}"
-    )
-
-
-def _plural(noun: str, count: str) -> str:
-    if count == "1":
-        return noun
-    return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
-
-
-def describe_holder(holder: Holder, unit: str = "iteration") -> str:
-    """``app.Console.bootstrappers (list) gains 1 closure per request; made at ...``."""
-    count = format_count(holder.items_per_iteration)
-    if holder.found_by == "backrefs":
-        text = (
-            f"{holder.path} ({holder.type}, {holder.items_last:,} items) holds the growing "
-            f"{_plural(holder.item_noun, 'many')} (found by following references back)"
-        )
-    else:
-        text = (
-            f"{holder.path} ({holder.type}) gains {count} "
-            f"{_plural(holder.item_noun, count)} per {unit}"
-        )
-    made = holder.items_made_at or holder.callables_defined_at
-    where = []
-    if made:
-        where.append(f"made at {', '.join(made[:2])}")
-    defined = [d for d in holder.callables_defined_at if d not in made]
-    if defined:
-        where.append(f"defined at {', '.join(defined[:2])}")
-    if holder.grown_at:
-        verb = "appended" if holder.type in ("list", "collections.deque") else "added"
-        where.append(f"{verb} at {holder.grown_at}")
-    return text + ("; " + ", ".join(where) if where else "")
-
-
-def link_sites(sites: list[Site], holders: list[Holder]) -> None:
-    """Point each site at the holder whose items it made or whose storage it grew."""
-    for holder in holders:
-        lines = set(holder.items_made_at) | ({holder.grown_at} if holder.grown_at else set())
-        for site in sites:
-            user = site.user_frame
-            here = {f"{site.file}:{site.line}"} | ({f"{user.file}:{user.line}"} if user else set())
-            if site.holder is None and here & lines:
-                site.holder = holder.path
-
-
-def analyse(run: Run) -> Run:
-    """Decide the verdict, rank sites and holders, write the summary and projection."""
-    verdict = decide(run)
-    ended = _ended(run)
-    if ended:
-        verdict.partial, verdict.ended = True, ended
-    native = [site for site in run.sites if site.engine == "memray"]
-    run.sites = rank_sites([site for site in run.sites if site.engine != "memray"],
-                           verdict.leak and verdict.kind != "native")
-    _mark_native_sites(run, verdict, native)
-    if not verdict.leak:
-        _clear_growing(run)
-    run.holders.sort(key=lambda h: not h.growing)  # stable: keeps the probe's ranking
-    link_sites(run.sites, [h for h in run.holders if h.growing])
-    if run.process is not None:
-        verdict = _framework_growth_undecided(verdict, run)
-    else:
-        verdict = _threaded_growth_undecided(verdict, run)
-    verdict = _rising_undecided(verdict, run)
-    if not verdict.leak:
-        _clear_growing(run)
-    verdict = project(verdict, run, int(run.settings.get("memory_limit", 512 * 1024**2)))
-    if verdict.leak and verdict.evidence.get("untraced"):
-        verdict.summary = _describe_untraced(verdict, run)
-    elif verdict.undecided:
-        verdict.summary = _partial_prefix(verdict, run) + verdict.summary
-    else:
-        verdict.summary = describe(verdict, run)
-        inside = verdict.evidence.get("library_only")
-        if verdict.leak and inside:
-            at = f" (first at {inside})" if isinstance(inside, str) else ""
-            verdict.summary += (
-                f" It grows only inside framework or library code{at}, with no container "
-                f"or line of yours behind it, over {len(run.measured):,} {run.unit}s."
-            )
-    run.verdict = verdict
-    return run
-
-
-def _clear_growing(run: Run) -> None:
-    """A verdict of "no leak" or "Undecided" marks nothing as growing.
-
-    `compare`, the CI line and the console list what is marked: a mark left
-    on a site or a holder would name a culprit the verdict does not call.
-    """
-    for site in run.sites:
-        site.growing = False
-    for holder in run.holders:
-        holder.growing = False
-
-
-def _describe_untraced(verdict: Verdict, run: Run) -> str:
-    """A watched process that grew but was never traced: the counters' word, no lines."""
-    unit = run.unit
-    if verdict.kind == "native":
-        rate = f"{format_bytes(verdict.bytes_per_iteration)} of malloc"
-    else:
-        rate = f"{format_count(verdict.blocks_per_iteration)} allocated blocks"
-    if run.process is None:  # `trace` or `check` in fast mode, ended before locating
-        return _partial_prefix(verdict, run) + (
-            f"Leak ({verdict.kind}, from the counters): {rate} kept per {unit}, confidence "
-            f"{verdict.confidence:.2f}. The run ended before the loops that locate it, so "
-            f"no line or container is named."
-        )
-    return (
-        f"Leak ({verdict.kind}, from the counters): {rate} kept per {unit}, confidence "
-        f"{verdict.confidence:.2f}. This process was watched, not traced, so no line or "
-        f"container is named: run it longer (tracing starts once its counters grow, from "
-        f"the 100th {unit}) or with --sample 1."
-    )
-
-
-def _user_attributed(run: Run, growth_rate: float) -> bool:
-    """Whether the growth is in the user's own code: a growing site or container of theirs."""
-    rate = max([growth_rate] + [s.bytes_per_iteration for s in run.sites if s.growing])
-    for site in run.sites:
-        # A user line counts when it carries a real share of the whole growth,
-        # not a few bytes beside a framework's filling cache: objects a user
-        # line made and freed wait in the interpreter's free lists, and the
-        # framework's cache that takes them keeps them under the user's line.
-        # Nor does a line whose kept memory fell back in bulk during the run
-        # (a gc collection, a cleared buffer): what it keeps is released, and
-        # over a short run the floor of such a saw-tooth can still look like
-        # growth (rq 3's clean SimpleWorker: +64 B a job, back every ~50 jobs).
-        if site.growing and site.user_frame is not None and (
-            site.bytes_per_iteration >= USER_SHARE * rate
-        ) and not gave_back(site.series):
-            return True
-    for holder in run.holders:
-        if not holder.growing:
-            continue
-        lines = holder.items_made_at + holder.callables_defined_at + (
-            [holder.grown_at] if holder.grown_at else [])
-        if any(is_user_file(line.rsplit(":", 1)[0]) for line in lines):
-            return True
-    return False
-
-
-def gave_back(series: Sequence[float]) -> bool:
-    """Whether a series fell, at some point, by GAVE_BACK_SHARE of its whole range or more."""
-    if len(series) < 3:
-        return False
-    spread = max(series) - min(series)
-    peak, drop = series[0], 0.0
-    for value in series:
-        peak = max(peak, value)
-        drop = max(drop, peak - value)
-    return spread > 0 and drop >= GAVE_BACK_SHARE * spread
-
-
-def _half_rates(run: Run) -> tuple[float, float]:
-    """Growth rates (per unit) of the kept-bytes floor in the first and second half."""
-    loops = [loop for loop in run.measured if loop.traced_bytes is not None]
-    values = [float(loop.traced_bytes) for loop in loops]
-    if len(values) < 2 * MIN_LOOPS:
-        return 0.0, 0.0
-    floor = suffix_minima(values)
-    half = len(floor) // 2
-    # Traced units are consecutive (every unit, or one window of them).
-    return theil_sen(floor[:half]), theil_sen(floor[half:])
-
-
-def _framework_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
-    """A real worker's growth that only the framework's code makes, over too few units.
-
-    See FRAMEWORK_HORIZON: the verdict stays "no leak" and says how many more
-    units would tell a filling bound from a leak. A process that was watched
-    but never traced has only its counters: nothing ties their growth to a
-    line or container of the user's, so it is framework-only growth too.
-    """
-    measured = len(run.measured)
-    untraced = bool(verdict.evidence.get("untraced"))
-    if not verdict.leak or (
-        not untraced and _user_attributed(run, verdict.bytes_per_iteration)
-    ):
-        return verdict
-    first, second = _half_rates(run)
-    settling = first > 0 and second < SETTLING_RATIO * first
-    if measured >= FRAMEWORK_HORIZON and not settling:
-        if untraced:
-            return verdict
-        where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
-        return replace(verdict, evidence={**verdict.evidence, "library_only": where or True})
-    # Still short of the horizon, or the rate is dying away as a bound fills:
-    # a run as long again would show whether it levels off.
-    needed = max(FRAMEWORK_HORIZON - measured, measured if settling else 0)
-    if untraced:
-        what = (f"{format_count(verdict.blocks_per_iteration)} allocated blocks/"
-                f"{short_unit(run.unit)} grow in the counters of a process that was "
-                "watched, not traced, so no line or container of yours is behind them, "
-                "which may be a bound still filling")
-        return _undecided(verdict, run, needed, what, first, second, settling)
-    where = next((f"{s.file}:{s.line}" for s in run.sites if s.growing), None)
-    inside = f" (first at {where})" if where else ""
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
-    memory = "native memory" if verdict.kind == "native" else "memory"
-    what = (f"{rate} of {memory} grows only inside framework or library code{inside}, "
-            "which may be a bound still filling")
-    return _undecided(verdict, run, needed, what, first, second, settling)
-
-
-def _threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
-    """`trace`: growth while other threads ran, with no growing container behind it.
-
-    See THREADED_HORIZON. tracemalloc does not say which thread allocated, so
-    a rising floor in a short run may be another thread's warm-up; a container
-    the holder walk saw growing at every checkpoint is the worker's own leak.
-    """
-    others = int(run.observations.get("other_threads_max") or 0)
-    if not verdict.leak or not others or any(h.growing for h in run.holders):
-        return verdict
-    measured = len(run.measured)
-    first, second = _half_rates(run)
-    settling = first > 0 and second < SETTLING_RATIO * first
-    if measured >= THREADED_HORIZON and not settling:
-        return verdict
-    needed = max(THREADED_HORIZON - measured, measured if settling else 0)
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
-    if not verdict.bytes_per_iteration:
-        rate = f"{format_count(verdict.blocks_per_iteration)} blocks/{short_unit(run.unit)}"
-    what = (f"{rate} of memory grows while {others} other thread"
-            f"{'' if others == 1 else 's'} of the worker ran, with no growing container "
-            "behind it: their buffers and caches may still be warming up")
-    undecided = _undecided(verdict, run, needed, what, first, second, settling)
-    undecided.evidence["other_threads_max"] = others
-    return undecided
-
-
-def _rising_undecided(verdict: Verdict, run: Run) -> Verdict:
-    """A "no leak" the run's own data doubts is "Undecided".
-
-    A no-leak verdict's confidence is the chance that the floor's next step
-    does not rise, read on the last half of the run. Under 1 - TAIL_RISE_FRACTION,
-    the floor rose as persistently as the rule asks of a leak, short only of its
-    significance (a saw-tooth of the gc's collections over a short run hides a
-    small leak that way): the run says neither, and as many loops again would tell.
-    """
-    if (verdict.leak or verdict.undecided or verdict.confidence >= 1 - TAIL_RISE_FRACTION
-            or verdict.summary.startswith("Too few")):
-        return verdict
-    measured = len(run.measured)
-    first, second = _half_rates(run)
-    what = (f"the kept memory's floor rose on most of the run's last steps, short of "
-            f"the rule's significance (a no leak would have confidence "
-            f"{verdict.confidence:.2f})")
-    return _undecided(verdict, run, max(measured, MIN_LOOPS), what, first, second, False)
-
-
-def _undecided(
-    verdict: Verdict, run: Run, needed: int, what: str, first: float, second: float,
-    settling: bool,
-) -> Verdict:
-    """Neither leak nor no leak: what grew, and how many more units would tell.
-
-    Its confidence is 0: the run's p-value said the floor rose, not whose it is.
-    """
-    measured = len(run.measured)
-    unit = run.unit
-    evidence = {**verdict.evidence, "needs_units": needed, "undecided_kind": verdict.kind,
-                "undecided_rate": verdict.bytes_per_iteration,
-                "undecided_confidence": verdict.confidence,
-                "first_half_rate": round(first, 1), "second_half_rate": round(second, 1)}
-    total = f"{measured + needed:,} in all"
-    if run.process is None:
-        total = f"--iterations {measured + needed}"
-    slowing = (f"; its rate fell from {format_bytes(first)} to {format_bytes(second)}/"
-               f"{short_unit(unit)} between the halves of the run" if settling else "")
-    return replace(
-        verdict, leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
-        confidence=0.0, evidence=evidence,
-        summary=(
-            f"Undecided, not called a leak: {what}{slowing}; run about {needed:,} more "
-            f"{unit}s ({total}) to tell."
-        ),
-    )

@@ -1,0 +1,173 @@
+"""The statistics under the verdict: floors, the sign test, Theil-Sen, the ratchet.
+
+Pure functions of number series; nothing here knows what a run is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ALPHA = 0.05
+
+
+MIN_LOOPS = 5
+
+
+MIN_BLOCKS = 5
+
+
+SCALES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 96, 128)
+
+
+TAIL_RISE_FRACTION = 0.75
+
+
+MIN_TAIL_STEPS = 3
+
+
+# Theil-Sen is O(n^2); longer series are thinned to this many points.
+SLOPE_POINTS = 400
+
+
+SERIES_POINTS = 200
+
+
+# ... unless that line's kept memory fell back by this share of its range
+# during the run: memory released in bulk is not kept (see gave_back).
+GAVE_BACK_SHARE = 0.25
+
+
+@dataclass
+class Evidence:
+    """What the ratchet rule saw in one series."""
+
+    leak: bool
+    p_value: float
+    scale: int
+    rises: int
+    steps: int
+    tail_rises: int
+    tail_steps: int
+    slope: float
+
+    @property
+    def confidence(self) -> float:
+        if self.leak:
+            return round(1.0 - self.p_value, 4)
+        if self.tail_steps == 0:
+            return 0.0
+        # Laplace's rule of succession on the tail: the chance the next step rises.
+        return round(1.0 - (self.tail_rises + 1) / (self.tail_steps + 2), 4)
+
+
+def suffix_minima(values: Sequence[float]) -> list[float]:
+    out = list(values)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i + 1] < out[i]:
+            out[i] = out[i + 1]
+    return out
+
+
+def block_minima(values: Sequence[float], size: int) -> list[float]:
+    """Minima of consecutive blocks, aligned to the end so the latest loops count."""
+    start = len(values) % size
+    return [min(values[i:i + size]) for i in range(start, len(values), size)]
+
+
+def sign_test(rises: int, steps: int) -> float:
+    """P(at least ``rises`` of ``steps`` fair coin flips come up heads).
+
+    Summed in log space (``lgamma``) from the ``rises`` term outward, so a
+    5,000-loop series costs microseconds instead of big-integer binomials.
+    """
+    if steps == 0 or rises <= 0:
+        return 1.0
+    if rises > steps:
+        return 0.0
+    log_half = steps * math.log(0.5)
+    log_n = math.lgamma(steps + 1)
+    total = 0.0
+    for k in range(rises, steps + 1):
+        term = math.exp(log_n - math.lgamma(k + 1) - math.lgamma(steps - k + 1) + log_half)
+        total += term
+        if term < total * 1e-17 and k > steps / 2:
+            break
+    return min(1.0, total)
+
+
+def theil_sen(values: Sequence[float]) -> float:
+    """Median of pairwise slopes: a rate that outliers cannot drag."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    if n > SLOPE_POINTS:
+        step = n / SLOPE_POINTS
+        idx = [int(i * step) for i in range(SLOPE_POINTS)] + [n - 1]
+    else:
+        idx = list(range(n))
+    slopes = sorted(
+        (values[j] - values[i]) / (j - i)
+        for a, i in enumerate(idx) for j in idx[a + 1:] if j != i
+    )
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
+def median3(values: Sequence[float]) -> list[float]:
+    """Running median of three: one loop's spike or dip is noise, not a trend."""
+    if len(values) < 3:
+        return list(values)
+    inner = [sorted(values[i - 1:i + 2])[1] for i in range(1, len(values) - 1)]
+    return [values[0], *inner, values[-1]]
+
+
+def ratchet(values: Sequence[float]) -> Evidence:
+    """Apply the decision rule of this module to one series."""
+    values = median3(values)
+    n = len(values)
+    slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
+    if n < MIN_LOOPS:
+        return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+    scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
+    best: Evidence | None = None
+    fallback: Evidence | None = None
+    for scale in scales:
+        floor = suffix_minima(block_minima(values, scale))
+        rising = [b > a for a, b in zip(floor, floor[1:])]
+        steps = len(rising)
+        tail_steps = max(MIN_TAIL_STEPS, steps // 2)
+        tail = rising[-tail_steps:]
+        p_value = min(1.0, sign_test(sum(rising), steps) * len(scales))
+        evidence = Evidence(
+            leak=False, p_value=p_value, scale=scale, rises=sum(rising), steps=steps,
+            tail_rises=sum(tail), tail_steps=len(tail), slope=slope,
+        )
+        persistent = evidence.tail_rises >= TAIL_RISE_FRACTION * evidence.tail_steps
+        if persistent and p_value <= ALPHA and slope > 0:
+            evidence.leak = True
+            if best is None or p_value < best.p_value:
+                best = evidence
+        elif fallback is None or scale == 1:
+            fallback = evidence
+    return best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+
+
+def thin(values: Sequence[float], points: int = SERIES_POINTS) -> list[float]:
+    if len(values) <= points:
+        return list(values)
+    step = len(values) / points
+    return [values[int(i * step)] for i in range(points - 1)] + [values[-1]]
+
+
+def gave_back(series: Sequence[float]) -> bool:
+    """Whether a series fell, at some point, by GAVE_BACK_SHARE of its whole range or more."""
+    if len(series) < 3:
+        return False
+    spread = max(series) - min(series)
+    peak, drop = series[0], 0.0
+    for value in series:
+        peak = max(peak, value)
+        drop = max(drop, peak - value)
+    return spread > 0 and drop >= GAVE_BACK_SHARE * spread
