@@ -84,29 +84,27 @@ class Observer(Protocol):
 
 
 class HolderProbe(Protocol):
-    def observe(self, final: bool = False) -> dict[str, Any]: ...
-    def start_locating(self, caller: Any) -> bool: ...
-    def stop_locating(self) -> None: ...
-    def report(self) -> dict[str, Any]: ...
-
-
-class UnitObserver(Observer, Protocol):
-    """A real worker's observer also takes holders, lines and a window's findings as they come."""
-
-    def on_holders(self, snapshot: dict[str, Any]) -> None: ...
-    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None: ...
-    def on_window(self, window: dict[str, Any]) -> None: ...
-
-
-class WorkerHolderProbe(HolderProbe, Protocol):
-    """The holder probe of a real worker's process: its walks are budgeted and it
-    describes growers before the (unknown) end."""
+    """What the collectors use of ``holders.HolderProbe`` (imported only when it is on)."""
 
     checkpoints: int
     walk_seconds: float
+    backref: dict[str, Any] | None
 
+    def observe(self, final: bool = False) -> dict[str, Any]: ...
     def describe_now(self) -> bool: ...
+    def growing_paths(self) -> list[str]: ...
+    def start_locating(self, caller: Any) -> bool: ...
+    def stop_locating(self) -> None: ...
+    def report(self) -> dict[str, Any]: ...
     def snapshot(self) -> dict[str, Any]: ...
+
+
+class UnitObserver(Observer, Protocol):
+    """What a worker process reports beyond a script's loops (``agent.WorkerObserver``)."""
+
+    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None: ...
+    def on_holders(self, report: dict[str, Any]) -> None: ...
+    def on_window(self, described: dict[str, Any]) -> None: ...
 
 
 class DiffSchedule:
@@ -356,7 +354,7 @@ class Collector:
         """
         probe = self.holder_probe
         final = self.end.get("gc_final") if self.end else None
-        if probe is None or not final or probe.growing_paths():  # type: ignore[attr-defined]
+        if probe is None or not final or probe.growing_paths():
             return
         kept = self._checkpoint_bytes
         rising = len(kept) >= 3 and all(b > a for a, b in zip(kept, kept[1:]))
@@ -375,7 +373,7 @@ class Collector:
             return
         from leakscope.holders import find_by_backrefs
 
-        probe.backref = find_by_backrefs(lines)  # type: ignore[attr-defined]
+        probe.backref = find_by_backrefs(lines)
 
     def _measure_final_collect(self, lines: set[tuple[str, int]]) -> dict[str, Any]:
         """Run one full collection after the last loop and see what it frees.
@@ -430,10 +428,11 @@ def _calibrate_trace_overhead(samples: int = 3, objects: int = 2000) -> float:
         return 0.0
     estimates = []
     for _ in range(samples):
-        before = counters.malloc_in_use() - tracemalloc.get_tracemalloc_memory()
+        # `or 0` for the type checker only: has_malloc_counter() said it reads.
+        before = (counters.malloc_in_use() or 0) - tracemalloc.get_tracemalloc_memory()
         traced_before = tracemalloc.get_traced_memory()[0]
         held = [object() for _ in range(objects)]
-        after = counters.malloc_in_use() - tracemalloc.get_tracemalloc_memory()
+        after = (counters.malloc_in_use() or 0) - tracemalloc.get_tracemalloc_memory()
         # The list's own storage is one large block that malloc holds too.
         traced = tracemalloc.get_traced_memory()[0] - traced_before
         storage = traced - objects * sys.getsizeof(held[0])

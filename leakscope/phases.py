@@ -30,20 +30,22 @@ import sys
 import time
 import tracemalloc
 from array import array
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from leakscope import counters, sites
 from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY
 
 if TYPE_CHECKING:
-    from leakscope.collector import Collector, UnitObserver, WorkerHolderProbe
+    from tracemalloc import _TraceTuple  # typeshed's name for a raw trace
+
+    from leakscope.collector import Collector, HolderProbe, UnitObserver
 
 try:  # The raw trace list; the public Snapshot wraps the same tuples.
     from _tracemalloc import _get_traces
 except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
-    def _get_traces() -> list[Any]:
-        return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined,no-any-return]
+    def _get_traces() -> Sequence[_TraceTuple]:
+        return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
 
 # tracemalloc's frames per allocation in fast mode's locate loops when memray,
 # the locator, records the full Python stacks beside it.
@@ -664,10 +666,11 @@ class UnitTracedPhase(TracedPhase):
     """
 
     def __init__(
-        self, engine: Collector, every: int, watch: WatchPhase | None = None,
-        window_units: int = 0, picked: bool = False,
+        self, engine: Collector, observer: UnitObserver, every: int,
+        watch: WatchPhase | None = None, window_units: int = 0, picked: bool = False,
     ) -> None:
         super().__init__(engine, None, CheckpointSchedule(every, window_units if watch else 0))
+        self.observer = observer
         self.watch = watch
         self.window_units = window_units if watch is not None else 0
         self.picked = picked
@@ -678,12 +681,8 @@ class UnitTracedPhase(TracedPhase):
         self.measuring_since: float | None = None
 
     @property
-    def observer(self) -> UnitObserver:
-        return self.engine.observer  # type: ignore[return-value]
-
-    @property
-    def probe(self) -> WorkerHolderProbe | None:
-        return self.engine.holder_probe  # type: ignore[return-value]
+    def probe(self) -> HolderProbe | None:
+        return self.engine.holder_probe
 
     def begin(self) -> None:
         engine = self.engine

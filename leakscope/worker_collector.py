@@ -35,7 +35,7 @@ from typing import Any
 # watched run would be a step in the very block count it reads
 # (phases.WatchPhase.counters_grow reads the rule from it).
 from leakscope.analysis import policy, rules, stats  # noqa: F401
-from leakscope.collector import Collector, DiffSchedule, HolderProbe, Observer
+from leakscope.collector import Collector, DiffSchedule, HolderProbe, UnitObserver
 from leakscope.phases import (
     WINDOW_COPY_WAIT,
     CheckpointSchedule,
@@ -63,8 +63,10 @@ class UnitCollector(Collector):
     warm-up is over. ``settings.sample == 1`` traces every unit to the exit.
     """
 
+    observer: UnitObserver
+
     def __init__(
-        self, settings: Settings, observer: Observer, holder_probe: HolderProbe | None = None,
+        self, settings: Settings, observer: UnitObserver, holder_probe: HolderProbe | None = None,
         may_trace: bool = True, trace_first: bool = False,
     ) -> None:
         # The parent stops the command; the collector itself never ends a run.
@@ -87,11 +89,11 @@ class UnitCollector(Collector):
         """After warm-up: traced for good, or watched with a window to trace when it grows."""
         settings = self.settings
         if not self.watching:
-            self.traced_phase = UnitTracedPhase(engine, settings.checkpoint_every)
+            self.traced_phase = UnitTracedPhase(engine, self.observer, settings.checkpoint_every)
             return self.traced_phase
         watch = self.watch = WatchPhase(engine)
         window = self.traced_phase = UnitTracedPhase(
-            engine, settings.checkpoint_every, watch, settings.trace_units,
+            engine, self.observer, settings.checkpoint_every, watch, settings.trace_units,
             picked=self._trace_first)
         if self._may_trace:
             watch.window = window

@@ -67,6 +67,9 @@ class LocatingProbe:
     def __init__(self) -> None:
         self.locating = 0
         self.stopped = 0
+        self.checkpoints = 0
+        self.walk_seconds = 0.0
+        self.backref: dict[str, Any] | None = None
 
     def observe(self, final: bool = False) -> dict[str, Any]:
         return {}
@@ -80,6 +83,12 @@ class LocatingProbe:
 
     def report(self) -> dict[str, Any]:
         return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def describe_now(self) -> bool:
+        return False
 
     def growing_paths(self) -> list[str]:
         return []
