@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -70,12 +71,14 @@ class LocatingProbe:
         self.checkpoints = 0
         self.walk_seconds = 0.0
         self.backref: dict[str, Any] | None = None
+        self.caller: Any = None
 
     def observe(self, final: bool = False) -> dict[str, Any]:
         return {}
 
     def start_locating(self, caller: Any) -> bool:
         self.locating += 1
+        self.caller = caller
         return True
 
     def stop_locating(self) -> None:
@@ -203,6 +206,8 @@ def test_the_holder_locator_takes_one_loop_more_without_an_index() -> None:
         assert collector.end_loop()
     assert isinstance(collector.phase, HolderLocatorPhase)
     assert probe.locating == 1
+    # The locator follows the loop from the frame that called end_loop().
+    assert probe.caller.f_code.co_name == sys._getframe().f_code.co_name
     index = collector.index
     assert collector.end_loop() is False
     assert collector.index == index  # the locator's loop is not a measured one
