@@ -97,7 +97,7 @@ RSS_MIN_RATE = 512.0
 
 
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
-# its counters grow this fast (worker_collector reads these): one small
+# its counters grow this fast (phases.WatchPhase reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
 

@@ -1,0 +1,835 @@
+"""The collector's phases: one strategy object per way of measuring a loop.
+
+A run is a short sequence of phases, and the ``Collector`` only drives the
+current one: each loop's ``record()`` returns the phase for the next loop
+(itself, another, or None once the run has what it wants). The sequences:
+
+- ``leakscope trace`` in full mode: warm-up, then ``TracedPhase`` (every loop
+  traced, per-line diffs on a ``DiffSchedule``), then, when a holder's line
+  is still unknown, one ``HolderLocatorPhase`` loop.
+- fast mode: warm-up, ``DetectPhase`` (untraced counters), and only when they
+  grow ``LocatePhase`` (a few traced loops, memray beside tracemalloc when it
+  is the locator).
+- a real worker's process (``leakscope run``/``attach``, open-ended units):
+  warm-up, then either ``UnitTracedPhase`` for good (``--sample 1``), or
+  ``WatchPhase`` (counters) until they grow, then a ``UnitTracedPhase``
+  window of ``trace_units`` units, then watching again.
+
+Why strategies rather than flags: each phase's per-loop work, its end and
+what it announces are in one place, and a new way of measuring is a new
+phase, not one more sentinel read by shared methods (coverage.py picks its
+tracer the same way). Everything here runs in the measured process: only
+the standard library and leakscope's in-process modules at top level.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+import tracemalloc
+from array import array
+from collections.abc import Container, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from leakscope import counters, sites
+from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY
+
+if TYPE_CHECKING:
+    from tracemalloc import _TraceTuple  # typeshed's name for a raw trace
+
+    from leakscope.collector import Collector, HolderProbe, UnitObserver
+
+try:  # The raw trace list; the public Snapshot wraps the same tuples.
+    from _tracemalloc import _get_traces as get_traces
+except ImportError:  # pragma: no cover - every CPython 3.10-3.13 has it
+    def get_traces() -> Sequence[_TraceTuple]:
+        return tracemalloc.take_snapshot().traces._traces  # type: ignore[attr-defined]
+
+# tracemalloc's frames per allocation in fast mode's locate loops when memray,
+# the locator, records the full Python stacks beside it.
+LOCATE_FRAMES_WITH_MEMRAY = 3
+
+# A real worker's holder walks at these traced-unit counts, then every
+# `checkpoint_every`; in a traced window, none but the first three in its
+# last WINDOW_END_MARGIN units (a window needs MIN_TRACE_UNITS: three walks
+# and one located unit).
+EARLY_CHECKPOINTS = (0, 10, 30, 60)
+WINDOW_END_MARGIN = 10
+# The first walks always run (three show a container growing); later ones
+# are skipped while walking has taken more than this share of the time.
+EARLY_WALKS = 3
+WALK_BUDGET = 0.1
+# A watched process (--sample auto, or one not picked by --sample K) runs
+# the decision rule on the later half of its counters every CHECK_EVERY units
+# once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
+# TRACE_MIN_BLOCKS_RATE blocks or NATIVE_MIN_RATE bytes of malloc per unit
+# (analysis/rules.py). Slower growth is left to `--sample 1`, which traces every
+# unit from the start.
+WATCH_MIN_UNITS = 100
+CHECK_EVERY = 20
+# Seconds an exiting process waits for the copy still describing its window.
+WINDOW_COPY_WAIT = 15.0
+
+
+class Phase(Protocol):
+    """One way of measuring loops; the Collector hands every loop to the current one."""
+
+    def begin(self) -> None:
+        """The phase becomes current (again): start what it needs, say so to the observer."""
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        """Record loop ``index`` (the worker spent ``seconds`` in it).
+
+        Returns the phase for the next loop: ``self``, the next phase (the
+        Collector calls its ``begin()``), or None when the run has all the
+        loops it wants.
+        """
+
+
+class TraceWindow:
+    """What the traced loops share: the last diff's totals and leakscope's own share.
+
+    Held by the Collector, because its end-of-run steps (the final
+    collection, the holder walks, the back-reference search) read it too.
+    """
+
+    __slots__ = ("allocated_at_diff", "blocks_base", "last_traced", "own_bytes", "previous",
+                 "start", "trace_overhead")
+
+    def __init__(self) -> None:
+        self.previous = self.start = sites.LineTotals()
+        # The traced total of the last loop between two diffs (None after a diff).
+        self.last_traced: int | None = None
+        # Leakscope's own bytes in the traced heap, and the interpreter's
+        # allocated blocks at the last diff (moved by leakscope's own blocks).
+        self.own_bytes = 0
+        self.blocks_base = 0
+        self.allocated_at_diff = 0
+        # Malloc bytes tracemalloc spends per trace beyond what it reports.
+        self.trace_overhead = 0.0
+
+
+# ------------------------------------------------------------------ warm-up
+
+
+class WarmupPhase:
+    """Untraced loops until the worker's start-up growth is over: a fixed count or "auto"."""
+
+    def __init__(self, engine: Collector, target: int | None, following: Phase) -> None:
+        self.engine = engine
+        self.target = target  # None: auto, until block growth is steady
+        self.following = following
+        self.blocks_history: list[int] = []
+
+    def begin(self) -> None:
+        pass
+
+    def finished(self) -> bool:
+        if self.target is not None:
+            return self.engine.index >= self.target
+        return self.settled()
+
+    def settled(self) -> bool:
+        """Warm-up has settled when per-loop block growth has stopped changing.
+
+        A steady rate, zero or not, is what the measured window must see: a
+        leak grows steadily from the start, while warm-up growth (imports,
+        first-call caches) dies away.
+        """
+        index = self.engine.index
+        if index >= AUTO_WARMUP_MAX:
+            return True
+        history = self.blocks_history
+        if index < AUTO_WARMUP_MIN or len(history) < AUTO_WARMUP_STEADY + 1:
+            return False
+        recent = history[-(AUTO_WARMUP_STEADY + 1):]
+        deltas = [b - a for a, b in zip(recent, recent[1:])]
+        spread = max(deltas) - min(deltas)
+        return spread <= max(2, 0.1 * abs(sorted(deltas)[len(deltas) // 2]))
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        blocks = sys.getallocatedblocks()
+        self.blocks_history.append(blocks)
+        loop = {
+            "index": index,
+            "warmup": True,
+            "phase": "warmup",
+            "rss_bytes": counters.rss_bytes(),
+            "allocated_blocks": blocks,
+            "native_bytes": counters.malloc_in_use(),
+            "gc_collections": engine.gc_counter.collections,
+            "seconds": seconds,
+        }
+        engine.observer.on_loop(loop, [])
+        if self.finished():
+            engine.start_measuring()
+            return self.following
+        return self
+
+
+# ------------------------------------------------------- traced loops (full)
+
+
+class TracedPhase:
+    """Every loop traced: its totals in O(1), its per-line diff when the schedule says.
+
+    Full mode traces all ``target`` measured loops with holder walks at
+    ``checkpoints`` (traced-loop counts); ``target`` None is open-ended (a
+    real worker's units). ``name`` is the loop records' "phase".
+    """
+
+    name = "measure"
+
+    def __init__(self, engine: Collector, target: int | None, checkpoints: Container[int]) -> None:
+        self.engine = engine
+        self.target = target
+        self.checkpoints = checkpoints
+
+    def begin(self) -> None:
+        engine = self.engine
+        engine.start_tracing()
+        engine.observer.on_measuring(engine.warmup_loops)
+        self.first_checkpoint()
+
+    def first_checkpoint(self) -> None:
+        if self.engine.holder_probe is not None and 0 in self.checkpoints:
+            self.checkpoint()
+
+    def checkpoint(self, final: bool = False) -> None:
+        self.engine.checkpoint(final)
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        engine.count_threads()
+        self.record_traced(index, seconds)
+        if self.target is None or engine.traced < self.target:
+            return self
+        probe = engine.holder_probe
+        # The frame of end_loop's caller (this method <- end_loop <- caller):
+        # the locator follows the worker's next loop from there.
+        if probe is not None and probe.start_locating(sys._getframe(2)):
+            return HolderLocatorPhase(engine)
+        # Observe now, while the worker's frames and a tick script's globals
+        # are still alive: StopTracing is about to unwind them.
+        engine.observe_end()
+        return None
+
+    def record_traced(self, index: int, seconds: float) -> None:
+        """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
+        engine = self.engine
+        engine.diffs.observe(seconds)
+        if self.diff_due():
+            self.record_diffed(index, seconds)
+        else:
+            self.record_totals(index, seconds)
+        last = engine.traced == self.target
+        if last:
+            engine.close_memray_window()
+            engine.gathered()
+            engine.observe_end()
+        if engine.holder_probe is not None and engine.traced in self.checkpoints:
+            self.checkpoint(final=last)
+        if last:
+            engine.backref_fallback()
+
+    def diff_due(self) -> bool:
+        """The schedule's turn, the last traced loop, or a holder checkpoint's loop or the next.
+
+        A checkpoint reads the diffed total; the loop after it is diffed
+        because the walk moved leakscope's own bytes in the traced heap.
+        """
+        traced = self.engine.traced
+        upcoming = traced + 1
+        return (
+            self.engine.diffs.due() or upcoming == self.target
+            or upcoming in self.checkpoints or traced in self.checkpoints
+        )
+
+    def record_diffed(self, index: int, seconds: float) -> None:
+        """The per-line diff since the last one, exact over every loop it spans."""
+        engine = self.engine
+        window = engine.window
+        started = time.perf_counter()
+        totals = sites.aggregate(get_traces(), engine.is_own)
+        changes = sites.diff(window.previous, totals)
+        # What an observer in this process keeps of the loop (its record, and
+        # the values in it) is leakscope's, but not in the traces just taken.
+        before = tracemalloc.get_traced_memory()[0]
+        malloc = counters.malloc_in_use()
+        native = None
+        if malloc is not None:
+            # What the C allocator holds beyond Python's own large blocks and
+            # tracemalloc's bookkeeping: memory only a C extension can own.
+            native = int(
+                malloc - totals.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+                - window.trace_overhead * totals.all_blocks
+            )
+        previous = (window.previous.total_bytes if window.last_traced is None
+                    else window.last_traced)
+        loop = {
+            "index": index,
+            "warmup": False,
+            "phase": self.name,
+            "traced_bytes": totals.total_bytes,
+            "traced_blocks": totals.total_blocks,
+            "net_bytes": totals.total_bytes - previous,
+            "rss_bytes": counters.rss_bytes(),
+            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
+            "native_bytes": native,
+            "allocated_blocks": sys.getallocatedblocks(),
+            "gc_collections": engine.gc_counter.collections,
+            "seconds": seconds,
+            "harness_seconds": round(engine.harness_seconds, 6),
+        }
+        if engine.diffs.skipped:
+            loop["span_from"] = index - engine.diffs.skipped
+        window.previous = totals
+        window.last_traced = None
+        engine.measured += 1
+        engine.traced += 1
+        engine.observer.on_loop(loop, changes)
+        del loop, changes
+        kept = max(0, tracemalloc.get_traced_memory()[0] - before)
+        # What leakscope itself holds in the traced heap, for the loops up to
+        # the next diff: the traced total now less the worker's. In a process
+        # whose other threads allocate (a real worker's) that reading also
+        # holds what they allocated since the traces were taken (too much),
+        # while the bytes left out of those same traces miss what leakscope
+        # freed since (too much) or kept since (too little). There the smaller
+        # is taken: it errs toward a loop between diffs reading high, which
+        # the floors of the rule ignore; reading low would cut every earlier
+        # floor down to it.
+        after = tracemalloc.get_traced_memory()[0] - totals.total_bytes
+        if engine.other_threads_allocate:
+            window.own_bytes = min(after, totals.other_bytes + kept)
+        else:
+            window.own_bytes = after
+        window.blocks_base = window.allocated_at_diff = sys.getallocatedblocks()
+        engine.diffs.diffed(time.perf_counter() - started, engine.traced)
+
+    def record_totals(self, index: int, seconds: float) -> None:
+        """A loop between two diffs: traced bytes and blocks in O(1), counters, no lines.
+
+        The traced bytes are tracemalloc's running total less leakscope's
+        own; the traced blocks, the last diff's count moved by the change in
+        the interpreter's allocated blocks since. The line changes of these
+        loops arrive summed in the next diff, which names where its span began.
+        """
+        engine = self.engine
+        window = engine.window
+        previous_totals = window.previous
+        raw = tracemalloc.get_traced_memory()[0]
+        allocated = sys.getallocatedblocks()
+        # Never below the last diff: leakscope's own memory drifts between
+        # two diffs (objects that the interpreter's free lists hand back and
+        # forth keep the trace of whoever made them first), and a loop read
+        # low would cut every earlier floor of the rule down to it, while one
+        # read high is ignored by the floors; the next diff reads exactly.
+        blocks = max(previous_totals.total_blocks,
+                     previous_totals.total_blocks + allocated - window.blocks_base)
+        traced = max(previous_totals.total_bytes, raw - window.own_bytes)
+        previous = (previous_totals.total_bytes if window.last_traced is None
+                    else window.last_traced)
+        malloc = counters.malloc_in_use()
+        native = None
+        if malloc is not None:
+            # Every trace costs tracemalloc's bookkeeping: count the new ones too.
+            all_blocks = previous_totals.all_blocks + allocated - window.allocated_at_diff
+            native = int(
+                malloc - previous_totals.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+                - window.trace_overhead * all_blocks
+            )
+        loop = {
+            "index": index, "warmup": False, "phase": self.name,
+            "traced_bytes": traced, "traced_blocks": blocks,
+            "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
+            "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
+            "native_bytes": native, "allocated_blocks": allocated,
+            "gc_collections": engine.gc_counter.collections, "seconds": seconds,
+            "harness_seconds": round(engine.harness_seconds, 6),
+        }
+        window.last_traced = traced
+        engine.measured += 1
+        engine.traced += 1
+        engine.diffs.skip()
+        engine.observer.on_loop(loop, [])
+        del loop
+        # An observer in this process (the pytest plugin's) keeps each loop's
+        # record, values included: leakscope's own bytes and blocks, not the worker's.
+        window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
+        window.blocks_base += sys.getallocatedblocks() - allocated
+
+
+class HolderLocatorPhase:
+    """One more loop after the last traced one, with the line locator on: which
+    line grows each holder. It is not a measured loop, so it takes no index."""
+
+    def __init__(self, engine: Collector) -> None:
+        self.engine = engine
+
+    def begin(self) -> None:
+        pass
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        engine.index -= 1
+        assert engine.holder_probe is not None
+        engine.holder_probe.stop_locating()
+        engine.observe_end()
+        return None
+
+
+class FinishedPhase:
+    """After the run's last loop: a tick that still arrives records nothing."""
+
+    def begin(self) -> None:
+        pass
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        return None
+
+
+# ------------------------------------------------------------ fast mode
+
+
+class DetectPhase:
+    """Fast mode: every measured loop untraced, a handful of reads whose cost does not
+    grow with the heap; the decision rule on them after the last, and tracing only if
+    they grew."""
+
+    def __init__(self, engine: Collector, iterations: int) -> None:
+        self.engine = engine
+        self.iterations = iterations
+        # Preallocated: appending a float per loop would itself show up as
+        # one more allocated block per loop in the counter we are reading.
+        size = 8 * iterations
+        self.blocks = array("d", bytes(size))
+        self.malloc = array("d", bytes(size))
+
+    def begin(self) -> None:
+        self.engine.observer.on_measuring(self.engine.warmup_loops)
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        engine.count_threads()
+        blocks = sys.getallocatedblocks()
+        malloc = counters.malloc_in_use()
+        self.blocks[engine.measured] = blocks
+        self.malloc[engine.measured] = malloc or 0
+        loop = {
+            "index": index,
+            "warmup": False,
+            "phase": "detect",
+            "rss_bytes": counters.rss_bytes(),
+            "malloc_bytes": malloc,
+            "allocated_blocks": blocks,
+            "gc_collections": engine.gc_counter.collections,
+            "seconds": seconds,
+        }
+        engine.measured += 1
+        engine.observer.on_loop(loop, [])
+        if engine.measured < self.iterations:
+            return self
+        if self.growth_detected():
+            return LocatePhase(engine, engine.settings.locate_loops)
+        engine.gathered()
+        engine.observe_end()
+        return None
+
+    def growth_detected(self) -> bool:
+        """The full mode's rule, on allocated blocks and on malloc's in-use bytes.
+
+        Small Python objects show in the block count, large ones and C
+        allocations in malloc's counter; either rising is worth locating.
+        """
+        from leakscope.analysis.stats import ratchet
+
+        blocks = ratchet(list(self.blocks))
+        grew = blocks.leak
+        malloc = None
+        if counters.has_malloc_counter():
+            malloc = ratchet(list(self.malloc))
+            grew = grew or malloc.leak
+        self.engine.detection = {
+            "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
+            "malloc_p_value": malloc.p_value if malloc else None,
+            "malloc_rate": round(malloc.slope, 1) if malloc else None,
+            "growth": grew,
+        }
+        return grew
+
+
+class LocatePhase(TracedPhase):
+    """Growth seen: trace a few loops to find where it comes from.
+
+    Three holder checkpoints (start, middle, end) are enough to see a
+    container grow at every one of them over so few loops, and each walk
+    here runs under tracemalloc, so fewer is cheaper.
+    """
+
+    name = "locate"
+
+    def __init__(self, engine: Collector, loops: int) -> None:
+        target = max(2, loops)
+        super().__init__(engine, target, {0, target // 2, target})
+
+    def begin(self) -> None:
+        engine = self.engine
+        engine.observer.on_phase("locate", engine.detection)
+        window = self.prepare_memray_window()
+        # With memray recording Python's allocators beside it, tracemalloc could
+        # keep a few frames only: its cost grows with the depth (the JSON
+        # churner: 15x untraced at 3 frames, 26x at 10), and memray's full
+        # Python stacks would give the user's line of a deeper allocation
+        # (native_sites.Capture.deep). Off for now: see PYTHON_ALLOCATORS.
+        frames = None
+        if window is not None and window.deep_stacks:
+            frames = min(engine.settings.frames, LOCATE_FRAMES_WITH_MEMRAY)
+        engine.start_tracing(frames)
+        self.first_checkpoint()
+        if window is not None:
+            if window.open():
+                engine.memray = window
+            else:
+                engine.locator = {"engine": "tracemalloc", "note": window.note}
+
+    def prepare_memray_window(self) -> Any:
+        """memray over the locate loops too, when it is the locator: native sites.
+
+        Imported before tracemalloc starts and opened after it and the first
+        holder walk, so none of them is in either capture; a worker that runs
+        its own Tracker keeps it, and the run locates with tracemalloc alone
+        (the note says so).
+        """
+        engine = self.engine
+        settings = engine.settings
+        if settings.locator == "tracemalloc" or not settings.capture_dir:
+            return None
+        from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+
+        if settings.frames < MIN_FRAMES:
+            engine.locator = {"engine": "tracemalloc", "note": (
+                f"the memray locator needs --frames {MIN_FRAMES} or more; "
+                "located with tracemalloc")}
+            return None
+
+        window = MemrayWindow(settings.capture_dir)
+        if window.prepare():
+            return window
+        engine.locator = {"engine": "tracemalloc", "note": window.note}
+        return None
+
+
+# ------------------------------------------------------------ real workers
+
+
+class CheckpointSchedule:
+    """Traced-unit counts at which to walk the heap: dense early, then regular.
+
+    Within a traced window of ``window`` units the walks stop short of its
+    end: the copy that closes the window walks once more
+    (UnitTracedPhase.close_window), so a walk here at the same moment would
+    be spent twice.
+    """
+
+    def __init__(self, every: int, window: int = 0) -> None:
+        self.every = max(1, every)
+        self.window = window
+
+    def __contains__(self, traced: object) -> bool:
+        if not isinstance(traced, int):
+            return False
+        if (
+            self.window and traced >= self.window - WINDOW_END_MARGIN
+            and traced not in EARLY_CHECKPOINTS[:EARLY_WALKS]
+        ):
+            return False
+        return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
+
+
+class WatchPhase:
+    """A real worker's units, untraced: the counters, and every CHECK_EVERY units the
+    rule on them, until they grow enough to be worth a traced window.
+
+    ``window`` is the phase to go to then (None: a process that ``--sample K``
+    did not pick, watched to the end). Its series are growable arrays: the
+    count of units is unknown, and an array grows by realloc, outside the
+    block count it reads.
+    """
+
+    def __init__(self, engine: Collector) -> None:
+        self.engine = engine
+        self.window: UnitTracedPhase | None = None
+        self.blocks = array("d")
+        self.malloc = array("d")
+        self.announced = False
+        # The forked copy describing the window, until it has exited.
+        self.copy: int | None = None
+
+    def announce(self) -> None:
+        """Measuring has begun: said once, however often the process comes back here."""
+        if not self.announced:
+            self.announced = True
+            self.engine.observer.on_measuring(self.engine.warmup_loops)
+
+    def begin(self) -> None:
+        self.announce()
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        if self.copy is not None:
+            self.reap_copy()
+        engine = self.engine
+        blocks = sys.getallocatedblocks()
+        malloc = counters.malloc_in_use()
+        # array appends grow by realloc, outside the block count being read.
+        self.blocks.append(blocks)
+        if malloc is not None:
+            self.malloc.append(malloc)
+        loop = {
+            "index": index, "warmup": False, "phase": "detect",
+            "rss_bytes": counters.rss_bytes(), "malloc_bytes": malloc,
+            "allocated_blocks": blocks,
+            "gc_collections": engine.gc_counter.collections, "seconds": seconds,
+        }
+        engine.measured += 1
+        engine.observer.on_loop(loop, [])
+        if (
+            self.window is not None and engine.measured >= WATCH_MIN_UNITS
+            and engine.measured % CHECK_EVERY == 0 and self.counters_grow()
+        ):
+            return self.window
+        return self
+
+    def counters_grow(self) -> bool:
+        """The rule on the later half only: a framework's own warm-up (connections,
+        first-task imports, caches that fill) is steep early and then dies away,
+        while a leak keeps its pace."""
+        from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
+        from leakscope.analysis.stats import ratchet
+
+        series = list(self.blocks)
+        half = len(series) // 2
+        blocks = ratchet(series[half:])
+        grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE and not _settling(series)
+        malloc = None
+        if counters.has_malloc_counter() and len(self.malloc) == len(self.blocks):
+            malloc_series = list(self.malloc)
+            malloc = ratchet(malloc_series[half:])
+            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
+                            and not _settling(malloc_series))
+        self.engine.detection = {
+            "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
+            "malloc_p_value": malloc.p_value if malloc else None,
+            "malloc_rate": round(malloc.slope, 1) if malloc else None,
+            "growth": grew, "after_units": self.engine.measured,
+        }
+        return grew
+
+    def reap_copy(self, wait: float = 0.0) -> None:
+        """Collect the copy's exit status (no zombie); at exit, give it ``wait`` seconds."""
+        pid = self.copy
+        if pid is None:
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid  # someone else reaped it (a framework's SIGCHLD handler)
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        if done:
+            self.copy = None
+        elif wait:
+            try:
+                os.kill(pid, 9)  # stuck (a lock held by another thread at fork)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            self.copy = None
+
+
+class UnitTracedPhase(TracedPhase):
+    """A real worker's units traced, open-ended: holders on a schedule, described as
+    soon as three walks show them growing, the grower's line located in the next unit.
+
+    With ``watch`` it is a window: it follows that watch phase (or begins at
+    once, for a process ``--sample K`` picked), and after ``window_units``
+    units it is described by a forked copy while the process goes back to
+    watching, for good (tracemalloc never restarts: on CPython 3.11 every
+    start/stop cycle leaks malloc memory that the counters would report).
+    Without ``watch`` (``--sample 1``) it traces every unit to the exit.
+    """
+
+    def __init__(
+        self, engine: Collector, observer: UnitObserver, every: int,
+        watch: WatchPhase | None = None, window_units: int = 0, picked: bool = False,
+    ) -> None:
+        super().__init__(engine, None, CheckpointSchedule(every, window_units if watch else 0))
+        self.observer = observer
+        self.watch = watch
+        self.window_units = window_units if watch is not None else 0
+        self.picked = picked
+        self.name = "locate" if watch is not None else "measure"
+        self.closed = False
+        self.locator_running = False
+        self.described = False
+        self.measuring_since: float | None = None
+
+    @property
+    def probe(self) -> HolderProbe | None:
+        return self.engine.holder_probe
+
+    def begin(self) -> None:
+        engine = self.engine
+        if self.watch is None:
+            engine.start_tracing()
+            engine.observer.on_measuring(engine.warmup_loops)
+        else:
+            self.watch.announce()
+            self.watch.window = None  # one window per process: tracemalloc never restarts
+            if self.picked:
+                engine.detection = {"picked": True, "after_units": 0}
+            engine.observer.on_phase("locate", engine.detection)
+            engine.start_tracing()
+        self.first_checkpoint()
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        self.engine.count_threads()
+        stop_locator = self.locator_running
+        self.record_traced(index, seconds)
+        probe = self.probe
+        if stop_locator and probe is not None:
+            probe.stop_locating()
+            self.locator_running = False
+            # Saved at once: a process killed before its final word (a stop
+            # that outlasts --stop-timeout) still names the line.
+            self.observer.on_holders(probe.snapshot())
+        if (
+            self.window_units and not self.closed
+            and self.engine.traced >= self.window_units and not self.locator_running
+        ):
+            return self.close_window()
+        return self
+
+    def diff_due(self) -> bool:
+        # The unit the locator ran in: its line changes name the grower's line.
+        return self.locator_running or super().diff_due()
+
+    def checkpoint(self, final: bool = False) -> None:
+        probe = self.probe
+        assert probe is not None
+        now = time.perf_counter()
+        if self.measuring_since is None:
+            self.measuring_since = now
+        if (
+            not final and probe.checkpoints >= EARLY_WALKS
+            and probe.walk_seconds > WALK_BUDGET * (now - self.measuring_since)
+        ):
+            return  # walks already took their share of this worker's time
+        self.engine.checkpoint(final)
+        if (
+            not final and not self.described and probe.checkpoints >= 3
+            and probe.describe_now()
+        ):
+            # Growth at three checkpoints: say what grows, and find the line
+            # that grows it during the next unit.
+            self.described = True
+            # From this frame up: a loop already running in the user's code
+            # (a tick script's, a consumer's) gets line events too.
+            self.locator_running = probe.start_locating(sys._getframe())
+        self.observer.on_holders(probe.snapshot())
+
+    def flush_lines(self) -> None:
+        """The last units were cheap ones: their lines arrive now, so each line's
+        series ends where the tracing ends."""
+        engine = self.engine
+        window = engine.window
+        totals = sites.aggregate(get_traces(), engine.is_own)
+        self.observer.on_lines(sites.diff(window.previous, totals))
+        window.previous = totals
+        window.last_traced = None
+        engine.diffs.skipped = 0
+
+    def end(self) -> None:
+        """The process is exiting inside or after the tracing: what close_window would say."""
+        if self.engine.diffs.skipped:
+            self.flush_lines()
+        self.engine.observe_end()
+        if self.probe is not None:
+            self.checkpoint(final=True)
+            self.engine.backref_fallback()
+
+    def close_window(self) -> Phase:
+        """The window's traced units are enough: describe them, stop tracing, watch again.
+
+        What close() does at exit is done for the window: the last lines, the
+        dominant tracebacks, the one full collection that tells cyclic
+        garbage from reachable growth, the final holder walk and the
+        back-reference search. All but the lines run in a forked copy of the
+        process, frozen at this moment with tracemalloc's record of it, while
+        the worker goes on at once; the copy writes its findings to the
+        process's events file (a "window" message) and exits, so the worker
+        is neither kept waiting for seconds nor collected mid-run. Without
+        fork the same runs here, except under gc.disable(): a collection here
+        would free the very garbage the worker piles up, so such a process
+        keeps tracing to its exit instead.
+        """
+        from leakscope.holders import fork_copy
+
+        assert self.watch is not None
+        engine = self.engine
+        self.closed = True
+        if engine.diffs.skipped:
+            self.flush_lines()
+        copy = fork_copy()
+        if copy == 0:
+            code = 1
+            try:
+                self.describe_window()
+                code = 0
+            finally:
+                os._exit(code)
+        if copy is None:
+            if not gc.isenabled():
+                return self
+            self.describe_window()
+        self.watch.copy = copy
+        if engine.holder_probe is not None:
+            engine.holder_probe.stop_locating()
+        if not engine.tracemalloc_was_on:
+            tracemalloc.stop()
+        self.observer.on_phase("detect", {"after_traced_units": engine.traced})
+        # The window is over in this process too: what it records at exit
+        # (gc_enabled, and the end figures if the worker traces on its own)
+        # is read now, as the window closes.
+        engine.observe_end()
+        return self.watch
+
+    def describe_window(self) -> None:
+        """Tracebacks, the full collection, the last holder walk: sent as one "window" message."""
+        engine = self.engine
+        engine.observe_end()
+        probe = self.probe
+        if probe is not None:
+            self.checkpoint(final=True)
+            engine.backref_fallback()
+        self.observer.on_window({
+            "end": engine.end or {},
+            "holders": probe.report() if probe is not None else None,
+        })
+
+
+def _settling(series: list[float]) -> bool:
+    """Whether the later half grows much slower than the earlier: a warm-up dying away."""
+    from leakscope.analysis.policy import SETTLING_RATIO
+    from leakscope.analysis.stats import suffix_minima, theil_sen
+
+    half = len(series) // 2
+    floor = suffix_minima(series)
+    early, late = theil_sen(floor[:half]), theil_sen(floor[half:])
+    return early > 0 and late < SETTLING_RATIO * early

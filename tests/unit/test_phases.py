@@ -1,0 +1,374 @@
+"""The collector's phases one by one: what each records, and when it hands over to the next."""
+
+from __future__ import annotations
+
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from leakscope import holders, phases
+from leakscope.collector import Collector
+from leakscope.phases import (
+    CHECK_EVERY,
+    WATCH_MIN_UNITS,
+    CheckpointSchedule,
+    DetectPhase,
+    FinishedPhase,
+    HolderLocatorPhase,
+    LocatePhase,
+    TracedPhase,
+    UnitTracedPhase,
+    WarmupPhase,
+    WatchPhase,
+)
+from leakscope.settings import Settings
+from leakscope.worker_collector import UnitCollector
+
+KEPT: list[bytes] = []
+
+
+class Recorder:
+    """An observer that keeps every call, in order, as plain data."""
+
+    def __init__(self) -> None:
+        self.loops: list[dict[str, Any]] = []
+        self.events: list[tuple[str, Any]] = []
+
+    def on_measuring(self, warmup_loops: int) -> None:
+        self.events.append(("measuring", warmup_loops))
+
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        self.events.append(("phase", (phase, dict(info))))
+
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+        self.loops.append(loop)
+
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        self.events.append(("checkpoint", loops_done))
+
+    def on_holders(self, snapshot: dict[str, Any]) -> None:
+        self.events.append(("holders", snapshot))
+
+    def on_lines(self, changes: list[tuple[str, int, int, int]]) -> None:
+        self.events.append(("lines", len(changes)))
+
+    def on_window(self, window: dict[str, Any]) -> None:
+        self.events.append(("window", sorted(window)))
+
+    def phases(self) -> list[str]:
+        return [loop["phase"] for loop in self.loops]
+
+
+class LocatingProbe:
+    """A holder probe that finds nothing but always asks for the locator's extra loop."""
+
+    def __init__(self) -> None:
+        self.locating = 0
+        self.stopped = 0
+        self.checkpoints = 0
+        self.walk_seconds = 0.0
+        self.backref: dict[str, Any] | None = None
+        self.caller: Any = None
+
+    def observe(self, final: bool = False) -> dict[str, Any]:
+        return {}
+
+    def start_locating(self, caller: Any) -> bool:
+        self.locating += 1
+        self.caller = caller
+        return True
+
+    def stop_locating(self) -> None:
+        self.stopped += 1
+
+    def report(self) -> dict[str, Any]:
+        return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def describe_now(self) -> bool:
+        return False
+
+    def growing_paths(self) -> list[str]:
+        return []
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    KEPT.clear()
+    yield
+    KEPT.clear()
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
+
+
+def _drive(collector: Collector, loops: int, keep: int = 0) -> int:
+    """Run up to ``loops`` loops that each keep ``keep`` small objects; the loops run."""
+    collector.begin()
+    for done in range(1, loops + 1):
+        KEPT.extend(bytes(40) for _ in range(keep))
+        if not collector.end_loop():
+            return done
+    return loops
+
+
+# ------------------------------------------------------------------ warm-up
+
+
+def test_warmup_of_a_fixed_count_hands_over_to_measuring() -> None:
+    recorder = Recorder()
+    collector = Collector(Settings(iterations=5, warmup=3, holders=False), recorder)
+    assert isinstance(collector.phase, WarmupPhase)
+    collector.begin()
+    for _ in range(2):
+        collector.end_loop()
+        assert isinstance(collector.phase, WarmupPhase) and not collector.measuring
+    collector.end_loop()
+    assert isinstance(collector.phase, TracedPhase)
+    assert collector.measuring and collector.warmup_loops == 3
+    assert ("measuring", 3) in recorder.events
+    assert recorder.phases() == ["warmup"] * 3
+    collector.finish()
+
+
+def test_no_warmup_measures_from_the_first_loop() -> None:
+    recorder = Recorder()
+    collector = Collector(Settings(iterations=3, warmup=0, holders=False), recorder)
+    assert _drive(collector, 10) == 3
+    assert recorder.phases() == ["measure"] * 3
+    assert recorder.events[0] == ("measuring", 0)
+    collector.finish()
+
+
+@pytest.mark.parametrize(("history", "settled"), [
+    ([100, 110, 120, 130, 140], True),        # a steady rate (a leak's) is settled
+    ([100, 100, 100, 100, 100], True),        # so is no growth at all
+    ([100, 200, 250, 260, 262], False),       # start-up growth still dying away
+])
+def test_auto_warmup_settles_when_block_growth_is_steady(
+    history: list[int], settled: bool,
+) -> None:
+    collector = Collector(Settings(warmup="auto", holders=False), Recorder())
+    warmup = collector.phase
+    assert isinstance(warmup, WarmupPhase) and warmup.target is None
+    warmup.blocks_history = history
+    collector.index = len(history)
+    assert warmup.finished() is settled
+
+
+def test_auto_warmup_ends_at_its_maximum_whatever_the_growth() -> None:
+    collector = Collector(Settings(warmup="auto", holders=False), Recorder())
+    warmup = collector.phase
+    assert isinstance(warmup, WarmupPhase)
+    warmup.blocks_history = [1, 50, 52, 300, 301]
+    collector.index = phases.AUTO_WARMUP_MAX
+    assert warmup.finished()
+
+
+# ----------------------------------------------------------- full tracing
+
+
+def test_full_mode_traces_every_measured_loop_then_stops() -> None:
+    recorder = Recorder()
+    collector = Collector(Settings(iterations=8, warmup=2, holders=False, frames=5), recorder)
+    assert _drive(collector, 100, keep=3) == 10
+    assert recorder.phases() == ["warmup"] * 2 + ["measure"] * 8
+    assert all("traced_bytes" in loop for loop in recorder.loops[2:])
+    assert collector.traced == collector.measured == 8
+    assert isinstance(collector.phase, FinishedPhase)
+    # A tick after the end records nothing and still says stop.
+    assert collector.end_loop() is False
+    assert len(recorder.loops) == 10
+    final = collector.finish()
+    assert final["measured_loops"] == 8 and final["mode"] == "full"
+    assert "gc_final" in final
+
+
+def test_holder_checkpoints_fall_at_fractions_of_the_traced_loops() -> None:
+    collector = Collector(Settings(iterations=8, warmup=0, holders=True), Recorder())
+    traced = collector.phase
+    assert isinstance(traced, WarmupPhase)
+    following = traced.following
+    assert isinstance(following, TracedPhase)
+    assert following.checkpoints == {0, 2, 4, 6, 8}
+
+
+def test_the_holder_locator_takes_one_loop_more_without_an_index() -> None:
+    recorder = Recorder()
+    probe = LocatingProbe()
+    collector = Collector(Settings(iterations=4, warmup=1), recorder, probe)
+    collector.begin()
+    for _ in range(5):
+        assert collector.end_loop()
+    assert isinstance(collector.phase, HolderLocatorPhase)
+    assert probe.locating == 1
+    # The locator follows the loop from the frame that called end_loop().
+    assert probe.caller.f_code.co_name == sys._getframe().f_code.co_name
+    index = collector.index
+    assert collector.end_loop() is False
+    assert collector.index == index  # the locator's loop is not a measured one
+    assert probe.stopped == 1
+    assert len(recorder.loops) == 5
+    collector.finish()
+
+
+# ------------------------------------------------------------ fast mode
+
+
+def test_fast_mode_without_growth_ends_after_detect_untraced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(DetectPhase, "growth_detected", lambda self: False)
+    recorder = Recorder()
+    settings = Settings(iterations=20, warmup=2, mode="fast", holders=False)
+    collector = Collector(settings, recorder)
+    assert _drive(collector, 100) == 22
+    assert recorder.phases() == ["warmup"] * 2 + ["detect"] * 20
+    assert not tracemalloc.is_tracing() and collector.traced == 0
+    assert ("measuring", 2) in recorder.events
+    collector.finish()
+
+
+def test_fast_mode_locates_when_the_counters_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    def grew(self: DetectPhase) -> bool:
+        self.engine.detection = {"growth": True}
+        return True
+
+    monkeypatch.setattr(DetectPhase, "growth_detected", grew)
+    recorder = Recorder()
+    settings = Settings(iterations=20, warmup=2, mode="fast", holders=False, locate_loops=4,
+                        locator="tracemalloc")
+    collector = Collector(settings, recorder)
+    assert _drive(collector, 100, keep=2) == 26
+    assert recorder.phases() == ["warmup"] * 2 + ["detect"] * 20 + ["locate"] * 4
+    assert ("phase", ("locate", {"growth": True})) in recorder.events
+    assert collector.traced == 4 and collector.measured == 24
+    collector.finish()
+
+
+def test_locate_phase_traces_at_least_two_loops_with_three_walks() -> None:
+    collector = Collector(Settings(mode="fast", holders=False), Recorder())
+    for loops, walks in ((1, {0, 1, 2}), (6, {0, 3, 6})):
+        locate = LocatePhase(collector, loops)
+        assert locate.target == max(2, loops)
+        assert locate.checkpoints == walks
+
+
+@pytest.mark.parametrize(("blocks", "grows"), [
+    ([1000.0 + 5 * i for i in range(50)], True),
+    ([1000.0] * 50, False),
+])
+def test_detect_rule_on_the_block_series(blocks: list[float], grows: bool) -> None:
+    collector = Collector(Settings(iterations=50, mode="fast", holders=False), Recorder())
+    detect = collector.phase.following  # type: ignore[attr-defined]
+    assert isinstance(detect, DetectPhase)
+    detect.blocks[:] = detect.blocks.__class__("d", blocks)
+    detect.malloc[:] = detect.malloc.__class__("d", [5e6] * 50)
+    assert detect.growth_detected() is grows
+    assert collector.detection["growth"] is grows
+
+
+# ------------------------------------------------------------ real workers
+
+
+def _unit_collector(recorder: Recorder, **kwargs: Any) -> UnitCollector:
+    options: dict[str, Any] = {"warmup": 2, "holders": False, "sample": 0, "trace_units": 40}
+    flags = {key: kwargs.pop(key) for key in ("may_trace", "trace_first") if key in kwargs}
+    options.update(kwargs)
+    return UnitCollector(Settings(**options), recorder, None, **flags)
+
+
+def test_a_watched_process_goes_to_its_window_only_on_the_check_beat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(WatchPhase, "counters_grow", lambda self: True)
+    collector = _unit_collector(Recorder())
+    watch = collector.watch
+    assert watch is not None and watch.window is collector.traced_phase
+    collector.start_measuring()
+    for measured, expected in (
+        (WATCH_MIN_UNITS - CHECK_EVERY - 1, watch),   # too few units for the rule
+        (WATCH_MIN_UNITS, watch),                     # not on the beat
+        (WATCH_MIN_UNITS - 1, watch.window),          # the 100th unit: rule, growth
+    ):
+        collector.measured = measured
+        assert watch.record(collector.index, 0.001) is expected
+
+
+def test_a_process_sample_did_not_pick_is_never_traced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WatchPhase, "counters_grow", lambda self: True)
+    recorder = Recorder()
+    collector = _unit_collector(recorder, may_trace=False)
+    assert collector.watch is not None and collector.watch.window is None
+    _drive(collector, WATCH_MIN_UNITS + 3 * CHECK_EVERY)
+    assert set(recorder.phases()[2:]) == {"detect"}
+    assert not tracemalloc.is_tracing()
+    collector.close()
+
+
+@pytest.mark.parametrize(("series", "grows"), [
+    ([1000.0 + 5 * i for i in range(120)], True),                      # a leak keeps its pace
+    ([1000.0] * 120, False),                                           # flat
+    ([1000.0 + 50 * min(i, 60) + 0.01 * i for i in range(120)], False),  # warm-up dying away
+])
+def test_the_watch_rule_reads_the_later_half(series: list[float], grows: bool) -> None:
+    collector = _unit_collector(Recorder())
+    watch = collector.watch
+    assert watch is not None
+    watch.blocks.extend(series)
+    del watch.malloc[:]  # no malloc series: the rule reads the blocks alone
+    collector.measured = len(series)
+    assert watch.counters_grow() is grows
+    assert collector.detection["after_units"] == len(series)
+
+
+def test_a_window_closes_after_its_units_and_the_process_watches_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(holders, "fork_copy", lambda: None)  # described here, not in a copy
+    recorder = Recorder()
+    collector = _unit_collector(recorder, trace_first=True, trace_units=40)
+    window = collector.traced_phase
+    assert isinstance(window, UnitTracedPhase) and window.window_units == 40
+    collector.begin()
+    for _ in range(2 + 39):
+        collector.end_loop()
+        assert collector.phase is window or collector.index <= 2
+    assert tracemalloc.is_tracing() and collector.traced == 39
+    collector.end_loop()  # the 40th traced unit
+    assert collector.phase is collector.watch
+    assert not tracemalloc.is_tracing()
+    assert ("phase", ("detect", {"after_traced_units": 40})) in recorder.events
+    assert ("window", ["end", "holders"]) in recorder.events
+    for _ in range(5):
+        collector.end_loop()
+    assert recorder.phases() == ["warmup"] * 2 + ["locate"] * 40 + ["detect"] * 5
+    # A picked process announces measuring, then its window at once.
+    assert recorder.events[:2] == [
+        ("measuring", 2), ("phase", ("locate", {"picked": True, "after_units": 0}))]
+    assert collector.watch is not None and collector.watch.window is None  # one window only
+    final = collector.close()
+    assert final["mode"] == "fast" and collector.close() == {}
+
+
+def test_sample_one_traces_every_unit_to_the_exit() -> None:
+    recorder = Recorder()
+    collector = _unit_collector(recorder, sample=1)
+    assert collector.watch is None and collector.settings.mode == "full"
+    assert _drive(collector, 300, keep=1) == 300  # a worker's collector never ends a run
+    assert recorder.phases() == ["warmup"] * 2 + ["measure"] * 298
+    assert recorder.events[0] == ("measuring", 2)
+    final = collector.close()
+    assert final["measured_loops"] == 298 and "gc_final" in final
+    assert collector.diffs.skipped == 0  # the last cheap units' lines were flushed
+
+
+def test_worker_checkpoints_are_dense_early_and_spare_the_window_end() -> None:
+    schedule = CheckpointSchedule(every=100, window=60)
+    assert [n for n in range(0, 301) if n in schedule] == [0, 10, 30]
+    open_ended = CheckpointSchedule(every=100)
+    assert [n for n in range(0, 301) if n in open_ended] == [0, 10, 30, 60, 100, 200, 300]
