@@ -793,12 +793,13 @@ def _finish_run(
         run.observations["interrupted"] = True
         if run.verdict is not None:
             run.verdict.partial = True
-    saved = runfile.save(run, json_path)
+    # Shown before the save: a save that fails (a full disk) loses the file, not the verdict.
     print_processes(console, run)
     console.print()
     print_summary(console, run)
     for line in run.observations.get("advice", []):
         console.print(Text.assemble(("advice", "yellow"), " ", printable(str(line))))
+    saved = runfile.save(run, json_path)
     _print_dim(f"run file: {saved}")
     if html_path is not None:
         from leakscope.render.html import write_html
@@ -916,12 +917,12 @@ def attach_command(
             run.observations["partial_because"] = attached.reason
             if run.verdict is not None:
                 run.verdict.partial = True
-        saved = runfile.save(run, json_path)
-        print_processes(console, run)
+        print_processes(console, run)  # before the save, as `run` does
         console.print()
         print_summary(console, run)
         for line in run.observations.get("advice", []):
             console.print(Text.assemble(("advice", "yellow"), " ", printable(str(line))))
+        saved = runfile.save(run, json_path)
         info = run.observations["attach"]
         if info.get("route") == "gdb":
             stopped, held = info["stopped_seconds"] * 1000, info["held_seconds"] * 1000

@@ -334,11 +334,6 @@ TICKS_AND_WAITS = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: `leakscope run` (cli._finish_run) saves the run file before it prints the "
-    "processes and the verdict, so a save that fails (read-only directory, full disk) "
-    "exits 2 with the error line alone and the verdict is never shown; `trace` and "
-    "`check` show it first (README: 'a full disk: the verdict is shown first')"))
 @pytest.mark.parametrize("where", ["--json", "default"])
 def test_an_output_made_read_only_during_run_still_shows_the_verdict(
     tmp_path: Path, read_only, where: str
