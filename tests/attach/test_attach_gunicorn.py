@@ -112,6 +112,11 @@ def test_gunicorn_worker_attached_and_left(gunicorn_worker, tmp_path):
     assert run["processes"][0]["loops"][0]["traced_bytes"] is None  # not yet traced
     print(f"RSS before {before / MIB:.2f} MiB, when tracing started "
           f"{tracing_started / MIB:.2f} MiB, after {after / MIB:.2f} MiB, "
-          f"{sent[0]} leaking requests")
-    assert after - tracing_started < TRACING_LEFT, (tracing_started, after)
-    assert after - before < RSS_LEFT, (before, after, sent[0])
+          f"{sent[0]} leaking requests at {run['verdict']['bytes_per_iteration']:.0f} B each")
+    # The worker leaks by design, in every request the driver sent while leakscope was
+    # attached (more of them when gdb's attach is slow on a loaded machine, and each
+    # resize of the leaking dict is a step in RSS): that growth is the worker's, not
+    # what leakscope left, so the run's own measured rate takes it out.
+    leaked = run["verdict"]["bytes_per_iteration"] * sent[0]
+    assert after - tracing_started - leaked < TRACING_LEFT, (tracing_started, after, leaked)
+    assert after - before - leaked < RSS_LEFT, (before, after, leaked)
