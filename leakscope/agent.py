@@ -417,7 +417,7 @@ class Agent:
             self.describe(sample_slot=slot, traced=may_trace)
         probe = None
         if settings.holders and may_trace:
-            from leakscope.holders import HolderProbe
+            from leakscope.heap.probe import HolderProbe
 
             probe = HolderProbe()
         recorder = self.recorder = UnitCollector(settings, WorkerObserver(self.send), probe,
@@ -480,7 +480,7 @@ class Agent:
         os.kill(os.getpid(), signum)
 
     def _after_fork_in_child(self) -> None:
-        holders = sys.modules.get("leakscope.holders")
+        holders = sys.modules.get("leakscope.heap.fork")
         if holders is not None and getattr(holders, "walk_fork_in_progress", False):
             return  # leakscope's own walking copy: it exits at once, untouched
         if self.disarmed:

@@ -328,7 +328,7 @@ class Assembler:
         if capture is not None:
             run.sites.extend(capture.sites)
         if final.get("holders"):
-            from leakscope.holders import build_holders
+            from leakscope.heap.report import build_holders
 
             report = final["holders"]
             measured = [c["measured_done"] for c in self.checkpoints]

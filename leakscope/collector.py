@@ -371,7 +371,7 @@ class Collector:
                  >= BACKREF_MIN_LINE_RATE * max(1, self.traced)}
         if not lines:
             return
-        from leakscope.holders import find_by_backrefs
+        from leakscope.heap.backrefs import find_by_backrefs
 
         probe.backref = find_by_backrefs(lines)
 

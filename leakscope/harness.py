@@ -282,7 +282,7 @@ def main() -> int:
 
     probe = None
     if settings.holders:
-        from leakscope.holders import HolderProbe
+        from leakscope.heap.probe import HolderProbe
 
         probe = HolderProbe()
     collector = Collector(settings, wire.MessageObserver(channel.send), probe)

@@ -38,7 +38,7 @@ class InProcessTrace:
         self.assembler = Assembler(self.run, settings.top, os.getcwd())
         probe = None
         if settings.holders:
-            from leakscope.holders import HolderProbe
+            from leakscope.heap.probe import HolderProbe
 
             probe = HolderProbe()
         self.collector = Collector(settings, wire.MessageObserver(self.assembler.feed), probe)

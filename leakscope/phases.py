@@ -779,7 +779,7 @@ class UnitTracedPhase(TracedPhase):
         would free the very garbage the worker piles up, so such a process
         keeps tracing to its exit instead.
         """
-        from leakscope.holders import fork_copy
+        from leakscope.heap.fork import fork_copy
 
         assert self.watch is not None
         engine = self.engine

@@ -27,11 +27,9 @@ from leakscope.units import format_bytes, format_count, short_unit
 # reported as undecided, with the units still needed, never as a leak.
 FRAMEWORK_HORIZON = 1000
 
-
 # ... and growth counts as the user's when one of their lines grows at least
 # this share of the whole growth.
 USER_SHARE = 0.1
-
 
 # `trace`: other threads of the worker (a server it started in `setup()`, a
 # pool) allocate on their own schedule while the loop runs, and their buffers
@@ -41,7 +39,6 @@ USER_SHARE = 0.1
 # were alive and no growing container was found, the verdict stays undecided
 # until this many loops, the horizon of framework-only growth.
 THREADED_HORIZON = FRAMEWORK_HORIZON
-
 
 # Framework-only growth whose rate in the second half of the run is below
 # this share of the first half's is settling (a bound filling), at any length.

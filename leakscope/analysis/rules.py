@@ -75,46 +75,37 @@ from leakscope.units import format_bytes, short_unit
 # Share of the window's growth that one gc.collect() must free to call it cyclic.
 CYCLIC_SHARE = 0.5
 
-
 # Reachable growth below this rate, once cycles and free-list residue are set
 # aside, is not a leak: interned names and small caches settle at this scale.
 MIN_KEPT_RATE = 4.0
 
-
 # Native counters see malloc noise from the interpreter itself (a few hundred
 # bytes of free-list churn); below this rate a rising floor is not a leak.
 NATIVE_MIN_RATE = 64.0
-
 
 # In-process runs (the pytest plugin) keep their own loop records in the
 # traced process; the small error in the per-trace bookkeeping estimate then
 # grows with every loop, so they need a higher floor to call native growth.
 NATIVE_MIN_RATE_IN_PROCESS = 256.0
 
-
 # RSS moves in pages; where it is the only native counter, demand a page's worth.
 RSS_MIN_RATE = 512.0
-
 
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
 # its counters grow this fast (phases.WatchPhase reads these): one small
 # object per unit. Malloc growth must reach NATIVE_MIN_RATE.
 TRACE_MIN_BLOCKS_RATE = 0.5
 
-
 # A real worker's container of the user's that grew at this many holder walks
 # in a row (the last at the run's end), by at least this many items per unit,
 # is a leak even when the bytes dip at the very end (_ever_growing_holder).
 HOLDER_MIN_WALKS = 4
 
-
 HOLDER_MIN_ITEMS = 0.5
-
 
 # After its traced window, a watched worker's verdict reads the untraced
 # units that follow once there are this many (half a detection check's span).
 WATCHED_AFTER_MIN = 50
-
 
 # A bounded container that filled during the window (urllib.parse.urlsplit's
 # lru_cache at a gunicorn worker's 128th request) takes its tuples and lists
@@ -123,7 +114,6 @@ WATCHED_AFTER_MIN = 50
 # nothing unbounded growing, the growth before the fill is the filling; this
 # many loops after it decide whether anything else grows.
 AFTER_FILL_LOOPS = 50
-
 
 # The fill is the loop where the bound's own lines reach their final bytes,
 # within this share of their rise.

@@ -11,28 +11,20 @@ from dataclasses import dataclass
 
 ALPHA = 0.05
 
-
 MIN_LOOPS = 5
-
 
 MIN_BLOCKS = 5
 
-
 SCALES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 96, 128)
-
 
 TAIL_RISE_FRACTION = 0.75
 
-
 MIN_TAIL_STEPS = 3
-
 
 # Theil-Sen is O(n^2); longer series are thinned to this many points.
 SLOPE_POINTS = 400
 
-
 SERIES_POINTS = 200
-
 
 # ... unless that line's kept memory fell back by this share of its range
 # during the run: memory released in bulk is not kept (see gave_back).

@@ -64,7 +64,7 @@ def test_in_process_side_spawns_nothing_to_find_libc():
     from tests.conftest import ROOT
 
     probe = ("import sys\nbefore = set(sys.modules)\n"
-             "import leakscope.attached, leakscope.worker_collector, leakscope.holders\n"
+             "import leakscope.attached, leakscope.worker_collector, leakscope.heap.probe\n"
              "from leakscope import counters\n"
              "assert counters._mallinfo2 is not None\n"
              "print(sorted(set(sys.modules) - before & {'subprocess', 'ctypes.util', "

@@ -69,6 +69,6 @@ def test_loading_the_plugin_imports_no_engine():
     loaded = set(eval(out.stdout))
     assert "leakscope.pytest_plugin" in loaded
     engine = {"leakscope.inprocess", "leakscope.collector", "leakscope.sites",
-              "leakscope.analysis", "leakscope.holders", "leakscope.supervisor",
+              "leakscope.analysis", "leakscope.heap", "leakscope.supervisor",
               "leakscope.counters"}
     assert not loaded & engine, sorted(loaded & engine)

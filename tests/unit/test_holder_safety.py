@@ -14,7 +14,8 @@ import types
 
 import pytest
 
-from leakscope.holders import HolderProbe, Walk
+from leakscope.heap.probe import HolderProbe
+from leakscope.heap.walk import Walk
 
 CALLS: list[str] = []
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from leakscope import holders, phases
+from leakscope import phases
 from leakscope.collector import Collector
+from leakscope.heap import fork
 from leakscope.phases import (
     CHECK_EVERY,
     WATCH_MIN_UNITS,
@@ -329,7 +330,7 @@ def test_the_watch_rule_reads_the_later_half(series: list[float], grows: bool) -
 def test_a_window_closes_after_its_units_and_the_process_watches_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(holders, "fork_copy", lambda: None)  # described here, not in a copy
+    monkeypatch.setattr(fork, "fork_copy", lambda: None)  # described here, not in a copy
     recorder = Recorder()
     collector = _unit_collector(recorder, trace_first=True, trace_units=40)
     window = collector.traced_phase

@@ -1,0 +1,178 @@
+"""The probe the collectors call at checkpoints: walks, growth, bounds, the locator."""
+
+from __future__ import annotations
+
+import time
+import types
+from typing import Any
+
+from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
+from leakscope.heap.fork import walk_lengths_in_fork
+from leakscope.heap.locate import GrowthLocator
+from leakscope.heap.walk import Walk
+
+
+class HolderProbe:
+    """Walks the heap at each checkpoint and keeps only lengths between walks."""
+
+    def __init__(self) -> None:
+        self.series: dict[int, list[int]] = {}
+        self.paths: dict[int, str] = {}
+        self.kinds: dict[int, tuple[str, int | None]] = {}
+        self.checkpoints = 0
+        self.walk_seconds = 0.0
+        self.visited = 0
+        self.details: dict[int, dict[str, Any]] = {}
+        self.grown_at: dict[str, list[list[Any]]] = {}
+        self._locator: GrowthLocator | None = None
+        self._growing: list[Container] = []
+        self.backref: dict[str, Any] | None = None
+        self.forked_walks = 0
+        self._growing_cache: tuple[int, list[int]] | None = None
+
+    def observe(self, final: bool = False) -> dict[str, Any]:
+        """Record every container's length; at the final checkpoint, describe the growers.
+
+        Checkpoints before the last walk in a forked copy of the process
+        (``walk_lengths_in_fork``); the last walks here, because describing a
+        holder needs the live objects and tracemalloc's record of them.
+        """
+        started = time.perf_counter()
+        forked = None if final else walk_lengths_in_fork()
+        walk = None
+        if forked is not None:
+            lengths, bounded, visited = forked
+        else:
+            walk = Walk().run()
+            lengths, visited = walk.length_of, walk.visited
+            bounded = {
+                key: (walk.path(walk.node_of[key]), walk.type_name(key), bound)
+                for key, bound in walk.bound_of.items()
+            }
+        self.visited = max(self.visited, visited)
+        self.forked_walks += forked is not None
+        index = self.checkpoints
+        # Series are keyed by id: the same live container at every checkpoint.
+        for key, length in lengths.items():
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = [-1] * index
+            series.append(length)
+        for series in self.series.values():
+            if len(series) < index + 1:
+                series.append(-1)
+        for key, (path, kind, bound) in bounded.items():
+            if key not in self.paths:
+                self.paths[key] = path
+                self.kinds[key] = (kind, bound)
+        self.checkpoints += 1
+        self._growing = []
+        if final and walk is not None:
+            self._describe_growing(walk)
+        seconds = time.perf_counter() - started
+        self.walk_seconds += seconds
+        return {"containers": len(lengths), "visited": visited, "seconds": round(seconds, 4),
+                "forked": forked is not None}
+
+    def describe_now(self) -> bool:
+        """Walk here and describe the containers that grew so far, adding no checkpoint.
+
+        A real worker has no last loop to wait for: once the checkpoints show
+        growth, it describes the growers mid-run and locates their line in the
+        next unit. True when there was something to describe.
+        """
+        if not self._growing_keys():
+            return False
+        started = time.perf_counter()
+        self._describe_growing(Walk().run())
+        self.walk_seconds += time.perf_counter() - started
+        return bool(self._growing)
+
+    def _describe_growing(self, walk: Walk) -> None:
+        self._growing = []
+        for key in self._growing_keys():
+            if key not in walk.objects:
+                continue
+            path = self.paths[key] = walk.path(walk.node_of[key])
+            kind = walk.type_name(key)
+            self.kinds[key] = (kind, walk.bound(key))
+            series = self.series[key]
+            length = walk.length_of.get(key, series[-1])
+            container = Container(path, walk.objects[key], kind, length, walk.bound(key))
+            self.details[key] = describe_growth(container, length - series[0])
+            self._growing.append(container)
+        for key, (kind, bound) in list(self.kinds.items()):
+            if bound is None or key not in walk.objects:
+                continue
+            # A bound filling, or full and replacing its oldest entries (made
+            # before tracing began) with new ones: either way its newest
+            # entries' lines grow in the traced window. Name them, so that the
+            # analysis can set that growth apart from a leak.
+            container = Container(self.paths.get(key, ""), walk.objects[key], kind,
+                                  walk.length_of.get(key, 0), bound)
+            self.details.setdefault(key, {})["lines_made"] = lines_made(
+                bounded_entries(container))
+
+    def _growing_keys(self) -> list[int]:
+        # Read several times per checkpoint over every container ever seen
+        # (tens of thousands in a framework's worker): computed once each.
+        if self._growing_cache is None or self._growing_cache[0] != self.checkpoints:
+            self._growing_cache = (self.checkpoints, [
+                key for key, series in self.series.items()
+                if len(series) >= 3 and min(series) >= 0
+                and all(b > a for a, b in zip(series, series[1:]))
+            ])
+        return self._growing_cache[1]
+
+    def growing_paths(self) -> list[str]:
+        """Paths whose length rose at every checkpoint, weak registries left out."""
+        return [
+            self.paths[key] for key in self._growing_keys()
+            if key in self.paths and not self.details.get(key, {}).get("weak")
+        ]
+
+    def start_locating(self, caller: types.FrameType | None) -> bool:
+        targets = [c for c in self._growing if c.kind != "lru_cache"]
+        self._growing = []
+        if not targets:
+            return False
+        self._locator = GrowthLocator(targets)
+        self._locator.start(caller)
+        return True
+
+    def stop_locating(self) -> None:
+        if self._locator is not None:
+            self.grown_at = self._locator.stop()
+            self._locator = None
+
+    def report(self) -> dict[str, Any]:
+        """What the parent needs to build Holder records."""
+        self.stop_locating()
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The report so far, leaving a running locator alone (a worker's periodic save)."""
+        growing = {}
+        for key in self._growing_keys():
+            if key not in self.paths or self.details.get(key, {}).get("weak"):
+                continue
+            path = self.paths[key]
+            kind, bound = self.kinds[key]
+            growing[path] = {
+                "type": kind, "bound": bound, "series": self.series[key],
+                **self.details.get(key, {}), "grown_at_stack": self.grown_at.get(path, []),
+            }
+        bounded = {}
+        for key, (kind, bound) in self.kinds.items():
+            series = [n for n in self.series.get(key, []) if n >= 0]
+            if bound is not None and series and series[-1] > 0:
+                bounded[self.paths[key]] = {
+                    "type": kind, "bound": bound, "series": series,
+                    "lines_made": self.details.get(key, {}).get("lines_made", []),
+                }
+        return {
+            "growing": growing, "bounded": bounded, "checkpoints": self.checkpoints,
+            "backref": self.backref,
+            "walk_seconds": round(self.walk_seconds, 4), "max_visited": self.visited,
+            "forked_walks": self.forked_walks,
+        }
