@@ -76,6 +76,11 @@ DIFF_MIN_STEPS = 10
 # takes a one-off step of a few KiB when diffs start to space out: a long
 # run's rule reads past both, a short one's might not.
 DIFF_EXACT_LOOPS = 200
+
+# count_threads reads every thread's state at least this often (in loops).
+THREADS_RESCAN = 64
+
+
 class Observer(Protocol):
     def on_measuring(self, warmup_loops: int) -> None: ...
     def on_phase(self, phase: str, info: dict[str, Any]) -> None: ...
@@ -206,6 +211,8 @@ class Collector:
         # measured loop's end: they allocate on their own schedule, which the
         # analysis weighs. A test runner's threads (hook.threads_before) are not.
         self.other_threads_max = 0
+        self._threads_running = -1
+        self._thread_reads = 0
         # The memray locator's window over the locate loops (fast mode only),
         # and what the parent needs to read it (leakscope.native_sites).
         self.memray: Any = None
@@ -298,7 +305,17 @@ class Collector:
 
     def count_threads(self) -> None:
         """Other threads alive now, read from the interpreter's thread states (C, no user
-        code; the small dict it makes is leakscope's own)."""
+        code; the small dict it makes is leakscope's own).
+
+        Read again only when the count of running Python threads changed, or every
+        THREADS_RESCAN loops (a thread a C library made is not in that count): the
+        read makes a dict and a frame object per thread, under tracemalloc.
+        """
+        running = _thread._count()
+        self._thread_reads += 1
+        if running == self._threads_running and self._thread_reads % THREADS_RESCAN:
+            return
+        self._threads_running = running
         ignored = hook.threads_before
         others = sum(
             1 for ident in sys._current_frames()

@@ -62,7 +62,11 @@ def rss_bytes() -> int:
                 if _statm is not None:
                     os.close(_statm[1])
                 _statm = (pid, os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC))
-            return int(os.pread(_statm[1], 128, 0).split()[1]) * _PAGE
+            # statm is "size resident shared ...": the second number, read
+            # with as few new objects as possible (this runs under tracemalloc).
+            data = os.pread(_statm[1], 128, 0)
+            start = data.index(b" ") + 1
+            return int(data[start:data.index(b" ", start)]) * _PAGE
         except (OSError, ValueError, IndexError):
             pass
     if _process is None or _process[0] != pid:

@@ -15,6 +15,16 @@ with leakscope (``PR_SET_PDEATHSIG``), so nothing is left behind.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # `python -m leakscope.harness`. This frame stays under every loop of the
+    # worker, and tracemalloc finds each captured frame's line by scanning
+    # its code from the start: a call at the end of this module's code would
+    # cost every traced allocation that scan. So the run starts here, from the
+    # module imported under its own name, and never returns (os._exit).
+    from leakscope.harness import entry
+
+    entry()
+
 import json
 import os
 import platform
@@ -23,7 +33,8 @@ import sys
 import time
 import traceback
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import leakscope
@@ -64,7 +75,8 @@ class Channel:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pid = os.getpid()
-        self._identity = _identity(fd)
+        self._link = _fd_link(fd)
+        self._identity = _identity(fd, self._link)
         self.armed = True
 
     def disarm(self) -> None:
@@ -81,7 +93,7 @@ class Channel:
             return
         data = wire.encode(message)
         try:
-            if _identity(self._fd) != self._identity:
+            if _identity(self._fd, self._link) != self._identity:
                 os._exit(EXIT_CHANNEL_LOST)  # closed, or its number reused
             wire.write_all(self._fd, data)
         except BrokenPipeError:
@@ -92,9 +104,26 @@ class Channel:
             os._exit(EXIT_CHANNEL_LOST)
 
 
-def _identity(fd: int) -> tuple[int, int] | None:
-    """What the fd points at: a closed or reused number no longer matches."""
+def _fd_link(fd: int) -> str | None:
+    """The fd's entry in /proc (Linux), or None where there is none."""
+    link = f"/proc/self/fd/{fd}"
     try:
+        os.readlink(link)
+    except OSError:
+        return None
+    return link
+
+
+def _identity(fd: int, link: str | None = None) -> object:
+    """What the fd points at: a closed or reused number no longer matches.
+
+    Read at every message, under tracemalloc: where /proc names the pipe
+    (``pipe:[inode]``, one string) that is read instead of ``os.fstat``,
+    whose result makes some twenty objects.
+    """
+    try:
+        if link is not None:
+            return os.readlink(link)
         st = os.fstat(fd)
     except OSError:
         return None
@@ -194,15 +223,9 @@ def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
         if worker.run_script is not None:
             worker.run_script()
             return {"status": "script-ended"}
-        iteration = worker.iteration
-        end_loop = collector.end_loop
-        assert iteration is not None
-        while True:
-            iteration()
-            if os.getpid() != _HARNESS_PID:
-                _leave_forked_child()
-            if not end_loop():
-                return {"status": "done"}
+        assert worker.iteration is not None
+        _loop(worker.iteration, collector.end_loop)
+        return {"status": "done"}
     except StopTracing:
         return {"status": "done"}
     except KeyboardInterrupt:
@@ -213,6 +236,22 @@ def run_loops(worker: Worker, collector: Collector) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 - a worker may raise anything
         return {"status": "raised", "traceback": worker_traceback(exc),
                 "error": error_text(exc), "loop": collector.index, "phase": phase}
+
+
+def _loop(iteration: Callable[[], object], end_loop: Callable[[], bool]) -> None:
+    """The worker's loop, in a code object of its own, the call at its start.
+
+    Every frame under the worker's ``iteration()`` is short, its call near
+    its start: tracemalloc reads each captured frame's line by scanning its
+    code up to the call, for every allocation the worker makes (a frame
+    sitting 150 lines into a function made a worker's traced loop 40% dearer).
+    """
+    while True:
+        iteration()
+        if os.getpid() != _HARNESS_PID:
+            _leave_forked_child()
+        if not end_loop():
+            return
 
 
 def error_text(exc: BaseException) -> str:
@@ -241,7 +280,40 @@ def _disarm_in_child(channel: Channel) -> None:
         tracemalloc.stop()
 
 
+def entry() -> None:
+    """The process's life: main(), the worker's atexit handlers, then out."""
+    code = main()
+    # The worker's atexit handlers run as they would under `python worker.py`;
+    # then we skip interpreter teardown, so that a non-daemon thread left by
+    # the worker, or a crash in a C extension's finaliser, cannot hang or fail
+    # a run whose verdict the parent already has.
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> int:
+    """Start, loop, finish: short, so that its frame under the loop is cheap (see _loop)."""
+    started = start()
+    if isinstance(started, int):
+        return started
+    return finish(started, run_loops(started.worker, started.collector))
+
+
+@dataclass
+class Started:
+    """What the start-up made and the finish needs."""
+
+    channel: Channel
+    worker: Worker
+    collector: Collector
+
+
+def start() -> Started | int:
+    """The channel, the worker loaded, the collector: or the exit code of a failed start."""
     config = json.loads(os.environ.pop(CONFIG_ENV))
     if config.get("parent_pid"):
         tie_to_parent(int(config["parent_pid"]))
@@ -292,7 +364,12 @@ def main() -> int:
         channel.send({"t": "gathered"})
 
     collector.on_gathered = gathered
-    outcome = run_loops(worker, collector)
+    return Started(channel, worker, collector)
+
+
+def finish(started: Started, outcome: dict[str, Any]) -> int:
+    """After the loops: the collector's finish, the worker's teardown, the final message."""
+    channel, worker, collector = started.channel, started.worker, started.collector
     if not channel.armed:  # a forked child whose script ran to its end
         _leave_forked_child()
     try:
@@ -310,16 +387,3 @@ def main() -> int:
     sys.stdout.flush()
     return 0
 
-
-if __name__ == "__main__":
-    code = main()
-    # The worker's atexit handlers run as they would under `python worker.py`;
-    # then we skip interpreter teardown, so that a non-daemon thread left by
-    # the worker, or a crash in a C extension's finaliser, cannot hang or fail
-    # a run whose verdict the parent already has.
-    import atexit
-
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
