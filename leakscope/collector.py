@@ -59,23 +59,29 @@ BACKREF_MIN_LINE_RATE = 16
 # window has kept; the totals (traced bytes and blocks, counters) are O(1)
 # reads made every loop. The diff's time budget, averaged over the loops one
 # diff spans: DIFF_SHARE of the worker's own loop time, or DIFF_FLOOR_SECONDS
-# when that is more (a diff that fits under the floor runs every loop, so a
-# run that keeps little is diffed loop by loop, as before) ...
+# when that is more (a diff that fits under the floor runs every loop) ...
 DIFF_SHARE = 0.2
-DIFF_FLOOR_SECONDS = 0.0005
+DIFF_FLOOR_SECONDS = 0.0001
 # ... and at least one diff per this many parts of the loops traced so far,
-# so that each line's series is a staircase of many steps (its slope is its
-# rate, and the last quarter of the run always holds a step).
-DIFF_MIN_STEPS = 10
-# The first this many traced loops are diffed one by one, whatever the cost:
-# so few loops cannot keep enough traces to make a diff dear, and a short run
-# (the default 50 iterations, every scenario, the 200 of a stability check)
-# keeps exact lines and totals for every loop. Between two diffs the totals
-# are O(1) readings, exact for the worker's growth but not for leakscope's
-# own (free lists hand objects back and forth), and the native estimate
-# takes a one-off step of a few KiB when diffs start to space out: a long
-# run's rule reads past both, a short one's might not.
+# so that each line's series is a staircase of steps (its slope is its rate,
+# and the last quarter of the run always holds a step). Each diff costs in
+# proportion to the traces kept, so these forced diffs cost about
+# (DIFF_MIN_STEPS + 1) full reads of the run's final traces in all.
+DIFF_MIN_STEPS = 4
+# The first DIFF_EXACT_LOOPS traced loops are diffed one by one, whatever the
+# budget, as long as a diff reads fewer than DIFF_EXACT_TRACES traces
+# (leakscope's own included): so few traces cannot make a diff dear, and a
+# short run (the default 50 iterations and every scenario, which keep a few
+# hundred traces) keeps exact lines and totals for every loop. Between two
+# diffs the totals are O(1) readings, exact for the worker's growth but not
+# for leakscope's own (free lists hand objects back and forth), and the
+# native estimate takes a one-off step of a few KiB when diffs start to
+# space out: a long run's rule reads past both, a short one's might not. A
+# worker that keeps hundreds of blocks a loop leaves the exact stretch
+# early, since there each diff costs milliseconds (a 2,000-loop cycle leak
+# of 158 blocks a loop: 10,000 traces after about 50 loops).
 DIFF_EXACT_LOOPS = 200
+DIFF_EXACT_TRACES = 10_000
 
 # count_threads reads every thread's state at least this often (in loops).
 THREADS_RESCAN = 64
@@ -126,11 +132,14 @@ class DiffSchedule:
     def __init__(
         self, share: float = DIFF_SHARE, floor: float = DIFF_FLOOR_SECONDS,
         max_gap: int | None = None, exact_loops: int = DIFF_EXACT_LOOPS,
+        exact_traces: int = DIFF_EXACT_TRACES, min_steps: int = DIFF_MIN_STEPS,
     ) -> None:
         self.share = share
         self.floor = floor
         self.max_gap = max_gap
         self.exact_loops = exact_loops
+        self.exact_traces = exact_traces
+        self.min_steps = min_steps
         self.gap = 1
         # Traced loops since the last diff, and the worker's loop time, smoothed.
         self.skipped = 0
@@ -147,12 +156,14 @@ class DiffSchedule:
     def skip(self) -> None:
         self.skipped += 1
 
-    def diffed(self, spent: float, traced: int) -> None:
-        """A diff took ``spent`` seconds after ``traced`` traced loops: place the next one."""
+    def diffed(self, spent: float, traced: int, traces: int = 0) -> None:
+        """A diff of ``traces`` live traces took ``spent`` seconds after ``traced`` traced
+        loops: place the next one."""
         self.skipped = 0
         budget = max(self.share * (self.loop_seconds or 0.0), self.floor)
         affordable = math.ceil(spent / budget) if budget > 0 else 1
-        cap = max(1, traced // DIFF_MIN_STEPS) if traced >= self.exact_loops else 1
+        exact = traced < self.exact_loops and traces < self.exact_traces
+        cap = 1 if exact else max(1, traced // self.min_steps)
         if self.max_gap is not None:
             cap = min(cap, self.max_gap)
         self.gap = max(1, min(affordable, cap))

@@ -308,7 +308,7 @@ class TracedPhase:
         else:
             window.own_bytes = after
         window.blocks_base = window.allocated_at_diff = sys.getallocatedblocks()
-        engine.diffs.diffed(time.perf_counter() - started, engine.traced)
+        engine.diffs.diffed(time.perf_counter() - started, engine.traced, totals.all_blocks)
 
     def record_totals(self, index: int, seconds: float) -> None:
         """A loop between two diffs: traced bytes and blocks in O(1), counters, no lines.

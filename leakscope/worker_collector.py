@@ -53,6 +53,8 @@ __all__ = ["CheckpointSchedule", "UnitCollector"]
 AGGREGATE_BUDGET = 0.2
 # ... but at least once in this many units.
 MAX_AGGREGATE_GAP = 50
+# ... and at least one per tenth of the units traced so far.
+WORKER_MIN_STEPS = 10
 
 
 class UnitCollector(Collector):
@@ -81,7 +83,7 @@ class UnitCollector(Collector):
         # Per-line diffs within AGGREGATE_BUDGET of the unit time, at least
         # every MAX_AGGREGATE_GAP units.
         self.diffs = DiffSchedule(share=AGGREGATE_BUDGET, floor=0.0, max_gap=MAX_AGGREGATE_GAP,
-                                  exact_loops=0)
+                                  exact_loops=0, min_steps=WORKER_MIN_STEPS)
         self.other_threads_allocate = True
         self.closed = False
 
