@@ -345,10 +345,14 @@ class Collector:
         if window is not None:
             self.locator = window.close(self.traced)
 
-    def checkpoint(self, final: bool = False) -> None:
-        """Look at the live heap: container sizes and the gc object count."""
+    def checkpoint(self, final: bool = False, traced_bytes: int | None = None) -> None:
+        """Look at the live heap: container sizes and the gc object count.
+
+        ``traced_bytes``: the worker's traced total now, when this loop was not
+        diffed (by default, the last diff's)."""
         assert self.holder_probe is not None
-        self._checkpoint_bytes.append(self.window.previous.total_bytes)
+        self._checkpoint_bytes.append(
+            self.window.previous.total_bytes if traced_bytes is None else traced_bytes)
         observation = self.holder_probe.observe(final=final)
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
@@ -368,11 +372,13 @@ class Collector:
             return
         traces = get_traces()
         tracebacks = sites.dominant_tracebacks(traces, self.is_own, TRACEBACK_LINES)
+        # The totals before the collection, from the same read of the traces.
+        before = sites.aggregate(traces, self.is_own)
         del traces
         self.end["tracebacks"] = [
             [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
         ]
-        self.end["gc_final"] = self._measure_final_collect(set(tracebacks))
+        self.end["gc_final"] = self._measure_final_collect(set(tracebacks), before)
 
     def backref_fallback(self) -> None:
         """No holder found by the forward walk, yet the window kept memory.
@@ -403,14 +409,15 @@ class Collector:
 
         probe.backref = find_by_backrefs(lines)
 
-    def _measure_final_collect(self, lines: set[tuple[str, int]]) -> dict[str, Any]:
+    def _measure_final_collect(
+        self, lines: set[tuple[str, int]], before: sites.LineTotals,
+    ) -> dict[str, Any]:
         """Run one full collection after the last loop and see what it frees.
 
         Growth that a collection frees was unreachable cycles (the kind
         ``cyclic-garbage``); we do this once, after measuring, because a
         collection before every snapshot would hide exactly that growth.
         """
-        before = sites.aggregate(get_traces(), self.is_own)
         collected = gc.collect()
         after = sites.aggregate(get_traces(), self.is_own)
         freed_by_line = []

@@ -21,9 +21,9 @@ if __name__ == "__main__":
     # its code from the start: a call at the end of this module's code would
     # cost every traced allocation that scan. So the run starts here, from the
     # module imported under its own name, and never returns (os._exit).
-    from leakscope.harness import entry
+    import importlib
 
-    entry()
+    importlib.import_module("leakscope.harness").entry()
 
 import json
 import os

@@ -95,8 +95,8 @@ class TraceWindow:
     collection, the holder walks, the back-reference search) read it too.
     """
 
-    __slots__ = ("allocated_at_diff", "blocks_base", "last_traced", "own_bytes", "previous",
-                 "start", "trace_overhead")
+    __slots__ = ("allocated_at_diff", "blocks_base", "last_traced", "native_offset",
+                 "own_bytes", "previous", "start", "trace_overhead")
 
     def __init__(self) -> None:
         self.previous = self.start = sites.LineTotals()
@@ -107,6 +107,9 @@ class TraceWindow:
         self.own_bytes = 0
         self.blocks_base = 0
         self.allocated_at_diff = 0
+        # What a holder walk between two diffs moved the native estimate by
+        # (leakscope's own large blocks): taken off until the next diff.
+        self.native_offset = 0
         # Malloc bytes tracemalloc spends per trace beyond what it reports.
         self.trace_overhead = 0.0
 
@@ -199,7 +202,38 @@ class TracedPhase:
             self.checkpoint()
 
     def checkpoint(self, final: bool = False) -> None:
-        self.engine.checkpoint(final)
+        """A holder walk. Between two diffs, what it leaves in the traced heap (and in
+        malloc) is leakscope's own: added to what the O(1) totals take off, as the
+        diff after the walk used to measure, at the cost of a full read of the traces."""
+        engine = self.engine
+        window = engine.window
+        if window.last_traced is None:  # this loop was diffed: the next diff re-reads all
+            engine.checkpoint(final)
+            return
+        raw = tracemalloc.get_traced_memory()[0]
+        allocated = sys.getallocatedblocks()
+        native = self.native_between_diffs(allocated)
+        engine.checkpoint(final, window.last_traced)
+        window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
+        after = sys.getallocatedblocks()
+        window.blocks_base += after - allocated
+        if native is not None:
+            moved = self.native_between_diffs(after)
+            window.native_offset += (moved or 0) - native
+
+    def native_between_diffs(self, allocated: int) -> int | None:
+        """malloc's in-use bytes beyond the last diff's Python large blocks and
+        tracemalloc's bookkeeping (every trace, the new ones too): the native estimate."""
+        malloc = counters.malloc_in_use()
+        if malloc is None:
+            return None
+        window = self.engine.window
+        previous = window.previous
+        all_blocks = previous.all_blocks + allocated - window.allocated_at_diff
+        return int(
+            malloc - previous.malloc_bytes - tracemalloc.get_tracemalloc_memory()
+            - window.trace_overhead * all_blocks
+        )
 
     def record(self, index: int, seconds: float) -> Phase | None:
         engine = self.engine
@@ -241,12 +275,13 @@ class TracedPhase:
         A checkpoint reads the diffed total; the loop after it is diffed
         because the walk moved leakscope's own bytes in the traced heap.
         """
-        traced = self.engine.traced
-        upcoming = traced + 1
-        return (
-            self.engine.diffs.due() or upcoming == self.target
-            or upcoming in self.checkpoints or traced in self.checkpoints
-        )
+        engine = self.engine
+        if engine.diffs.due() or engine.traced + 1 == self.target:
+            return True
+        # A real worker's threads allocate during the walk too: there the
+        # walk's own share is measured by diffs around it instead.
+        return engine.other_threads_allocate and (
+            engine.traced + 1 in self.checkpoints or engine.traced in self.checkpoints)
 
     def record_diffed(self, index: int, seconds: float) -> None:
         """The per-line diff since the last one, exact over every loop it spans."""
@@ -288,6 +323,7 @@ class TracedPhase:
             loop["span_from"] = index - engine.diffs.skipped
         window.previous = totals
         window.last_traced = None
+        window.native_offset = 0
         engine.measured += 1
         engine.traced += 1
         engine.observer.on_loop(loop, changes)
@@ -333,15 +369,9 @@ class TracedPhase:
         traced = max(previous_totals.total_bytes, raw - window.own_bytes)
         previous = (previous_totals.total_bytes if window.last_traced is None
                     else window.last_traced)
-        malloc = counters.malloc_in_use()
-        native = None
-        if malloc is not None:
-            # Every trace costs tracemalloc's bookkeeping: count the new ones too.
-            all_blocks = previous_totals.all_blocks + allocated - window.allocated_at_diff
-            native = int(
-                malloc - previous_totals.malloc_bytes - tracemalloc.get_tracemalloc_memory()
-                - window.trace_overhead * all_blocks
-            )
+        native = self.native_between_diffs(allocated)
+        if native is not None:
+            native -= window.native_offset
         loop = {
             "index": index, "warmup": False, "phase": self.name,
             "traced_bytes": traced, "traced_blocks": blocks,
@@ -753,6 +783,7 @@ class UnitTracedPhase(TracedPhase):
         self.observer.on_lines(sites.diff(window.previous, totals))
         window.previous = totals
         window.last_traced = None
+        window.native_offset = 0
         engine.diffs.skipped = 0
 
     def end(self) -> None:
