@@ -255,10 +255,10 @@ class TracedPhase:
         """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
         engine = self.engine
         engine.diffs.observe(seconds)
-        if self.diff_due():
-            self.record_diffed(index, seconds)
-        else:
+        if not self.diff_due():
             self.record_totals(index, seconds)
+        else:
+            self.record_diffed(index, seconds)
         last = engine.traced == self.target
         if last:
             engine.close_memray_window()
@@ -356,9 +356,22 @@ class TracedPhase:
         """
         engine = self.engine
         window = engine.window
-        previous_totals = window.previous
         raw = tracemalloc.get_traced_memory()[0]
         allocated = sys.getallocatedblocks()
+        engine.observer.on_loop(self.totals_record(index, seconds, raw, allocated), [])
+        # An observer in this process (the pytest plugin's) keeps each loop's
+        # record, values included: leakscope's own bytes and blocks, not the worker's.
+        window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
+        window.blocks_base += sys.getallocatedblocks() - allocated
+
+    def totals_record(self, index: int, seconds: float, raw: int, allocated: int
+                      ) -> dict[str, Any]:
+        """The record of a loop between two diffs, from tracemalloc's running total
+        ``raw`` and the interpreter's ``allocated`` blocks (the message is sent from a
+        shallower frame: tracemalloc pays for each captured frame's depth in its code)."""
+        engine = self.engine
+        window = engine.window
+        previous_totals = window.previous
         # Never below the last diff: leakscope's own memory drifts between
         # two diffs (objects that the interpreter's free lists hand back and
         # forth keep the trace of whoever made them first), and a loop read
@@ -385,12 +398,7 @@ class TracedPhase:
         engine.measured += 1
         engine.traced += 1
         engine.diffs.skip()
-        engine.observer.on_loop(loop, [])
-        del loop
-        # An observer in this process (the pytest plugin's) keeps each loop's
-        # record, values included: leakscope's own bytes and blocks, not the worker's.
-        window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
-        window.blocks_base += sys.getallocatedblocks() - allocated
+        return loop
 
 
 class HolderLocatorPhase:

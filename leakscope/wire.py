@@ -226,7 +226,10 @@ def _encode_loop(message: Mapping[str, Any]) -> bytes | None:
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte (a pipe may take a long line in parts); OSError goes to the caller,
     whose policy it is (the harness exits, an armed process stops writing)."""
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # the usual case: no view to make (this runs under tracemalloc)
+        return
+    view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view):]
 
