@@ -202,14 +202,12 @@ class TracedPhase:
             self.checkpoint()
 
     def checkpoint(self, final: bool = False) -> None:
-        """A holder walk. Between two diffs, what it leaves in the traced heap (and in
-        malloc) is leakscope's own: added to what the O(1) totals take off, as the
-        diff after the walk used to measure, at the cost of a full read of the traces."""
+        """A holder walk. What it leaves in the traced heap (and in malloc) is
+        leakscope's own: added to what the O(1) totals of the loops up to the next
+        diff take off, as a diff right after the walk used to measure, at the cost
+        of a full read of the traces."""
         engine = self.engine
         window = engine.window
-        if window.last_traced is None:  # this loop was diffed: the next diff re-reads all
-            engine.checkpoint(final)
-            return
         raw = tracemalloc.get_traced_memory()[0]
         allocated = sys.getallocatedblocks()
         native = self.native_between_diffs(allocated)

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from leakscope.collector import DIFF_EXACT_LOOPS, Collector, DiffSchedule
+from leakscope.collector import (
+    DIFF_EXACT_LOOPS,
+    DIFF_EXACT_TRACES,
+    DIFF_MIN_STEPS,
+    Collector,
+    DiffSchedule,
+)
+from leakscope import wire
 from leakscope.settings import Settings
 
 KEPT: list[bytes] = []
@@ -74,12 +81,15 @@ def test_schedule_spreads_a_costly_diff_over_the_loops_it_pays_for() -> None:
     # A 20 ms diff against a 2 ms budget: ten loops, if the run is long enough ...
     schedule.diffed(spent=0.020, traced=500)
     assert schedule.gap == 10
-    # ... but never more than a tenth of the loops traced so far ...
-    schedule.diffed(spent=0.080, traced=DIFF_EXACT_LOOPS + 40)
-    assert schedule.gap == (DIFF_EXACT_LOOPS + 40) // 10
-    # ... and not at all over the first loops.
-    schedule.diffed(spent=0.020, traced=DIFF_EXACT_LOOPS - 1)
+    # ... but never more than a DIFF_MIN_STEPS-th of the loops traced so far ...
+    schedule.diffed(spent=0.200, traced=DIFF_EXACT_LOOPS + 40)
+    assert schedule.gap == (DIFF_EXACT_LOOPS + 40) // DIFF_MIN_STEPS
+    # ... and not at all over the first loops while a diff reads few traces ...
+    schedule.diffed(spent=0.020, traced=DIFF_EXACT_LOOPS - 1, traces=DIFF_EXACT_TRACES - 1)
     assert schedule.gap == 1
+    # ... but there too once the traces make a diff dear.
+    schedule.diffed(spent=0.200, traced=60, traces=DIFF_EXACT_TRACES)
+    assert schedule.gap == 60 // DIFF_MIN_STEPS
     schedule.diffed(spent=0.0001, traced=500)
     assert schedule.gap == 1
 
@@ -123,7 +133,10 @@ def test_every_loop_has_totals_and_diffs_are_exact_over_their_spans() -> None:
     blocks = [loop["traced_blocks"] for loop in measured]
     assert blocks[-1] - blocks[0] >= 3 * (iterations - 1)
     steps = [b - a for a, b in zip(blocks, blocks[1:])]
-    assert sorted(steps)[len(steps) // 2] in range(2, 6)
+    # Known drift: between two diffs about three of leakscope's own blocks a loop
+    # (in this test's in-process observer) read as the worker's until the next
+    # diff corrects them; with spans of up to a quarter of the run it shows in the median.
+    assert sorted(steps)[len(steps) // 2] in range(2, 8)
 
 
 def test_a_short_cheap_run_diffs_every_loop() -> None:
@@ -131,3 +144,67 @@ def test_a_short_cheap_run_diffs_every_loop() -> None:
     measured = [loop for loop in recorder.loops if not loop["warmup"]]
     assert not any("span_from" in loop for loop in measured)
 
+
+
+def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None:
+    """A checkpoint between two diffs: no full read of the traces around it, and what
+    the walk leaves in the traced heap is leakscope's, not the worker's."""
+    iterations = DIFF_EXACT_LOOPS + 300
+    settings = Settings(iterations=iterations, warmup=2, frames=5)
+    recorder = Recorder()
+    walk_keeps: list[bytes] = []
+
+    class Probe:
+        checkpoints = 0
+        walk_seconds = 0.0
+        backref = None
+
+        def observe(self, final: bool = False) -> dict[str, Any]:
+            self.checkpoints += 1
+            # 100 KB kept by the walk, made in leakscope's code (as the real walk's are).
+            walk_keeps.append(wire.encode({"t": "walk", "pad": "x" * 100_000}))
+            return {}
+
+        def describe_now(self) -> bool:
+            return False
+
+        def growing_paths(self) -> list[str]:
+            return []
+
+        def start_locating(self, caller: Any) -> bool:
+            return False
+
+        def stop_locating(self) -> None:
+            pass
+
+        def report(self) -> dict[str, Any]:
+            return {}
+
+        def snapshot(self) -> dict[str, Any]:
+            return {}
+
+    collector = Collector(settings, recorder, Probe())
+    collector.diffs = DiffSchedule(share=0.0, floor=1e-12)
+    collector.begin()
+    while True:
+        _keep_three()
+        if not collector.end_loop():
+            break
+    collector.finish()
+    measured = [loop for loop in recorder.loops if not loop["warmup"]]
+    # The walks forced no diff: the same loops were diffed as without any walk.
+    def diffed(loops: list[dict[str, Any]]) -> list[int]:
+        inside = {i for loop in loops if "span_from" in loop
+                  for i in range(loop["span_from"], loop["index"])}
+        return [loop["index"] for loop in loops if loop["index"] not in inside]
+
+    unwalked = _drive(iterations, DiffSchedule(share=0.0, floor=1e-12))
+    assert diffed(measured) == diffed([loop for loop in unwalked.loops if not loop["warmup"]])
+    assert len(diffed(measured)) < DIFF_EXACT_LOOPS + 30
+    # The worker's traced bytes never jump by the walk's 100 KB.
+    steps = [b["traced_bytes"] - a["traced_bytes"] for a, b in zip(measured, measured[1:])]
+    assert max(steps) < 50_000, [(i, s) for i, s in enumerate(steps) if s >= 50_000]
+    natives = [loop["native_bytes"] for loop in measured if loop["native_bytes"] is not None]
+    if natives:
+        assert max(b - a for a, b in zip(natives, natives[1:])) < 50_000
+    walk_keeps.clear()
