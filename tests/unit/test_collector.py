@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from leakscope import wire
 from leakscope.collector import (
     DIFF_EXACT_LOOPS,
     DIFF_EXACT_TRACES,
@@ -14,7 +15,6 @@ from leakscope.collector import (
     Collector,
     DiffSchedule,
 )
-from leakscope import wire
 from leakscope.settings import Settings
 
 KEPT: list[bytes] = []
