@@ -216,11 +216,14 @@ def _encode_loop(message: Mapping[str, Any]) -> bytes | None:
         fields = ",".join(json.dumps(key).replace("%", "%%") + ":%s" for key in keys)
         template = _LOOP_TEMPLATES[keys] = '{"t":"loop","loop":{' + fields + '},"changes":%s}\n'
     try:
-        values = tuple(map(_plain, loop.values()))
+        values = list(map(_plain, loop.values()))
     except _NotPlain:
         return None
-    listed = json.dumps(changes, separators=_SEPARATORS, default=str) if changes else "[]"
-    return (template % (*values, listed)).encode()
+    values.append(json.dumps(changes, separators=_SEPARATORS, default=str) if changes else "[]")
+    # tuple() of a list, whose length it knows: a tuple built from an iterator is
+    # resized, and the resized ones pile up in the interpreter's tuple free list
+    # (one more allocated block a loop, up to 2,000, read as the worker's growth).
+    return (template % tuple(values)).encode()
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -6,7 +6,9 @@ import ast
 import copy
 import json
 import os
+import subprocess
 import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -247,3 +249,44 @@ def test_wire_imports_the_standard_library_only() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module.split(".")[0])
     assert names <= set(sys.stdlib_module_names) | {"__future__"}, names
+
+
+def _loop_message(i: int, changes: list[Any]) -> dict[str, Any]:
+    return {"t": "loop", "loop": {
+        "index": i, "warmup": False, "phase": "detect", "rss_bytes": 123_456_789 + i,
+        "malloc_bytes": None, "allocated_blocks": 51_289 + i, "gc_collections": 3,
+        "seconds": 0.001234 + i * 1e-9, "odd%key": True}, "changes": changes}
+
+
+@pytest.mark.parametrize("value", [0, -5, 2**70, 1e300, 5e-324, 0.1, None, True, "measure",
+                                   "not a phase \"name\"", float("nan"), float("inf"), b"x"])
+def test_a_loop_message_is_written_as_json_dumps_writes_it(value: Any) -> None:
+    """The loop's template path gives json.dumps's bytes, or json.dumps does the writing."""
+    for changes in ([], [("dir/é \"f\".py", 3, -40, 1)]):
+        message = _loop_message(7, changes)
+        message["loop"]["value"] = value
+        expected = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
+        assert wire.encode(message) == expected
+
+
+def test_writing_loop_messages_keeps_no_block() -> None:
+    """In fast mode the measured process's allocated blocks are the leak signal: writing a
+    loop message must leave none behind (a tuple built from an iterator once did, one
+    a message, through the interpreter's tuple free list: a fresh process shows it)."""
+    code = textwrap.dedent("""
+        import sys
+        from leakscope import wire
+        def message(i):
+            return {"t": "loop", "loop": {"index": i, "warmup": False, "phase": "detect",
+                    "rss_bytes": 123456789 + i, "allocated_blocks": 51289 + i,
+                    "seconds": 0.001 + i * 1e-9}, "changes": []}
+        for i in range(10):
+            wire.encode(message(i))
+        before = sys.getallocatedblocks()
+        for i in range(1000):
+            wire.encode(message(i))
+        print(sys.getallocatedblocks() - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert int(out) < 50
