@@ -67,7 +67,7 @@ DIFF_FLOOR_SECONDS = 0.0001
 # and the last quarter of the run always holds a step). Each diff costs in
 # proportion to the traces kept, so these forced diffs cost about
 # (DIFF_MIN_STEPS + 1) full reads of the run's final traces in all.
-DIFF_MIN_STEPS = 4
+DIFF_MIN_STEPS = 6
 # The first DIFF_EXACT_LOOPS traced loops are diffed one by one, whatever the
 # budget, as long as a diff reads fewer than DIFF_EXACT_TRACES traces
 # (leakscope's own included): so few traces cannot make a diff dear, and a
