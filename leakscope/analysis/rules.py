@@ -218,7 +218,10 @@ def _outside_malloc_verdict(
     if evidence.slope < RSS_MIN_RATE or not _pages_still_rising(series, page, evidence.slope):
         return None
     measured = len(series)
-    needed = max(loops_to_decide(evidence.slope, page) - measured, measured)
+    # The loops a steady leak of this rate needs; past them (noise held the
+    # floor back), as many loops again.
+    needed = loops_to_decide(evidence.slope, page) - measured
+    needed = needed if needed > 0 else measured
     rate = f"{format_bytes(evidence.slope)}/{short_unit(run.unit)}"
     every = max(1, math.ceil(page / evidence.slope))
     what = (f"RSS beyond malloc's heap (memory mapped outside malloc) rose by {rate} to the "
