@@ -236,9 +236,21 @@ def _outside_malloc_verdict(
 
 
 def _pages_still_rising(series: Sequence[float], page: int, rate: float) -> bool:
-    """Whether the page floor rose on most of its last steps, in blocks of a page's worth."""
+    """Whether the page floor rose steadily: in both halves of the run at half the
+    RSS minimum rate or more, and on most of its last steps in blocks of a page's worth.
+
+    Both halves, because an interpreter touches the pages of arenas it already
+    mapped as its heap settles (ring_buffer.py in full mode: flat for 25 loops,
+    then a page every 4 loops), a rise that starts late and stops; a leak
+    rises from the start.
+    """
     span = max(1, math.ceil(page / rate))
-    floor = suffix_minima(block_minima([float(v // page) for v in series], span))
+    pages = [float(v // page) for v in series]
+    whole = suffix_minima(pages)
+    half = len(whole) // 2
+    if min(theil_sen(whole[:half]), theil_sen(whole[half:])) * page < RSS_MIN_RATE / 2:
+        return False
+    floor = suffix_minima(block_minima(pages, span))
     rising = [b > a for a, b in zip(floor, floor[1:])]
     tail = rising[-max(MIN_TAIL_STEPS, len(rising) // 2):]
     return len(tail) >= MIN_TAIL_STEPS and sum(tail) >= TAIL_RISE_FRACTION * len(tail)
