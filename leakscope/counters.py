@@ -88,6 +88,20 @@ def malloc_in_use() -> int | None:
     return int(info.uordblks + info.hblkhd)
 
 
+def malloc_heap() -> int | None:
+    """Bytes glibc's malloc holds from the system, in use or free (glibc only).
+
+    What RSS can owe to malloc: free chunks it keeps after a burst (it returns
+    only the top of its heap) count here but not in ``malloc_in_use``. RSS
+    beyond this is memory mapped outside malloc: CPython's object arenas, an
+    extension's own ``mmap``, thread stacks.
+    """
+    if _mallinfo2 is None:
+        return None
+    info = _mallinfo2()
+    return int(info.arena + info.hblkhd)
+
+
 def has_malloc_counter() -> bool:
     return _mallinfo2 is not None
 

@@ -310,6 +310,7 @@ class TracedPhase:
             "traced_blocks": totals.total_blocks,
             "net_bytes": totals.total_bytes - previous,
             "rss_bytes": counters.rss_bytes(),
+            "malloc_heap_bytes": counters.malloc_heap(),
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
             "native_bytes": native,
             "allocated_blocks": sys.getallocatedblocks(),
@@ -387,6 +388,7 @@ class TracedPhase:
             "index": index, "warmup": False, "phase": self.name,
             "traced_bytes": traced, "traced_blocks": blocks,
             "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
+            "malloc_heap_bytes": counters.malloc_heap(),
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
             "native_bytes": native, "allocated_blocks": allocated,
             "gc_collections": engine.gc_counter.collections, "seconds": seconds,
@@ -444,6 +446,8 @@ class DetectPhase:
         size = 8 * iterations
         self.blocks = array("d", bytes(size))
         self.malloc = array("d", bytes(size))
+        # RSS beyond malloc's heap: memory mapped outside malloc (the RSS rule).
+        self.outside = array("d", bytes(size))
 
     def begin(self) -> None:
         self.engine.observer.on_measuring(self.engine.warmup_loops)
@@ -453,14 +457,18 @@ class DetectPhase:
         engine.count_threads()
         blocks = sys.getallocatedblocks()
         malloc = counters.malloc_in_use()
+        heap = counters.malloc_heap()
+        rss = counters.rss_bytes()
         self.blocks[engine.measured] = blocks
         self.malloc[engine.measured] = malloc or 0
+        self.outside[engine.measured] = rss - (heap or 0)
         loop = {
             "index": index,
             "warmup": False,
             "phase": "detect",
-            "rss_bytes": counters.rss_bytes(),
+            "rss_bytes": rss,
             "malloc_bytes": malloc,
+            "malloc_heap_bytes": heap,
             "allocated_blocks": blocks,
             "gc_collections": engine.gc_counter.collections,
             "seconds": seconds,
@@ -476,25 +484,35 @@ class DetectPhase:
         return None
 
     def growth_detected(self) -> bool:
-        """The full mode's rule, on allocated blocks and on malloc's in-use bytes.
+        """The full mode's rule, on allocated blocks, malloc's in-use bytes and RSS.
 
         Small Python objects show in the block count, large ones and C
-        allocations in malloc's counter; either rising is worth locating.
+        allocations in malloc's counter, memory mapped outside malloc in RSS
+        beyond malloc's heap; any rising is worth locating.
         """
         from leakscope.analysis.stats import ratchet
 
         blocks = ratchet(list(self.blocks))
         grew = blocks.leak
-        malloc = None
+        malloc = outside = None
         if counters.has_malloc_counter():
             malloc = ratchet(list(self.malloc))
             grew = grew or malloc.leak
+            # Memory mapped outside malloc shows in RSS only: the same rule on
+            # its page floor, so that the locate loops (memray) look for it.
+            from leakscope.analysis.rules import RSS_MIN_RATE
+            from leakscope.analysis.stats import page_ratchet
+
+            outside = page_ratchet(list(self.outside))
+            grew = grew or (outside.leak and outside.slope >= RSS_MIN_RATE)
         self.engine.detection = {
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
             "malloc_p_value": malloc.p_value if malloc else None,
             "malloc_rate": round(malloc.slope, 1) if malloc else None,
             "growth": grew,
         }
+        if outside is not None:
+            self.engine.detection["rss_outside_malloc_rate"] = round(outside.slope, 1)
         return grew
 
 

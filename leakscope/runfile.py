@@ -71,6 +71,9 @@ class Loop:
     top: list[LineDelta] = field(default_factory=list)
     native_bytes: int | None = None
     malloc_bytes: int | None = None
+    # What glibc's malloc holds from the system, free chunks included: RSS
+    # beyond it is memory mapped outside malloc (analysis.rules, the RSS rule).
+    malloc_heap_bytes: int | None = None
     tracemalloc_bytes: int | None = None
     allocated_blocks: int | None = None
     gc_collections: int | None = None

@@ -57,6 +57,9 @@ def describe(verdict: Verdict, run: Run) -> str:
         "cyclic-garbage": "unreachable cycles that only gc.collect() frees (gc is disabled)",
         "native": "outside the Python heap (C extension or ctypes memory)",
     }
+    if verdict.evidence.get("outside_malloc"):
+        kinds["native"] = ("outside the Python heap and outside malloc (memory mapped by native "
+                           "code: mmap, CPython's arenas), seen in RSS")
     count = format_count(verdict.blocks_per_iteration)
     blocks = f", {count} block{'' if count == '1' else 's'}" if verdict.blocks_per_iteration else ""
     return prefix + (
@@ -113,6 +116,8 @@ def describe_untraced(verdict: Verdict, run: Run) -> str:
     unit = run.unit
     if verdict.kind == "native":
         rate = f"{format_bytes(verdict.bytes_per_iteration)} of malloc"
+        if verdict.evidence.get("outside_malloc"):
+            rate = f"{format_bytes(verdict.bytes_per_iteration)} of RSS outside malloc"
     else:
         rate = f"{format_count(verdict.blocks_per_iteration)} allocated blocks"
     if run.process is None:  # `trace` or `check` in fast mode, ended before locating

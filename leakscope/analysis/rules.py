@@ -44,6 +44,13 @@ The kind
 - ``native``: the traced floor is flat but memory outside the Python heap
   (glibc's in-use bytes beyond Python's own large blocks, or RSS where glibc
   is absent) passes the same rule with at least ``NATIVE_MIN_RATE`` a loop.
+  Memory mapped outside malloc (an extension's own ``mmap``, CPython's
+  object arenas) moves neither series: RSS beyond what malloc holds from the
+  system (free chunks included, so an allocator keeping a burst's memory is
+  no growth) passing the rule in whole pages (``stats.page_ratchet``) with at
+  least ``RSS_MIN_RATE`` a loop is native too. A page floor that keeps
+  rising short of significance is "Undecided", with the loops a leak of that
+  rate needs (``stats.loops_to_decide``: 6 at 4 KiB a loop, 72 at 512 B).
 
 What the rule cannot tell, and what it sets apart
 -------------------------------------------------
@@ -67,7 +74,19 @@ from typing import Any
 
 from leakscope.analysis.policy import make_undecided
 from leakscope.analysis.prose import bounded_summary, ended_by
-from leakscope.analysis.stats import MIN_LOOPS, Evidence, ratchet, suffix_minima, theil_sen
+from leakscope.analysis.stats import (
+    MIN_LOOPS,
+    MIN_TAIL_STEPS,
+    TAIL_RISE_FRACTION,
+    Evidence,
+    block_minima,
+    loops_to_decide,
+    page_ratchet,
+    page_size,
+    ratchet,
+    suffix_minima,
+    theil_sen,
+)
 from leakscope.runfile import Holder, Loop, Run, Site, Verdict
 from leakscope.sites import is_user_file
 from leakscope.units import format_bytes, short_unit
@@ -88,7 +107,9 @@ NATIVE_MIN_RATE = 64.0
 # grows with every loop, so they need a higher floor to call native growth.
 NATIVE_MIN_RATE_IN_PROCESS = 256.0
 
-# RSS moves in pages; where it is the only native counter, demand a page's worth.
+# RSS moves in pages; where it is the only native counter, demand an eighth
+# of a page a loop (a page every 8 loops). The same floor for RSS beyond
+# malloc's heap, where glibc is present (_outside_malloc).
 RSS_MIN_RATE = 512.0
 
 # A watched worker process (`leakscope run --sample auto`) starts tracing when
@@ -138,6 +159,106 @@ def _native_series(run: Run, loops: Sequence[Loop]) -> tuple[list[float] | None,
         return None, RSS_MIN_RATE
     overhead = [float(getattr(loop, "tracemalloc_bytes", 0) or 0) for loop in loops]
     return [r - o for r, o in zip(rss, overhead)], RSS_MIN_RATE
+
+
+def _outside_malloc_series(loops: Sequence[Loop]) -> list[float] | None:
+    """RSS beyond what glibc's malloc holds from the system, per loop (None without glibc).
+
+    A holder walk grows malloc's heap by hundreds of KiB it barely touches (the
+    figure drops by that much, holding every earlier floor down): its step is
+    replaced as in the native series (``_without_walk_steps``).
+    """
+    rss = _series(loops, "rss_bytes")
+    heap = _series(loops, "malloc_heap_bytes")
+    if rss is None or heap is None:
+        return None
+    return _without_walk_steps([r - h for r, h in zip(rss, heap)], loops)
+
+
+def _outside_malloc(
+    run: Run, loops: Sequence[Loop], facts: dict[str, Any],
+) -> tuple[Evidence, int] | None:
+    """The page rule on RSS beyond malloc's heap, and the page size; None where not read.
+
+    Only for `trace` and `check`: a real worker's process (`run`, `attach`)
+    maps and unmaps on its framework's schedule (threads' stacks, connection
+    buffers) over hundreds of units, and an in-process run keeps its own loop
+    records in the measured process.
+    """
+    if run.process is not None or run.observations.get("in_process"):
+        return None
+    series = _outside_malloc_series(loops)
+    if series is None or len(series) < MIN_LOOPS:
+        return None
+    page = page_size(loop.rss_bytes for loop in run.loops if loop.rss_bytes)
+    evidence = page_ratchet(series, page)
+    facts["outside_malloc_p_value"] = evidence.p_value
+    facts["outside_malloc_rate"] = round(evidence.slope, 1)
+    return evidence, page
+
+
+def _outside_malloc_verdict(
+    run: Run, loops: Sequence[Loop], facts: dict[str, Any], partial: bool,
+) -> Verdict | None:
+    """Memory mapped outside malloc that keeps growing: native, undecided, or None.
+
+    RSS that grows while the traced and malloc series do not explain it is
+    native growth when its page floor passes the rule. When the floor kept
+    rising in whole pages to the end but short of significance (too few
+    loops for a leak of that rate to gain enough pages), the verdict is
+    undecided and says how many loops would tell.
+    """
+    read = _outside_malloc(run, loops, facts)
+    if read is None:
+        return None
+    evidence, page = read
+    if evidence.leak and evidence.slope >= RSS_MIN_RATE:
+        facts["outside_malloc"] = True
+        return Verdict(
+            leak=True, kind="native", bytes_per_iteration=round(evidence.slope, 1),
+            blocks_per_iteration=0.0, confidence=evidence.confidence, partial=partial,
+            evidence=facts, summary="",
+        )
+    series = _outside_malloc_series(loops) or []
+    if evidence.slope < RSS_MIN_RATE or not _pages_still_rising(series, page, evidence.slope):
+        return None
+    measured = len(series)
+    # The loops a steady leak of this rate needs; past them (noise held the
+    # floor back), as many loops again.
+    needed = loops_to_decide(evidence.slope, page) - measured
+    needed = needed if needed > 0 else measured
+    rate = f"{format_bytes(evidence.slope)}/{short_unit(run.unit)}"
+    every = max(1, math.ceil(page / evidence.slope))
+    what = (f"RSS beyond malloc's heap (memory mapped outside malloc) rose by {rate} to the "
+            f"end, short of the rule's significance; RSS moves in {format_bytes(page)} pages, "
+            f"a page every {every:,} {run.unit}{'' if every == 1 else 's'} at that rate")
+    growing = Verdict(
+        leak=True, kind="native", bytes_per_iteration=round(evidence.slope, 1),
+        blocks_per_iteration=0.0, confidence=evidence.confidence, partial=partial,
+        evidence={**facts, "outside_malloc": True}, summary="",
+    )
+    return make_undecided(growing, run, needed, what, 0.0, 0.0, False)
+
+
+def _pages_still_rising(series: Sequence[float], page: int, rate: float) -> bool:
+    """Whether the page floor rose steadily: in both halves of the run at half the
+    RSS minimum rate or more, and on most of its last steps in blocks of a page's worth.
+
+    Both halves, because an interpreter touches the pages of arenas it already
+    mapped as its heap settles (ring_buffer.py in full mode: flat for 25 loops,
+    then a page every 4 loops), a rise that starts late and stops; a leak
+    rises from the start.
+    """
+    span = max(1, math.ceil(page / rate))
+    pages = [float(v // page) for v in series]
+    whole = suffix_minima(pages)
+    half = len(whole) // 2
+    if min(theil_sen(whole[:half]), theil_sen(whole[half:])) * page < RSS_MIN_RATE / 2:
+        return False
+    floor = suffix_minima(block_minima(pages, span))
+    rising = [b > a for a, b in zip(floor, floor[1:])]
+    tail = rising[-max(MIN_TAIL_STEPS, len(rising) // 2):]
+    return len(tail) >= MIN_TAIL_STEPS and sum(tail) >= TAIL_RISE_FRACTION * len(tail)
 
 
 def _without_walk_steps(native: list[float], loops: Sequence[Loop]) -> list[float]:
@@ -312,15 +433,30 @@ def _decide_fast(run: Run) -> Verdict:
         if (block_evidence.leak or malloc_grows) and len(located) < 2:
             return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts,
                                      partial)
-    if (block_evidence.leak or malloc_grows) and len(located) < 2 and ended_by(run):
-        # The run ended (the worker died, Ctrl-C) before its locate loops.
-        return _counters_verdict(block_evidence, malloc_evidence, malloc_grows, facts, True)
+    # Memory mapped outside malloc: RSS beyond malloc's heap, read when
+    # neither counter grows (the detect phase located it the same way).
+    mapped = None
     if not (block_evidence.leak or malloc_grows):
+        read = _outside_malloc(run, detect, facts)
+        if read is not None and read[0].leak and read[0].slope >= RSS_MIN_RATE:
+            mapped = read[0]
+            facts["outside_malloc"] = True
+    if (block_evidence.leak or malloc_grows or mapped) and len(located) < 2 and ended_by(run):
+        # The run ended (the worker died, Ctrl-C) before its locate loops.
+        return _counters_verdict(block_evidence, mapped or malloc_evidence,
+                                 malloc_grows or mapped is not None, facts, True)
+    if not (block_evidence.leak or malloc_grows or mapped):
+        undecided = _outside_malloc_verdict(run, detect, facts, partial)
+        if undecided is not None:
+            return undecided
         return Verdict(
             leak=False, kind="none", bytes_per_iteration=0.0,
             blocks_per_iteration=round(max(block_evidence.slope, 0.0), 2),
             confidence=block_evidence.confidence, partial=partial, evidence=facts, summary="",
         )
+    if mapped is not None:
+        # Only memory mapped outside malloc grew: judged as malloc's growth is.
+        malloc_evidence, malloc_grows = mapped, True
     strongest = min(
         [e for e in (block_evidence, malloc_evidence) if e is not None and e.leak],
         key=lambda e: e.p_value,
@@ -509,6 +645,10 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
                 blocks_per_iteration=0.0, confidence=native_evidence.confidence,
                 partial=partial, evidence=facts, summary="",
             )
+    if require_significance:
+        mapped = _outside_malloc_verdict(run, loops, facts, partial)
+        if mapped is not None:
+            return mapped
     return Verdict(
         leak=False, kind="none", bytes_per_iteration=round(max(evidence.slope, 0.0), 1),
         blocks_per_iteration=round(max(block_rate, 0.0), 2), confidence=evidence.confidence,

@@ -6,7 +6,7 @@ Pure functions of number series; nothing here knows what a run is.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 ALPHA = 0.05
@@ -25,6 +25,11 @@ MIN_TAIL_STEPS = 3
 SLOPE_POINTS = 400
 
 SERIES_POINTS = 200
+
+# RSS counts whole pages; where the loop records do not say the page size,
+# the gcd of the RSS figures does (never above the largest page in use).
+PAGE_BYTES = 4096
+MAX_PAGE_BYTES = 65536
 
 # ... unless that line's kept memory fell back by this share of its range
 # during the run: memory released in bulk is not kept (see gave_back).
@@ -144,6 +149,45 @@ def ratchet(values: Sequence[float]) -> Evidence:
         elif fallback is None or scale == 1:
             fallback = evidence
     return best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+
+
+def page_size(rss: Iterable[float]) -> int:
+    """The page size RSS was counted in: the gcd of its figures, PAGE_BYTES without any."""
+    size = 0
+    for value in rss:
+        size = math.gcd(size, int(value))
+    return min(size, MAX_PAGE_BYTES) if size >= PAGE_BYTES else PAGE_BYTES
+
+
+def page_ratchet(values: Sequence[float], page: int = PAGE_BYTES) -> Evidence:
+    """The rule on a series that moves in whole pages (RSS beyond malloc's heap).
+
+    Read in pages rounded down, so a figure that wanders within a page is no
+    rise: only a floor that gains a whole page counts, and a leak smaller than
+    a page a loop shows at the block sizes (spans of loops) where each span's
+    floor gains one. The slope is in bytes.
+    """
+    evidence = ratchet([float(v // page) for v in values])
+    evidence.slope *= page
+    return evidence
+
+
+def loops_to_decide(rate: float, page: int = PAGE_BYTES, limit: int = 1_000_000) -> int:
+    """Loops the page rule needs to call a steady leak of ``rate`` bytes a loop.
+
+    RSS gains a page every ``page / rate`` loops; the rule needs that many
+    loops per block, and enough blocks whose floors all rise for the sign
+    test, Bonferroni-corrected over the scales tried, to reach ALPHA.
+    """
+    if rate <= 0:
+        return limit
+    span = max(1, math.ceil(page / rate))
+    for n in range(MIN_LOOPS, limit):
+        scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
+        usable = [s for s in scales if s >= span]
+        if usable and sign_test(n // usable[0] - 1, n // usable[0] - 1) * len(scales) <= ALPHA:
+            return n
+    return limit
 
 
 def thin(values: Sequence[float], points: int = SERIES_POINTS) -> list[float]:

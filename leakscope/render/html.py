@@ -250,6 +250,8 @@ def _chart(run: Run) -> dict[str, Any]:
     fast = _fast_counters(run)
     if not fast:
         names = ["traced_bytes", "rss_bytes"]
+    elif verdict is not None and verdict.evidence.get("outside_malloc"):
+        names = ["rss_bytes", "malloc_bytes", "allocated_blocks"]  # mapped outside malloc
     elif verdict is not None and verdict.kind == "native":
         names = ["malloc_bytes", "allocated_blocks", "rss_bytes"]  # the verdict read malloc
     else:
@@ -278,6 +280,10 @@ def _chart(run: Run) -> dict[str, Any]:
             rate = verdict.blocks_per_iteration if rate is None else rate
             fit = _fit(loops, "allocated_blocks", rate,
                        f"{format_count(rate)} blocks/{short}", ("detect",))
+        elif fast and counted.get("outside_malloc"):
+            rate = _number(counted.get("outside_malloc_rate"))
+            rate = verdict.bytes_per_iteration if rate is None else rate
+            fit = _fit(loops, "rss_bytes", rate, _rate(rate, short), ("detect",))
         elif fast and "malloc_bytes" in values:
             rate = _number(counted.get("malloc_rate"))
             rate = verdict.bytes_per_iteration if rate is None else rate

@@ -3,7 +3,12 @@
  * keep(n)   mallocs n bytes per call and keeps the pointer forever (the leak);
  * borrow(n) mallocs n bytes and frees them before returning (the fixed code);
  * churn(n, times) mallocs and frees n bytes `times` times per call (heavy but
- *           balanced native allocation).
+ *           balanced native allocation);
+ * keep_mapped(n) mmaps n bytes per call, writes to every page and keeps the
+ *           mapping forever: RSS grows, malloc's counters do not;
+ * pool(count) keeps exactly `count` mapped 32 KiB blocks, mapping (and
+ *           touching) or unmapping blocks to get there: an arena allocator's
+ *           bounded cache, outside malloc.
  *
  * Each allocation goes through its own non-inlined function, so that a native
  * stack names the allocator: leakext_keep_buffer is the leaking one.
@@ -12,6 +17,7 @@
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void **kept = NULL;
 static size_t kept_len = 0, kept_cap = 0;
@@ -32,6 +38,15 @@ __attribute__((noinline)) void *leakext_scratch_buffer(size_t n) {
     return buffer;
 }
 
+__attribute__((noinline)) void *leakext_map_block(size_t n) {
+    void *block = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (block == MAP_FAILED) {
+        return NULL;
+    }
+    memset(block, 0xef, n); /* touch every page: resident, not only reserved */
+    return block;
+}
+
 static PyObject *keep(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     if (!PyArg_ParseTuple(args, "n", &n)) {
@@ -50,6 +65,45 @@ static PyObject *keep(PyObject *self, PyObject *args) {
     }
     kept[kept_len++] = leakext_keep_buffer((size_t)n);
     Py_RETURN_NONE;
+}
+
+static PyObject *keep_mapped(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) {
+        return NULL;
+    }
+    /* The mapping's address is dropped on purpose: nothing ever unmaps it. */
+    if (leakext_map_block((size_t)n) == NULL) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+#define POOL_BLOCK (32 * 1024)
+#define POOL_MAX 4096
+static void *pool_blocks[POOL_MAX];
+static Py_ssize_t pool_len = 0;
+
+static PyObject *pool(PyObject *self, PyObject *args) {
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "n", &count)) {
+        return NULL;
+    }
+    if (count < 0 || count > POOL_MAX) {
+        PyErr_SetString(PyExc_ValueError, "pool size out of range");
+        return NULL;
+    }
+    while (pool_len > count) {
+        munmap(pool_blocks[--pool_len], POOL_BLOCK);
+    }
+    while (pool_len < count) {
+        void *block = leakext_map_block(POOL_BLOCK);
+        if (block == NULL) {
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        pool_blocks[pool_len++] = block;
+    }
+    return PyLong_FromSsize_t(pool_len);
 }
 
 static PyObject *borrow(PyObject *self, PyObject *args) {
@@ -79,6 +133,8 @@ static PyObject *churn(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"keep", keep, METH_VARARGS, "malloc n bytes and keep them (leaks)"},
+    {"keep_mapped", keep_mapped, METH_VARARGS, "mmap n bytes, touch them and keep them"},
+    {"pool", pool, METH_VARARGS, "keep exactly `count` mapped 32 KiB blocks"},
     {"borrow", borrow, METH_VARARGS, "malloc n bytes and free them"},
     {"churn", churn, METH_VARARGS, "malloc and free n bytes, `times` times"},
     {NULL, NULL, 0, NULL},

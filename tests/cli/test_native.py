@@ -191,3 +191,64 @@ def test_too_few_frames_for_memray_fall_back_with_one_line(tmp_path):
     assert run["verdict"]["kind"] == "cyclic-garbage", run["verdict"]["summary"]
     assert run["observations"]["locator"]["engine"] == "tracemalloc"
     assert "needs --frames 5 or more" in proc.stderr
+
+
+# Memory mapped outside malloc (issue 13, item 3): RSS only.
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_mmap_leak_is_native_through_trace(tmp_path, mode):
+    """32 KiB mmap'd per loop: malloc and tracemalloc flat, RSS beyond malloc's heap rising."""
+    out = tmp_path / "run.json"
+    proc = run_cli("trace", str(NATIVE / "ext_mmap_leak.py"), "-q", "--json", str(out),
+                   *(["--fast"] if mode == "fast" else []), env={"COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    verdict = run["verdict"]
+    assert (verdict["leak"], verdict["kind"]) == (True, "native"), verdict["summary"]
+    assert verdict["evidence"]["outside_malloc"] is True
+    assert 28 * 1024 <= verdict["bytes_per_iteration"] <= 36 * 1024, verdict
+    if mode == "full":
+        assert "outside malloc" in verdict["summary"], verdict["summary"]
+        assert "LEAK" in proc.stdout
+
+
+def test_mmap_leak_fails_check(tmp_path):
+    proc, run = _check("ext_mmap_leak", tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert run["verdict"]["kind"] == "native", run["verdict"]["summary"]
+    assert run["verdict"]["evidence"]["outside_malloc"] is True
+    if HAS_MEMRAY:
+        # memray hooks mmap as it hooks malloc: the user line and the native function.
+        site = run["sites"][0]
+        assert site["engine"] == "memray" and site["growing"] is True, site
+        assert site["native"]["function"] == "leakext_map_block"
+        assert site["user_frame"]["file"] == "scenarios/native/ext_mmap_leak.py"
+        assert site["user_frame"]["line"] == 26
+        assert "under `scenarios/native/ext_mmap_leak.py:26`, 32 KiB per iteration" in (
+            run["verdict"]["summary"])
+
+
+def test_mmap_leak_with_tracemalloc_locator_is_native_without_a_site(tmp_path):
+    proc, run = _check("ext_mmap_leak", tmp_path, env={"LEAKSCOPE_LOCATOR": "tracemalloc"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert run["verdict"]["kind"] == "native"
+    assert "outside malloc" in run["verdict"]["summary"]
+    assert not [s for s in run["sites"] if s["growing"]]
+
+
+@pytest.mark.parametrize("command", ["trace", "trace --fast", "check"])
+def test_mapped_warmup_that_then_saws_is_no_leak(tmp_path, command):
+    """A cache of mmap'd blocks that grows for 100 loops, then saws between 80 and 100
+    blocks (RSS climbs, then saws over a flat floor): no leak over 300 loops."""
+    out = tmp_path / "run.json"
+    quiet = ["-q"] if command != "check" else []
+    proc = run_cli(*command.split(), str(NATIVE / "ext_mmap_warmup.py"), "-n", "300", *quiet,
+                   "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    verdict = run["verdict"]
+    assert verdict["leak"] is False and "needs_units" not in verdict["evidence"], verdict
+    rss = [loop["rss_bytes"] for loop in run["loops"] if not loop["warmup"]]
+    # The worker did what it says: RSS rose by ~3 MiB over its warm-up, not after.
+    assert rss[90] - rss[0] > 2 * 1024**2 and max(rss[150:]) - rss[150] < 1024**2
