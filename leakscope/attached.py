@@ -380,6 +380,35 @@ def _forget(private: str, aside: dict[str, types.ModuleType],
             for key in [k for k in cache if k not in before]:
                 cache.pop(key, None)
     _give_back_memory()
+    _sweep_after(threading.current_thread())
+
+
+# Runs in a namespace of its own: the last collection must not be kept from
+# freeing leakscope's modules by the very function that asks for it.
+_SWEEP = """
+def sweep(watcher):
+    watcher.join()
+    import gc
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+"""
+
+
+def _sweep_after(watcher: threading.Thread) -> None:
+    """Collect and trim once more, after the watcher has ended.
+
+    Until then its frames keep ``leakscope.attached``'s globals, and through
+    them most of leakscope's modules, alive; a short thread whose function
+    knows nothing of leakscope frees them, then gives the memory back.
+    """
+    namespace: dict[str, Any] = {}
+    exec(compile(_SWEEP, "<leakscope attach: sweep>", "exec"), namespace)  # noqa: S102
+    threading.Thread(target=namespace["sweep"], args=(watcher,),
+                     name="leakscope-attach-sweep", daemon=True).start()
 
 
 def _give_back_memory() -> None:
