@@ -8,6 +8,7 @@ the process was stopped, how long one thread was held, and the worker's RSS befo
 and after. Ratios are to the phase before, in the same run.
 
     .venv/bin/python bench/attach_bench.py          # ATTACH_UNITS=200 ATTACH_ROUNDS=3
+    ATTACH_APP=wsgi_clean .venv/bin/python bench/attach_bench.py   # RSS with no leak to take out
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS = int(os.environ.get("ATTACH_UNITS", "200"))
 ROUNDS = int(os.environ.get("ATTACH_ROUNDS", "3"))
 PHASE_SECONDS = 3.0
+# The app served: wsgi_leak (the default) or wsgi_clean, whose RSS needs no leak taken out.
+APP = os.environ.get("ATTACH_APP", "wsgi_leak")
 
 
 def _free_port() -> int:
@@ -98,7 +101,7 @@ def one_round() -> dict[str, Any]:
     master = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--chdir",
          str(ROOT / "scenarios" / "workers"), "-w", "1", "-k", "sync", "-b",
-         f"127.0.0.1:{port}", "--timeout", "120", "wsgi_leak:app"],
+         f"127.0.0.1:{port}", "--timeout", "120", f"{APP}:app"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -131,6 +134,15 @@ def one_round() -> dict[str, Any]:
                 raise RuntimeError(f"attach failed: {done.stderr.strip()[-300:]}")
             run = json.loads(out.read_text())
         attach = run["observations"]["attach"]
+        rss_after = _rss(worker)
+        process = run["processes"][0]
+        # The RSS just before tracemalloc started (older runs: the first unit's sample).
+        rss_tracing = process["observations"].get("rss_before_tracing_bytes") \
+            or process["loops"][0]["rss_bytes"]
+        # The app leaks by design in every request of the round: its growth is not
+        # what the attach left, so the run's own rate takes it out.
+        leaked = run["verdict"]["bytes_per_iteration"] * len(client.samples) \
+            if run["verdict"]["leak"] else 0.0
         before = _figures(client.between(t0, t1), t1 - t0)
         during = _figures(client.between(t1, t2), t2 - t1)
         after = _figures(client.between(t2, t3), t3 - t2)
@@ -140,8 +152,12 @@ def one_round() -> dict[str, Any]:
             "attach_seconds": round(t2 - t1, 2),
             "verdict": run["verdict"]["summary"][:60],
             "before": before, "during": during, "after": after,
-            "rss_before_mib": round(rss_before / 2**20, 1),
-            "rss_after_mib": round(_rss(worker) / 2**20, 1),
+            "rss_before_mib": round(rss_before / 2**20, 2),
+            "rss_tracing_mib": round(rss_tracing / 2**20, 2),
+            "rss_after_mib": round(rss_after / 2**20, 2),
+            "leaked_mib": round(leaked / 2**20, 2),
+            "left_mib": round((rss_after - rss_before - leaked) / 2**20, 2),
+            "left_tracing_mib": round((rss_after - rss_tracing - leaked) / 2**20, 2),
         }
     finally:
         master.send_signal(signal.SIGTERM)
@@ -151,7 +167,7 @@ def one_round() -> dict[str, Any]:
 def main() -> None:
     rounds = [one_round() for _ in range(ROUNDS)]
     med = statistics.median
-    print(f"leakscope attach on a gunicorn sync worker, {UNITS} units, {ROUNDS} rounds "
+    print(f"leakscope attach on a gunicorn sync worker ({APP}), {UNITS} units, {ROUNDS} rounds "
           "(median of rounds; ratios to the phase before the attach)")
     print(f"  process stopped by the debugger: {med(r['stopped_ms'] for r in rounds):.1f} ms "
           f"(max {max(r['stopped_ms'] for r in rounds):.1f})")
@@ -165,8 +181,14 @@ def main() -> None:
               f"p99 {med(r[phase]['p99_ms'] for r in rounds):7.2f} ms  "
               f"max {max(r[phase]['max_ms'] for r in rounds):7.1f} ms  "
               f"{med(r[phase]['req_per_s'] for r in rounds):7.1f} req/s")
-    print(f"  worker RSS {med(r['rss_before_mib'] for r in rounds):.1f} MiB before, "
-          f"{med(r['rss_after_mib'] for r in rounds):.1f} MiB after")
+    print(f"  worker RSS {med(r['rss_before_mib'] for r in rounds):.2f} MiB before, "
+          f"{med(r['rss_tracing_mib'] for r in rounds):.2f} MiB when tracing started, "
+          f"{med(r['rss_after_mib'] for r in rounds):.2f} MiB after "
+          f"(the app's own leak meanwhile: {med(r['leaked_mib'] for r in rounds):.2f} MiB)")
+    print(f"  left by the attach, the leak taken out: "
+          f"{med(r['left_mib'] for r in rounds):+.2f} MiB against before, "
+          f"{med(r['left_tracing_mib'] for r in rounds):+.2f} MiB against tracing start "
+          f"(per round: {', '.join(format(r['left_mib'], '+.2f') for r in rounds)})")
     print(f"  verdict: {rounds[0]['verdict']}...")
 
 

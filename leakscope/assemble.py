@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 Change = Sequence[Any]
 # The final facts copied from the measured process's ``final`` into observations.
 FINAL_OBSERVATIONS = ("gc_enabled", "gc_collections", "harness_seconds", "malloc_counter",
-                      "detection", "other_threads_max")
+                      "detection", "other_threads_max", "rss_before_tracing_bytes")
 
 
 class LiveObserver(Protocol):

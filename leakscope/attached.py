@@ -9,18 +9,26 @@ framework already running (a gunicorn worker's WSGI app is wrapped in place,
 Celery's ``task_postrun`` and RQ's job end are connected); without one, a
 thread ends one *time slice* per ``time_slice`` seconds (said in the run).
 
+That thread first imports every module of leakscope's that the span will
+use, and units count only from then on: tracemalloc starts with all of
+leakscope loaded, so the RSS recorded just before it (the run's
+``rss_before_tracing_bytes``) is the size the process must come back to.
+
 The same thread watches the run: once leakscope removes its marker (the
-span is over, or Ctrl-C) or leakscope itself is gone, it writes the end
-(last holder walk), then restores every hook, stops tracemalloc, drops
-leakscope's modules from ``sys.modules`` and the private path from
-``sys.path``. A process that exits during the span writes its end at exit
-(``atexit``); one killed loses only that end, and its units are read anyway.
+span is over, or Ctrl-C) or leakscope itself is gone, it has the end (the
+last holder walk and the descriptions) written by a forked copy of the
+process, so that the walk's objects never grow the worker's own heap, then
+restores every hook, stops tracemalloc, drops leakscope's modules from
+``sys.modules`` and the private path from ``sys.path``. A process that exits
+during the span writes its end at exit (``atexit``); one killed loses only
+that end, and its units are read anyway.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import json
 import os
 import sys
@@ -36,6 +44,16 @@ from leakscope import hook
 from leakscope.agent import Agent
 
 WATCH_SECONDS = 0.05
+# What the span imports lazily, loaded by the watcher before the first unit
+# counts: an import while tracing would stay in the process (its standard
+# library modules are never dropped) and be counted as tracing's memory.
+UP_FRONT = ("leakscope.worker_collector", "leakscope.heap.probe", "leakscope.heap.backrefs",
+            "leakscope.heap.fork", "leakscope.analysis.rules", "leakscope.analysis.stats",
+            "resource", "weakref")
+# How long the forked copy that writes the end may take (the tool side waits
+# attach.FINAL_TIMEOUT for it); a copy stuck on a lock another thread held at
+# fork is killed, and the run lacks its end (the units are read anyway).
+FINAL_COPY_WAIT = 45.0
 
 _attached: AttachedAgent | None = None
 
@@ -66,6 +84,7 @@ class AttachedAgent(Agent):
         self.time_slice = float(config.get("time_slice") or 0.25)
         self.undo: list[Callable[[], None]] = []
         self.left = threading.Event()
+        self.ready = threading.Event()  # leakscope's modules all loaded: units count
 
     def arm(self) -> None:
         agentmod.note_inherited_peak()
@@ -195,7 +214,8 @@ class AttachedAgent(Agent):
     # ------------------------------------------------------------ units
 
     def _measuring_units(self) -> bool:
-        return not self.left.is_set() and os.path.exists(self._running_path)
+        return self.ready.is_set() and not self.left.is_set() and \
+            os.path.exists(self._running_path)
 
     def run_over(self) -> bool:
         """Never strips the environment (attach changed none); leaving is the watcher's job."""
@@ -203,9 +223,15 @@ class AttachedAgent(Agent):
 
     def _watch(self) -> None:
         """Time slices (without a framework) and the end of the span, in one thread."""
-        next_slice = time.monotonic() + self.time_slice
-        checked = 0.0
         try:
+            for name in UP_FRONT:
+                importlib.import_module(name)
+            # What the imports freed (compiling a module from source leaves
+            # megabytes) goes back before the RSS the run compares against.
+            _trim()
+            self.ready.set()
+            next_slice = time.monotonic() + self.time_slice
+            checked = 0.0
             while True:
                 time.sleep(WATCH_SECONDS)
                 now = time.monotonic()
@@ -231,10 +257,11 @@ class AttachedAgent(Agent):
 
     def leave(self, reason: str, save: bool) -> None:
         """Write the end (when asked), then take back everything attach put in the process."""
+        copy = None
         with self._lock:
             if save and not self.finalized and not self.disarmed:
                 try:
-                    self.finalize(reason)
+                    copy = self._finalize_in_copy(reason)
                 except Exception:  # noqa: BLE001, S110 - leaving anyway
                     pass
             self.left.set()
@@ -255,6 +282,8 @@ class AttachedAgent(Agent):
         atexit.unregister(self._at_exit)
         if tracemalloc.is_tracing():
             tracemalloc.stop()
+        if copy is not None:
+            _reap(copy, FINAL_COPY_WAIT)
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -262,6 +291,53 @@ class AttachedAgent(Agent):
             except OSError:
                 pass
         _forget(self.private, self.aside, self.cached)
+
+    def _finalize_in_copy(self, reason: str) -> int | None:
+        """The end written by a forked copy, frozen now with tracemalloc's record; its pid.
+
+        The final walk and the descriptions make a Python object per container
+        of the heap: in the worker, pymalloc takes new arenas for them, and
+        the requests served meanwhile leave objects in those arenas that pin
+        them after leakscope is gone (2 MiB of a gunicorn worker's RSS, with
+        the walk here). The copy writes the final message to the same events
+        file and exits. Where fork is unavailable, the end is written here.
+        """
+        from leakscope.heap.fork import fork_copy
+
+        copy = fork_copy()
+        if copy == 0:
+            code = 1
+            try:
+                self.pid = os.getpid()  # the copy speaks for its parent, in its file
+                self.finalize(reason)
+                code = 0
+            finally:
+                os._exit(code)
+        if copy is None:
+            self.finalize(reason)
+            return None
+        self.finalized = True  # by the copy: never again here (at exit)
+        return copy
+
+
+def _reap(pid: int, wait: float) -> None:
+    """Wait for the copy writing the end, and collect it (no zombie); kill it if stuck."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # the worker reaps its children itself (a SIGCHLD handler)
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            return
+        time.sleep(WATCH_SECONDS)
 
 
 def _parent_runs(name: str) -> bool:
@@ -307,6 +383,35 @@ def _forget(private: str, aside: dict[str, types.ModuleType],
             for key in [k for k in cache if k not in before]:
                 cache.pop(key, None)
     _give_back_memory()
+    _sweep_after(threading.current_thread())
+
+
+# Runs in a namespace of its own: the last collection must not be kept from
+# freeing leakscope's modules by the very function that asks for it.
+_SWEEP = """
+def sweep(watcher):
+    watcher.join()
+    import gc
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+"""
+
+
+def _sweep_after(watcher: threading.Thread) -> None:
+    """Collect and trim once more, after the watcher has ended.
+
+    Until then its frames keep ``leakscope.attached``'s globals, and through
+    them most of leakscope's modules, alive; a short thread whose function
+    knows nothing of leakscope frees them, then gives the memory back.
+    """
+    namespace: dict[str, Any] = {}
+    exec(compile(_SWEEP, "<leakscope attach: sweep>", "exec"), namespace)  # noqa: S102
+    threading.Thread(target=namespace["sweep"], args=(watcher,),
+                     name="leakscope-attach-sweep", daemon=True).start()
 
 
 def _give_back_memory() -> None:
@@ -318,6 +423,11 @@ def _give_back_memory() -> None:
     RSS stayed 2 MiB above what it was before the attach.
     """
     gc.collect()
+    _trim()
+
+
+def _trim() -> None:
+    """glibc's free memory back to the system (``malloc_trim``); calls no Python code."""
     try:
         import ctypes
 

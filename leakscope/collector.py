@@ -200,6 +200,10 @@ class Collector:
         self.detection: dict[str, Any] = {}
         self.gc_counter = counters.GcCounter()
         self.tracemalloc_was_on = tracemalloc.is_tracing()
+        # The process's RSS just before this run started tracemalloc, with all of
+        # leakscope's in-process modules loaded: what `leakscope attach` must
+        # leave the process at (tracing's own memory is what comes after it).
+        self.rss_before_tracing: int | None = None
         self._last_time = time.perf_counter()
         self.harness_seconds = 0.0
         self._gc_enabled = gc.isenabled()
@@ -288,6 +292,7 @@ class Collector:
             "mode": self.settings.mode,
             "detection": self.detection,
             "other_threads_max": self.other_threads_max,
+            "rss_before_tracing_bytes": self.rss_before_tracing,
             "locator": self.locator,
             **(self.end or {}),
         }
@@ -307,6 +312,8 @@ class Collector:
     def start_tracing(self, frames: int | None = None) -> None:
         """tracemalloc on (or its traces cleared), and the traced window's first totals."""
         if not tracemalloc.is_tracing():
+            if self.rss_before_tracing is None:
+                self.rss_before_tracing = counters.rss_bytes()
             tracemalloc.start(frames or self.settings.frames)
         else:
             tracemalloc.clear_traces()

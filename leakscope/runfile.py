@@ -198,6 +198,7 @@ class Observations(MutableMapping[str, Any]):
     malloc_counter: bool | None = None
     detection: dict[str, Any] | None = None
     other_threads_max: int | None = None
+    rss_before_tracing_bytes: int | None = None
     gc_final: dict[str, Any] | None = None
     locator: dict[str, Any] | None = None
     holder_search: dict[str, Any] | None = None
