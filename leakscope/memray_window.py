@@ -165,6 +165,19 @@ class MemrayWindow:
     def active(self) -> bool:
         return self._tracker is not None
 
+    def discard(self) -> None:
+        """Stop tracking and remove the capture: nobody will read it."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001, S110 - leaving anyway
+                pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
     def close(self, loops: int) -> dict[str, Any]:
         """Stop tracking after ``loops`` loops; what the parent needs to read the capture."""
         tracker, self._tracker = self._tracker, None

@@ -479,7 +479,7 @@ class LocatePhase(TracedPhase):
     def begin(self) -> None:
         engine = self.engine
         engine.observer.on_phase("locate", engine.detection)
-        window = self.prepare_memray_window()
+        window = prepare_memray_window(engine)
         # With memray recording Python's allocators beside it, tracemalloc could
         # keep a few frames only: its cost grows with the depth (the JSON
         # churner: 15x untraced at 3 frames, 26x at 10), and memray's full
@@ -490,37 +490,46 @@ class LocatePhase(TracedPhase):
             frames = min(engine.settings.frames, LOCATE_FRAMES_WITH_MEMRAY)
         engine.start_tracing(frames)
         self.first_checkpoint()
-        if window is not None:
-            if window.open():
-                engine.memray = window
-            else:
-                engine.locator = {"engine": "tracemalloc", "note": window.note}
+        open_memray_window(engine, window)
 
-    def prepare_memray_window(self) -> Any:
-        """memray over the locate loops too, when it is the locator: native sites.
 
-        Imported before tracemalloc starts and opened after it and the first
-        holder walk, so none of them is in either capture; a worker that runs
-        its own Tracker keeps it, and the run locates with tracemalloc alone
-        (the note says so).
-        """
-        engine = self.engine
-        settings = engine.settings
-        if settings.locator == "tracemalloc" or not settings.capture_dir:
-            return None
-        from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+def prepare_memray_window(engine: Collector) -> Any:
+    """memray over a window of traced loops too, when it is the locator: native sites.
 
-        if settings.frames < MIN_FRAMES:
-            engine.locator = {"engine": "tracemalloc", "note": (
-                f"the memray locator needs --frames {MIN_FRAMES} or more; "
-                "located with tracemalloc")}
-            return None
-
-        window = MemrayWindow(settings.capture_dir)
-        if window.prepare():
-            return window
-        engine.locator = {"engine": "tracemalloc", "note": window.note}
+    Fast mode's locate loops and a real worker's traced window use it.
+    Called before tracemalloc starts, and ``open_memray_window`` after it and
+    the first holder walk, so that none of them (memray's own imports
+    included) is in either capture; a worker that runs its own Tracker keeps
+    it, and the run locates with tracemalloc alone (``engine.locator``'s note
+    says so). None when the window will not open.
+    """
+    settings = engine.settings
+    if settings.locator == "tracemalloc" or not settings.capture_dir:
         return None
+    from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+
+    if settings.frames < MIN_FRAMES:
+        engine.locator = {"engine": "tracemalloc", "note": (
+            f"the memray locator needs --frames {MIN_FRAMES} or more; "
+            "located with tracemalloc")}
+        return None
+
+    window = MemrayWindow(settings.capture_dir)
+    if window.prepare():
+        return window
+    engine.locator = {"engine": "tracemalloc", "note": window.note}
+    return None
+
+
+def open_memray_window(engine: Collector, window: Any) -> None:
+    """Start the window ``prepare_memray_window`` made (if any); closed by
+    ``engine.close_memray_window()`` after the window's last loop."""
+    if window is None:
+        return
+    if window.open():
+        engine.memray = window
+    else:
+        engine.locator = {"engine": "tracemalloc", "note": window.note}
 
 
 # ------------------------------------------------------------ real workers
@@ -695,7 +704,13 @@ class UnitTracedPhase(TracedPhase):
             if self.picked:
                 engine.detection = {"picked": True, "after_units": 0}
             engine.observer.on_phase("locate", engine.detection)
+            # A window has an end, so memray can locate in it as in fast mode's
+            # locate loops (native sites); a process traced for good has none.
+            memray = prepare_memray_window(engine)
             engine.start_tracing()
+            self.first_checkpoint()
+            open_memray_window(engine, memray)
+            return
         self.first_checkpoint()
 
     def record(self, index: int, seconds: float) -> Phase | None:
@@ -757,6 +772,7 @@ class UnitTracedPhase(TracedPhase):
 
     def end(self) -> None:
         """The process is exiting inside or after the tracing: what close_window would say."""
+        self.engine.close_memray_window()
         if self.engine.diffs.skipped:
             self.flush_lines()
         self.engine.observe_end()
@@ -784,6 +800,9 @@ class UnitTracedPhase(TracedPhase):
         assert self.watch is not None
         engine = self.engine
         self.closed = True
+        # Stopped here, before the copy forks: the Tracker writes its capture in
+        # this process, and the copy only reports where it is (engine.locator).
+        engine.close_memray_window()
         if engine.diffs.skipped:
             self.flush_lines()
         copy = fork_copy()
@@ -819,7 +838,10 @@ class UnitTracedPhase(TracedPhase):
             self.checkpoint(final=True)
             engine.backref_fallback()
         self.observer.on_window({
-            "end": engine.end or {},
+            # The memray window's capture travels with the window's end facts:
+            # a process killed before its final word still has its native sites.
+            "end": {**(engine.end or {}),
+                    **({"locator": engine.locator} if engine.locator else {})},
             "holders": probe.report() if probe is not None else None,
         })
 
