@@ -190,6 +190,10 @@ class TracedPhase:
 
     def begin(self) -> None:
         engine = self.engine
+        if self.target is not None and self.name == "measure" and memray_may_locate(engine):
+            # Full mode: the native series is kept, so that a native verdict's
+            # site can be located after the last loop (native_window).
+            engine.observer = NativeSeries(engine.observer, self.target)
         engine.start_tracing()
         engine.observer.on_measuring(engine.warmup_loops)
         self.first_checkpoint()
@@ -215,7 +219,7 @@ class TracedPhase:
         # Observe now, while the worker's frames and a tick script's globals
         # are still alive: StopTracing is about to unwind them.
         engine.observe_end()
-        return None
+        return native_window(engine)
 
     def record_traced(self, index: int, seconds: float) -> None:
         """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
@@ -379,7 +383,7 @@ class HolderLocatorPhase:
         assert engine.holder_probe is not None
         engine.holder_probe.stop_locating()
         engine.observe_end()
-        return None
+        return native_window(engine)
 
 
 class FinishedPhase:
@@ -493,7 +497,13 @@ class LocatePhase(TracedPhase):
         open_memray_window(engine, window)
 
 
-def prepare_memray_window(engine: Collector) -> Any:
+def memray_may_locate(engine: Collector) -> bool:
+    """Whether this run asked for memray windows (the parent made a capture directory)."""
+    settings = engine.settings
+    return settings.locator != "tracemalloc" and bool(settings.capture_dir)
+
+
+def prepare_memray_window(engine: Collector, beside_tracemalloc: bool = True) -> Any:
     """memray over a window of traced loops too, when it is the locator: native sites.
 
     Fast mode's locate loops and a real worker's traced window use it.
@@ -504,11 +514,11 @@ def prepare_memray_window(engine: Collector) -> Any:
     says so). None when the window will not open.
     """
     settings = engine.settings
-    if settings.locator == "tracemalloc" or not settings.capture_dir:
+    if not memray_may_locate(engine):
         return None
     from leakscope.memray_window import MIN_FRAMES, MemrayWindow
 
-    if settings.frames < MIN_FRAMES:
+    if beside_tracemalloc and settings.frames < MIN_FRAMES:
         engine.locator = {"engine": "tracemalloc", "note": (
             f"the memray locator needs --frames {MIN_FRAMES} or more; "
             "located with tracemalloc")}
@@ -530,6 +540,121 @@ def open_memray_window(engine: Collector, window: Any) -> None:
         engine.memray = window
     else:
         engine.locator = {"engine": "tracemalloc", "note": window.note}
+
+
+# --------------------------------------------- full mode's native window
+
+
+class NativeSeries:
+    """The observer of a full-mode run, passed through, with each measured loop's native
+    and traced bytes kept: what ``native_window`` decides on after the last loop.
+
+    Preallocated arrays, as fast mode's series: an append per loop would be a
+    block the worker did not allocate.
+    """
+
+    def __init__(self, inner: Any, loops: int) -> None:
+        self.inner = inner
+        self.native = array("d", bytes(8 * loops))
+        self.traced = array("d", bytes(8 * loops))
+        self.count = 0
+        self.complete = True
+        # Measured loops after which a holder walk ran (its own malloc moves the series).
+        self.walked = array("l", [0]) * MAX_WALKS_KEPT
+        self.walks = 0
+
+    def on_loop(self, loop: dict[str, Any], changes: Any) -> None:
+        if not loop.get("warmup") and self.count < len(self.native):
+            native, traced = loop.get("native_bytes"), loop.get("traced_bytes")
+            if native is None or traced is None:
+                self.complete = False
+            else:
+                self.native[self.count] = native
+                self.traced[self.count] = traced
+            self.count += 1
+        self.inner.on_loop(loop, changes)
+
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        if self.walks < len(self.walked):
+            self.walked[self.walks] = self.count
+            self.walks += 1
+        self.inner.on_checkpoint(loops_done, observation)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def native_grows(self) -> dict[str, float] | None:
+        """The full-mode rule's native branch, on the series so far: the native series
+        rises (the holder walks' own steps taken out) and the traced one does not.
+        Its rate and p-value, or None."""
+        from leakscope.analysis.rules import NATIVE_MIN_RATE, _without_walk_steps
+        from leakscope.analysis.stats import ratchet
+        from leakscope.runfile import Loop
+
+        if not self.complete or self.count < 3:
+            return None
+        walked = set(self.walked[:self.walks])
+        loops = [Loop(index=i, warmup=False, gc_objects=1 if i + 1 in walked else None)
+                 for i in range(self.count)]
+        native = _without_walk_steps(list(self.native[:self.count]), loops)
+        evidence = ratchet(native)
+        if not (evidence.leak and evidence.slope >= NATIVE_MIN_RATE):
+            return None
+        if ratchet(list(self.traced[:self.count])).leak:
+            return None  # Python objects grow: not a native verdict
+        return {"native_rate": round(evidence.slope, 1), "native_p_value": evidence.p_value}
+
+
+# Holder walks a full-mode run makes: one per collector.CHECKPOINTS entry.
+MAX_WALKS_KEPT = 8
+
+
+def native_window(engine: Collector) -> Phase | None:
+    """After full mode's last measured loop: a memray window over a few more loops when
+    the verdict will be native, so that it names the native function and the user's
+    line as fast mode does. None (the run is over) otherwise.
+
+    tracemalloc stops first: the run's figures are all taken, and neither
+    memray's import nor the window's loops may show in them.
+    """
+    tap = engine.observer
+    if not isinstance(tap, NativeSeries):
+        return None
+    engine.observer = tap.inner
+    growth = tap.native_grows()
+    if growth is None:
+        return None
+    if tracemalloc.is_tracing() and not engine.tracemalloc_was_on:
+        tracemalloc.stop()
+    open_memray_window(engine, prepare_memray_window(engine, beside_tracemalloc=False))
+    if engine.memray is None:
+        return None
+    return NativeWindowPhase(engine, max(2, engine.settings.locate_loops), growth)
+
+
+class NativeWindowPhase:
+    """Full mode's native window: ``loops`` more loops under memray alone, not measured
+    (they take no index), then the run is over."""
+
+    def __init__(self, engine: Collector, loops: int, growth: dict[str, float]) -> None:
+        self.engine = engine
+        self.loops = loops
+        self.growth = growth
+
+    def begin(self) -> None:
+        self.engine.observer.on_phase("memray", {"loops": self.loops, **self.growth})
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        engine.index -= 1
+        window = engine.memray
+        if window is None:
+            return None
+        window.count_loop()
+        if window.counted < self.loops:
+            return self
+        engine.close_memray_window()
+        return None
 
 
 # ------------------------------------------------------------ real workers

@@ -56,6 +56,11 @@ class LiveLoopPrinter:
                 "[yellow]growth detected by the cheap counters; tracing a few loops "
                 "to locate it[/yellow]"
             )
+        elif phase == "memray":
+            self.console.print(
+                f"[yellow]native memory grows; locating it with memray over "
+                f"{info.get('loops', 'a few')} more loops[/yellow]"
+            )
 
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
         if loop.warmup:
