@@ -295,8 +295,16 @@ def _gather(
 
 def armed_settings(settings: Settings, directory: Path) -> Settings:
     """What each armed process reads: the locator asked for (``LEAKSCOPE_LOCATOR``), and
-    the run directory for its memray window's capture, which goes with the directory."""
+    the run directory for its memray window's capture, which goes with the directory.
+
+    Only ``LEAKSCOPE_LOCATOR=memray`` opens memray windows here: "auto" is
+    tracemalloc under `run`, because a memray Tracker in a Celery pool child
+    made the Celery bench 6.35x plain against 2.15x with tracemalloc alone
+    (BENCHMARKS.md, issue 13).
+    """
     locator = locator_from_env() if settings.locator == "auto" else settings.locator
+    if locator == "auto":
+        locator = "tracemalloc"
     return replace(settings, locator=locator,
                    capture_dir="" if locator == "tracemalloc" else str(directory))
 

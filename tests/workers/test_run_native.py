@@ -2,8 +2,9 @@
 
 The worker is scenarios/native/ext_consumer.py, a consumer loop that calls
 ``leakscope.tick()`` per message and the test C extension (leakext) in each:
-under the default ``--sample auto`` its counters grow, and its traced window
-runs under memray too where the worker's Python can import it, which names
+under the default ``--sample auto`` its counters grow, and with
+``LEAKSCOPE_LOCATOR=memray`` its traced window runs under memray too where the
+worker's Python can import it, which names
 the user line and the native function. Where memray cannot run there, the
 window locates with tracemalloc and says why in one line, as fast mode does.
 """
@@ -39,7 +40,9 @@ def built_extension() -> None:
 
 
 def _run(tmp_path: Path, *command: str, extra: tuple[str, ...] = (), env: dict | None = None):
+    """`leakscope run` with memray asked for (under `run`, "auto" is tracemalloc)."""
     out = tmp_path / "run.json"
+    env = {"LEAKSCOPE_LOCATOR": "memray", **(env or {})}
     proc = run_cli("run", "--quiet", "--units", UNITS, "--timeout", "60", "--json", str(out),
                    *extra, "--", *command, env=env)
     return proc, (load_json(out) if out.exists() else None)
@@ -83,9 +86,9 @@ def test_run_names_a_native_leaks_user_line_and_function(tmp_path):
     assert "leakext_keep_buffer" in page and CONSUMER in page
 
 
-def test_run_with_the_tracemalloc_locator_has_no_native_site(tmp_path):
-    proc, run = _run(tmp_path, sys.executable, CONSUMER,
-                     env={"LEAKSCOPE_LOCATOR": "tracemalloc"})
+@pytest.mark.parametrize("locator", ["tracemalloc", "auto"])
+def test_run_with_the_tracemalloc_locator_has_no_native_site(tmp_path, locator):
+    proc, run = _run(tmp_path, sys.executable, CONSUMER, env={"LEAKSCOPE_LOCATOR": locator})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     process = _process(run)
     assert process["observations"]["locator"]["engine"] == "tracemalloc"
