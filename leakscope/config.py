@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leakscope.errors import ConfigError, UsageError
+from leakscope.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,63 +210,16 @@ def _resolve_target(text: str, base: Path) -> str:
 
 
 def _settings(table: _Table) -> CheckSettings:
-    from leakscope.budget import parse_max_growth
-    from leakscope.settings import MAX_FRAMES, MAX_SECONDS
-    from leakscope.units import MAX_SIZE, parse_size
+    """The table's settings, each checked by the rule the command line and plugin share."""
+    from leakscope.settings import SettingError, check_setting
 
-    values = table.values
     result = CheckSettings()
-    if "max-growth" in values:
-        value = values["max-growth"]
+    for key in SETTING_KEYS:
+        if key not in table.values:
+            continue
+        name = key.replace("-", "_")
         try:
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise UsageError("")
-            result.max_growth = parse_max_growth(value)
-        except UsageError:
-            raise table.error(
-                "max-growth", 'not a size per iteration (use e.g. "0B", "512B", "4KiB", "1MiB")'
-            ) from None
-    if "memory-limit" in values:
-        value = values["memory-limit"]
-        try:
-            if isinstance(value, bool) or not isinstance(value, (str, int)) or (
-                isinstance(value, int) and not 0 < value <= MAX_SIZE
-            ):
-                raise UsageError("")
-            result.memory_limit = value if isinstance(value, int) else parse_size(value)
-        except UsageError:
-            raise table.error("memory-limit", 'not a size (use e.g. "512MiB", "2GiB")') from None
-    for name, maximum in (("iterations", None), ("frames", MAX_FRAMES)):
-        if name in values:
-            value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise table.error(name, "expected a whole number of 1 or more")
-            if maximum is not None and value > maximum:
-                raise table.error(name, f"expected a whole number from 1 to {maximum}")
-            setattr(result, name.replace("-", "_"), value)
-    if "warmup" in values:
-        value = values["warmup"]
-        if value == "auto":
-            result.warmup = "auto"
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise table.error("warmup", 'expected a whole number of 0 or more, or "auto"')
-        else:
-            result.warmup = value
-    if "mode" in values:
-        if values["mode"] not in ("fast", "full"):
-            raise table.error("mode", 'expected "fast" or "full"')
-        result.mode = values["mode"]
-    if "holders" in values:
-        if not isinstance(values["holders"], bool):
-            raise table.error("holders", "expected true or false")
-        result.holders = values["holders"]
-    if "timeout" in values:
-        value = values["timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0 < value <= MAX_SECONDS
-        ):
-            raise table.error(
-                "timeout", f"expected a number of seconds above 0, at most {MAX_SECONDS:,.0f}"
-            )
-        result.timeout = float(value)
+            setattr(result, name, check_setting(name, table.values[key]))
+        except SettingError as exc:
+            raise table.error(key, exc.expected) from None
     return result

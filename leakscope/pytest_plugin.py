@@ -63,37 +63,32 @@ class LeakscopeUsageError(Exception):
 
 def _settings(iterations: Any = None, warmup: Any = None, frames: Any = None,
               holders: Any = None) -> Settings:
+    """The marker's or fixture's options, checked by the rule the CLI and config share."""
     from leakscope.settings import Settings
 
     settings = Settings(holders=DEFAULT_HOLDERS)
-    if iterations is not None:
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise LeakscopeUsageError(f"iterations={iterations!r}: expected an int of 1 or more")
-        settings.iterations = iterations
-    if warmup is not None:
-        if warmup != "auto" and (
-            isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0
-        ):
-            raise LeakscopeUsageError(f"warmup={warmup!r}: expected an int of 0 or more, or 'auto'")
-        settings.warmup = warmup
-    if frames is not None:
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
-            raise LeakscopeUsageError(f"frames={frames!r}: expected an int of 1 or more")
-        settings.frames = frames
+    given = {"iterations": iterations, "warmup": warmup, "frames": frames}
+    for name, value in given.items():
+        if value is not None:
+            setattr(settings, name, _checked(name, value))
     if holders is not None:
         settings.holders = bool(holders)
     return settings
 
 
-def _budget(max_growth: Any) -> int:
-    from leakscope.budget import DEFAULT_MAX_GROWTH, parse_max_growth
-    from leakscope.errors import UsageError
+def _checked(name: str, value: Any) -> Any:
+    from leakscope.settings import SettingError, check_setting
 
     try:
-        return parse_max_growth(DEFAULT_MAX_GROWTH if max_growth is None else max_growth,
-                                "max_growth")
-    except UsageError as exc:
-        raise LeakscopeUsageError(exc.message) from None
+        return check_setting(name, value)
+    except SettingError as exc:
+        raise LeakscopeUsageError(f"{name}={value!r}: {exc.expected}") from None
+
+
+def _budget(max_growth: Any) -> int:
+    from leakscope.budget import DEFAULT_MAX_GROWTH
+
+    return int(_checked("max_growth", DEFAULT_MAX_GROWTH if max_growth is None else max_growth))
 
 
 def _judge(run: Run, max_growth_bytes: int) -> None:

@@ -89,3 +89,104 @@ class Settings:
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         return cls(**known)
+
+
+# The one check of every setting's value, whichever face it came through: the
+# command line, [tool.leakscope] in pyproject.toml, or the pytest marker and
+# fixture. Each face says where the value was written; the rule says what
+# would do, in the same words everywhere.
+
+
+class SettingError(ValueError):
+    """A setting's value refused; ``expected`` says what would do."""
+
+    def __init__(self, name: str, value: Any, expected: str) -> None:
+        super().__init__(f"{name} = {value!r}: {expected}")
+        self.name = name
+        self.value = value
+        self.expected = expected
+
+
+def _whole(value: Any, low: int, high: int | None = None) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, int) and value >= low
+            and (high is None or value <= high))
+
+
+def _seconds(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and 0 < value <= MAX_SECONDS)
+
+
+def _size(value: Any) -> int | None:
+    """Bytes from "512MiB", "4KiB", "0B" or a whole number of bytes; None if it is none."""
+    from leakscope.errors import UsageError
+    from leakscope.units import MAX_SIZE, parse_size
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_SIZE else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_size(value)
+    except UsageError:
+        return None
+
+
+SECONDS = f"expected a number of seconds above 0, at most {MAX_SECONDS:,.0f}"
+EXPECTED: dict[str, str] = {
+    "iterations": "expected a whole number of 1 or more",
+    "warmup": 'expected a whole number of 0 or more, or "auto"',
+    "frames": f"expected a whole number from 1 to {MAX_FRAMES}",
+    "top": "expected a whole number of 0 or more",
+    "timeout": SECONDS,
+    "memory_limit": 'not a size (use e.g. "512MiB", "2GiB")',
+    "max_growth": 'not a size per iteration (use e.g. "0B", "512B", "4KiB", "1MiB")',
+    "holders": "expected true or false",
+    "mode": 'expected "fast" or "full"',
+    "sample": 'expected a whole number of 1 or more, or "auto"',
+    "trace_units": (
+        f"expected 0 (no limit) or at least {MIN_TRACE_UNITS}: holder walks at 0, 10 and 30 "
+        "traced units, then the unit that locates a growing container's line"
+    ),
+}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` checked (and converted, for sizes and "auto") for the setting ``name``.
+
+    Raises ``SettingError``. Values come typed: a face that reads text (the
+    command line) turns digits into numbers first, so that ``warmup = "5"``
+    in TOML and ``--warmup 5`` mean what each of them says.
+    """
+    if name in ("timeout", "duration", "stop_timeout", "time_slice", "wait"):
+        if _seconds(value):
+            return float(value)
+        raise SettingError(name, value, SECONDS)
+    checked: Any = None
+    if name == "iterations" and _whole(value, 1):
+        checked = value
+    elif name == "warmup" and (value == "auto" or _whole(value, 0)):
+        checked = value
+    elif name == "frames" and _whole(value, 1, MAX_FRAMES):
+        checked = value
+    elif name == "top" and _whole(value, 0):
+        checked = value
+    elif name in ("memory_limit", "max_growth"):
+        checked = _size(value)
+        if name == "memory_limit" and checked == 0:
+            checked = None
+    elif name == "holders" and isinstance(value, bool):
+        checked = value
+    elif name == "mode" and value in ("fast", "full"):
+        checked = value
+    elif name == "sample" and (value == "auto" or _whole(value, 1)):
+        checked = 0 if value == "auto" else value
+    elif name == "trace_units" and (value == 0 or _whole(value, MIN_TRACE_UNITS)):
+        checked = value
+    elif name not in EXPECTED:
+        raise KeyError(f"no rule for the setting {name!r}")
+    if checked is None:
+        raise SettingError(name, value, EXPECTED[name])
+    return checked

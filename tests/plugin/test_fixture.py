@@ -95,7 +95,8 @@ def test_nested_tracing_is_refused(leakscope):
     ("call", "message"),
     [
         ("leakscope.trace(lambda: None, iterations=0)", "leakscope: iterations=0*"),
-        ("leakscope.trace(lambda: None, max_growth='big')", "leakscope: max_growth: not a size*"),
+        ("leakscope.trace(lambda: None, max_growth='big')",
+         "leakscope: max_growth='big': not a size per iteration*"),
         ("leakscope.loop(warmup='later')", "leakscope: warmup='later'*"),
     ],
 )

@@ -103,10 +103,10 @@ def test_same_leak_above_a_budget_in_bytes():
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('iterations="many"', "leakscope: iterations='many': expected an int of 1 or more"),
-        ("iterations=0", "leakscope: iterations=0: expected an int of 1 or more"),
+        ('iterations="many"', "leakscope: iterations='many': expected a whole number of 1 or more"),
+        ("iterations=0", "leakscope: iterations=0: expected a whole number of 1 or more"),
         ("warmup=-1", "leakscope: warmup=-1*"),
-        ('max_growth="4XB"', "leakscope: max_growth: not a size: '4XB'*"),
+        ('max_growth="4XB"', "leakscope: max_growth='4XB': not a size per iteration*"),
         ("iteration=5", "leakscope: @pytest.mark.leakscope: unknown option 'iteration'*"),
         ("5", "leakscope: @pytest.mark.leakscope takes keyword arguments only*"),
     ],
