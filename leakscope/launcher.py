@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from leakscope.agent import RUNNING_MARKER
 from leakscope.assemble import Assembler, new_run, now_iso
 from leakscope.errors import TargetError, UsageError, WorkerError
 from leakscope.interpreter import with_private_path
+from leakscope.memray_window import locator_from_env
 from leakscope.runfile import Run, Verdict
 from leakscope.settings import Settings
 
@@ -262,10 +263,11 @@ def _gather(
     (directory / LEADER_FILE).write_text(process_identity(os.getpid()) or "")
     watch = Watch(directory, settings.top)
     started = time.monotonic()
+    armed = armed_settings(settings, directory)
     # The command's own session: a Ctrl-C at the terminal reaches leakscope
     # only, which stops the command as its supervisor would (_stop).
     try:
-        proc = subprocess.Popen(argv, env=agent_env(directory, settings),
+        proc = subprocess.Popen(argv, env=agent_env(directory, armed),
                                 start_new_session=True, preexec_fn=_die_with(os.getpid()))
     except OSError as exc:
         shutil.rmtree(directory, ignore_errors=True)
@@ -289,6 +291,22 @@ def _gather(
         exit_code=None if stopped_by_us else code,
         seconds=time.monotonic() - started, directory=directory,
     )
+
+
+def armed_settings(settings: Settings, directory: Path) -> Settings:
+    """What each armed process reads: the locator asked for (``LEAKSCOPE_LOCATOR``), and
+    the run directory for its memray window's capture, which goes with the directory.
+
+    Only ``LEAKSCOPE_LOCATOR=memray`` opens memray windows here: "auto" is
+    tracemalloc under `run`, because a memray Tracker in a Celery pool child
+    made the Celery bench 6.35x plain against 2.15x with tracemalloc alone
+    (BENCHMARKS.md, issue 13).
+    """
+    locator = locator_from_env() if settings.locator == "auto" else settings.locator
+    if locator == "auto":
+        locator = "tracemalloc"
+    return replace(settings, locator=locator,
+                   capture_dir="" if locator == "tracemalloc" else str(directory))
 
 
 def _die_with(leader: int) -> Callable[[], None] | None:
@@ -434,6 +452,7 @@ def process_run(log: ProcessLog, settings: Settings) -> Run:
     run = assembler.run
     run.settings = settings.to_dict()
     run.settings.pop("args", None)
+    run.settings.pop("capture_dir", None)
     # Watched processes (--sample auto or K) measure untraced units first.
     watched = any(loop.phase == "detect" for loop in run.loops)
     run.mode = "fast" if watched else "full"

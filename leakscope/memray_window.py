@@ -112,6 +112,9 @@ class MemrayWindow:
         self._pending: Any = None
         self.note = ""
         self.loops = 0
+        # Loops counted by the window itself (full mode's native window, whose
+        # loops are not traced ones); 0 when the caller counts them.
+        self.counted = 0
 
     def prepare(self) -> bool:
         """Import memray and make the Tracker, before tracemalloc starts: its imports
@@ -165,6 +168,22 @@ class MemrayWindow:
     def active(self) -> bool:
         return self._tracker is not None
 
+    def count_loop(self) -> None:
+        self.counted += 1
+
+    def discard(self) -> None:
+        """Stop tracking and remove the capture: nobody will read it."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001, S110 - leaving anyway
+                pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
     def close(self, loops: int) -> dict[str, Any]:
         """Stop tracking after ``loops`` loops; what the parent needs to read the capture."""
         tracker, self._tracker = self._tracker, None
@@ -175,9 +194,9 @@ class MemrayWindow:
         except Exception as exc:  # noqa: BLE001
             self.note = f"memray failed to stop ({exc}); located with tracemalloc"
             return {"engine": "tracemalloc", "note": self.note}
-        self.loops = loops
+        self.loops = self.counted or loops
         return {
-            "engine": "memray", "capture": self.path, "loops": loops,
+            "engine": "memray", "capture": self.path, "loops": self.loops,
             "python_allocators": PYTHON_ALLOCATORS,
             "libraries": _mapped_libraries(), "executable": os.path.realpath(
                 "/proc/self/exe") if os.path.exists("/proc/self/exe") else "",

@@ -193,6 +193,10 @@ class TracedPhase:
 
     def begin(self) -> None:
         engine = self.engine
+        if self.target is not None and self.name == "measure" and memray_may_locate(engine):
+            # Full mode: the native series is kept, so that a native verdict's
+            # site can be located after the last loop (native_window).
+            engine.observer = NativeSeries(engine.observer, self.target)
         engine.start_tracing()
         engine.observer.on_measuring(engine.warmup_loops)
         self.first_checkpoint()
@@ -247,7 +251,7 @@ class TracedPhase:
         # Observe now, while the worker's frames and a tick script's globals
         # are still alive: StopTracing is about to unwind them.
         engine.observe_end()
-        return None
+        return native_window(engine)
 
     def record_traced(self, index: int, seconds: float) -> None:
         """One traced loop: totals and counters; per-line diff when due; holders at checkpoints."""
@@ -417,7 +421,7 @@ class HolderLocatorPhase:
         assert engine.holder_probe is not None
         engine.holder_probe.stop_locating()
         engine.observe_end()
-        return None
+        return native_window(engine)
 
 
 class FinishedPhase:
@@ -533,7 +537,7 @@ class LocatePhase(TracedPhase):
     def begin(self) -> None:
         engine = self.engine
         engine.observer.on_phase("locate", engine.detection)
-        window = self.prepare_memray_window()
+        window = prepare_memray_window(engine)
         # With memray recording Python's allocators beside it, tracemalloc could
         # keep a few frames only: its cost grows with the depth (the JSON
         # churner: 15x untraced at 3 frames, 26x at 10), and memray's full
@@ -544,36 +548,166 @@ class LocatePhase(TracedPhase):
             frames = min(engine.settings.frames, LOCATE_FRAMES_WITH_MEMRAY)
         engine.start_tracing(frames)
         self.first_checkpoint()
-        if window is not None:
-            if window.open():
-                engine.memray = window
-            else:
-                engine.locator = {"engine": "tracemalloc", "note": window.note}
+        open_memray_window(engine, window)
 
-    def prepare_memray_window(self) -> Any:
-        """memray over the locate loops too, when it is the locator: native sites.
 
-        Imported before tracemalloc starts and opened after it and the first
-        holder walk, so none of them is in either capture; a worker that runs
-        its own Tracker keeps it, and the run locates with tracemalloc alone
-        (the note says so).
-        """
-        engine = self.engine
-        settings = engine.settings
-        if settings.locator == "tracemalloc" or not settings.capture_dir:
-            return None
-        from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+def memray_may_locate(engine: Collector) -> bool:
+    """Whether this run asked for memray windows (the parent made a capture directory)."""
+    settings = engine.settings
+    return settings.locator != "tracemalloc" and bool(settings.capture_dir)
 
-        if settings.frames < MIN_FRAMES:
-            engine.locator = {"engine": "tracemalloc", "note": (
-                f"the memray locator needs --frames {MIN_FRAMES} or more; "
-                "located with tracemalloc")}
-            return None
 
-        window = MemrayWindow(settings.capture_dir)
-        if window.prepare():
-            return window
+def prepare_memray_window(engine: Collector, beside_tracemalloc: bool = True) -> Any:
+    """memray over a window of traced loops too, when it is the locator: native sites.
+
+    Fast mode's locate loops and a real worker's traced window use it.
+    Called before tracemalloc starts, and ``open_memray_window`` after it and
+    the first holder walk, so that none of them (memray's own imports
+    included) is in either capture; a worker that runs its own Tracker keeps
+    it, and the run locates with tracemalloc alone (``engine.locator``'s note
+    says so). None when the window will not open.
+    """
+    settings = engine.settings
+    if not memray_may_locate(engine):
+        return None
+    from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+
+    if beside_tracemalloc and settings.frames < MIN_FRAMES:
+        engine.locator = {"engine": "tracemalloc", "note": (
+            f"the memray locator needs --frames {MIN_FRAMES} or more; "
+            "located with tracemalloc")}
+        return None
+
+    window = MemrayWindow(settings.capture_dir)
+    if window.prepare():
+        return window
+    engine.locator = {"engine": "tracemalloc", "note": window.note}
+    return None
+
+
+def open_memray_window(engine: Collector, window: Any) -> None:
+    """Start the window ``prepare_memray_window`` made (if any); closed by
+    ``engine.close_memray_window()`` after the window's last loop."""
+    if window is None:
+        return
+    if window.open():
+        engine.memray = window
+    else:
         engine.locator = {"engine": "tracemalloc", "note": window.note}
+
+
+# --------------------------------------------- full mode's native window
+
+
+class NativeSeries:
+    """The observer of a full-mode run, passed through, with each measured loop's native
+    and traced bytes kept: what ``native_window`` decides on after the last loop.
+
+    Preallocated arrays, as fast mode's series: an append per loop would be a
+    block the worker did not allocate.
+    """
+
+    def __init__(self, inner: Any, loops: int) -> None:
+        self.inner = inner
+        self.native = array("d", bytes(8 * loops))
+        self.traced = array("d", bytes(8 * loops))
+        self.count = 0
+        self.complete = True
+        # Measured loops after which a holder walk ran (its own malloc moves the series).
+        self.walked = array("l", [0]) * MAX_WALKS_KEPT
+        self.walks = 0
+
+    def on_loop(self, loop: dict[str, Any], changes: Any) -> None:
+        if not loop.get("warmup") and self.count < len(self.native):
+            native, traced = loop.get("native_bytes"), loop.get("traced_bytes")
+            if native is None or traced is None:
+                self.complete = False
+            else:
+                self.native[self.count] = native
+                self.traced[self.count] = traced
+            self.count += 1
+        self.inner.on_loop(loop, changes)
+
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        if self.walks < len(self.walked):
+            self.walked[self.walks] = self.count
+            self.walks += 1
+        self.inner.on_checkpoint(loops_done, observation)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def native_grows(self) -> dict[str, float] | None:
+        """The full-mode rule's native branch, on the series so far: the native series
+        rises (the holder walks' own steps taken out) and the traced one does not.
+        Its rate and p-value, or None."""
+        from leakscope.analysis.rules import NATIVE_MIN_RATE, _without_walk_steps
+        from leakscope.analysis.stats import ratchet
+        from leakscope.runfile import Loop
+
+        if not self.complete or self.count < 3:
+            return None
+        walked = set(self.walked[:self.walks])
+        loops = [Loop(index=i, warmup=False, gc_objects=1 if i + 1 in walked else None)
+                 for i in range(self.count)]
+        native = _without_walk_steps(list(self.native[:self.count]), loops)
+        evidence = ratchet(native)
+        if not (evidence.leak and evidence.slope >= NATIVE_MIN_RATE):
+            return None
+        if ratchet(list(self.traced[:self.count])).leak:
+            return None  # Python objects grow: not a native verdict
+        return {"native_rate": round(evidence.slope, 1), "native_p_value": evidence.p_value}
+
+
+# Holder walks a full-mode run makes: one per collector.CHECKPOINTS entry.
+MAX_WALKS_KEPT = 8
+
+
+def native_window(engine: Collector) -> Phase | None:
+    """After full mode's last measured loop: a memray window over a few more loops when
+    the verdict will be native, so that it names the native function and the user's
+    line as fast mode does. None (the run is over) otherwise.
+
+    tracemalloc stops first: the run's figures are all taken, and neither
+    memray's import nor the window's loops may show in them.
+    """
+    tap = engine.observer
+    if not isinstance(tap, NativeSeries):
+        return None
+    engine.observer = tap.inner
+    growth = tap.native_grows()
+    if growth is None:
+        return None
+    if tracemalloc.is_tracing() and not engine.tracemalloc_was_on:
+        tracemalloc.stop()
+    open_memray_window(engine, prepare_memray_window(engine, beside_tracemalloc=False))
+    if engine.memray is None:
+        return None
+    return NativeWindowPhase(engine, max(2, engine.settings.locate_loops), growth)
+
+
+class NativeWindowPhase:
+    """Full mode's native window: ``loops`` more loops under memray alone, not measured
+    (they take no index), then the run is over."""
+
+    def __init__(self, engine: Collector, loops: int, growth: dict[str, float]) -> None:
+        self.engine = engine
+        self.loops = loops
+        self.growth = growth
+
+    def begin(self) -> None:
+        self.engine.observer.on_phase("memray", {"loops": self.loops, **self.growth})
+
+    def record(self, index: int, seconds: float) -> Phase | None:
+        engine = self.engine
+        engine.index -= 1
+        window = engine.memray
+        if window is None:
+            return None
+        window.count_loop()
+        if window.counted < self.loops:
+            return self
+        engine.close_memray_window()
         return None
 
 
@@ -749,7 +883,13 @@ class UnitTracedPhase(TracedPhase):
             if self.picked:
                 engine.detection = {"picked": True, "after_units": 0}
             engine.observer.on_phase("locate", engine.detection)
+            # A window has an end, so memray can locate in it as in fast mode's
+            # locate loops (native sites); a process traced for good has none.
+            memray = prepare_memray_window(engine)
             engine.start_tracing()
+            self.first_checkpoint()
+            open_memray_window(engine, memray)
+            return
         self.first_checkpoint()
 
     def record(self, index: int, seconds: float) -> Phase | None:
@@ -812,6 +952,7 @@ class UnitTracedPhase(TracedPhase):
 
     def end(self) -> None:
         """The process is exiting inside or after the tracing: what close_window would say."""
+        self.engine.close_memray_window()
         if self.engine.diffs.skipped:
             self.flush_lines()
         self.engine.observe_end()
@@ -839,6 +980,9 @@ class UnitTracedPhase(TracedPhase):
         assert self.watch is not None
         engine = self.engine
         self.closed = True
+        # Stopped here, before the copy forks: the Tracker writes its capture in
+        # this process, and the copy only reports where it is (engine.locator).
+        engine.close_memray_window()
         if engine.diffs.skipped:
             self.flush_lines()
         copy = fork_copy()
@@ -874,7 +1018,10 @@ class UnitTracedPhase(TracedPhase):
             self.checkpoint(final=True)
             engine.backref_fallback()
         self.observer.on_window({
-            "end": engine.end or {},
+            # The memray window's capture travels with the window's end facts:
+            # a process killed before its final word still has its native sites.
+            "end": {**(engine.end or {}),
+                    **({"locator": engine.locator} if engine.locator else {})},
             "holders": probe.report() if probe is not None else None,
         })
 

@@ -130,7 +130,7 @@ def trace(
     if settings.locator == "auto":
         settings = replace(settings, locator=locator_from_env())
     capture_dir = ""
-    if settings.mode == "fast" and settings.locator != "tracemalloc":
+    if settings.locator != "tracemalloc":
         # The memray window's capture lives here, and goes with it.
         _remove_stale_captures()
         capture_dir = tempfile.mkdtemp(prefix=f"{CAPTURE_PREFIX}{os.getpid()}-")

@@ -28,6 +28,7 @@ its own needs: ``close()`` and ``abandon()``.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from typing import Any
 
@@ -86,6 +87,8 @@ class UnitCollector(Collector):
                                   exact_loops=0, min_steps=WORKER_MIN_STEPS)
         self.other_threads_allocate = True
         self.closed = False
+        # A memray window is this process's own: a forked child inherits none.
+        self._pid = os.getpid()
 
     def _plan(self, engine: Collector) -> Phase:
         """After warm-up: traced for good, or watched with a window to trace when it grows."""
@@ -119,8 +122,16 @@ class UnitCollector(Collector):
         return self.finish()
 
     def abandon(self) -> None:
-        """A forked child drops the parent's collector: no callbacks, no tracer."""
+        """A forked child drops the parent's collector: no callbacks, no tracer.
+
+        The process itself giving up (the run is over, an error) stops its
+        memray window and removes the capture nobody will read; a forked child
+        has no Tracker of its own (memray does not follow forks here).
+        """
         self.closed = True
+        window, self.memray = self.memray, None
+        if window is not None and os.getpid() == self._pid:
+            window.discard()
         self.gc_counter.__exit__()
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()

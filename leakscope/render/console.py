@@ -56,6 +56,11 @@ class LiveLoopPrinter:
                 "[yellow]growth detected by the cheap counters; tracing a few loops "
                 "to locate it[/yellow]"
             )
+        elif phase == "memray":
+            self.console.print(
+                f"[yellow]native memory grows; locating it with memray over "
+                f"{info.get('loops', 'a few')} more loops[/yellow]"
+            )
 
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
         if loop.warmup:
@@ -321,6 +326,7 @@ def print_processes(console: Console, run: Run) -> None:
             format_bytes(peak) if peak else "-",
         )
     console.print(table)
+    _print_locator_notes(console, run)
     notes = [p for p in run.processes if (p.process or {}).get("forks_per_unit")]
     for process in notes:
         info = process.process or {}
@@ -329,3 +335,16 @@ def print_processes(console: Console, run: Run) -> None:
             f"per {process.unit}: what a {process.unit} keeps dies with its horse, so this "
             "measures the worker process itself"
         ), style="dim"))
+
+
+def _print_locator_notes(console: Console, run: Run) -> None:
+    """Why a process's traced window located with tracemalloc though memray was asked for:
+    one line per reason, naming the processes it applies to."""
+    pids: dict[str, list[str]] = {}
+    for process in run.processes:
+        note = (process.observations.get("locator") or {}).get("note")
+        if note:
+            pids.setdefault(str(note), []).append(str((process.process or {}).get("pid", "?")))
+    for note, which in pids.items():
+        label = "pid" if len(which) == 1 else "pids"
+        console.print(Text(printable(f"{note} ({label} {', '.join(which)})"), style="dim"))

@@ -82,6 +82,47 @@ def test_native_leak_in_trace_fast_terminal_and_html(tmp_path):
         '"engine":"memray"', '"engine": "memray"')
 
 
+@needs_memray
+def test_full_mode_native_leak_names_user_line_and_native_function(tmp_path):
+    """trace without --fast: tracemalloc measures every loop; a memray window after the
+    last one names the native site of a native verdict."""
+    out = tmp_path / "run.json"
+    proc = run_cli("trace", str(NATIVE / "ext_leak.py"), "--json", str(out),
+                   env={"TMPDIR": str(tmp_path), "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["mode"] == "full"
+    verdict = run["verdict"]
+    assert verdict["leak"] is True and verdict["kind"] == "native", verdict
+    site = run["sites"][0]
+    assert site["engine"] == "memray" and site["growing"] is True, site
+    assert site["native"]["function"] == "leakext_keep_buffer"
+    assert site["native"]["library"].startswith("leakext")
+    assert site["user_frame"]["file"] == "scenarios/native/ext_leak.py"
+    assert site["user_frame"]["line"] == 25
+    assert 512 <= site["bytes_per_iteration"] <= 2048, site
+    locator = run["observations"]["locator"]
+    assert locator["engine"] == "memray" and locator["loops"] >= 2, locator
+    # The window's loops come after the measured ones and are not in the run.
+    assert sum(1 for loop in run["loops"] if not loop["warmup"]) == 50
+    assert [loop["index"] for loop in run["loops"]] == list(range(len(run["loops"])))
+    assert all(loop["traced_bytes"] is not None for loop in run["loops"] if not loop["warmup"])
+    assert "under `scenarios/native/ext_leak.py:25`, 1 KiB per iteration" in verdict["summary"]
+    assert "locating it with memray over" in proc.stdout
+    assert "native leakext_keep_buffer (leakext" in proc.stdout
+    assert not list(tmp_path.glob("leakscope-memray-*"))
+
+
+@pytest.mark.parametrize("scenario", ["ext_fixed", "ext_churn_pyleak"])
+def test_full_mode_opens_no_memray_window_without_native_growth(tmp_path, scenario):
+    out = tmp_path / "run.json"
+    proc = run_cli("trace", str(NATIVE / f"{scenario}.py"), "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert "locator" not in run["observations"], run["observations"].get("locator")
+    assert not [s for s in run["sites"] if s["engine"] == "memray"]
+
+
 def test_fixed_extension_is_no_leak(tmp_path):
     proc, run = _check("ext_fixed", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
