@@ -46,7 +46,7 @@ def test_bad_command(command, code, text, tmp_path):
 def test_a_window_too_short_to_locate_anything_is_refused(tmp_path):
     proc = run_cli("run", "--quiet", "--trace-units", "20", "--json", str(tmp_path / "r.json"),
                    "--", sys.executable, "-c", "pass")
-    _one_line_error(proc, 2, "--trace-units: at least 32")
+    _one_line_error(proc, 2, "--trace-units 20: expected 0 (no limit) or at least 32")
 
 
 def test_no_unit_names_the_processes_that_started(tmp_path):
