@@ -20,7 +20,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build  # noqa: E402 - the build helper beside this file
-
 import leakscope  # noqa: E402
 
 leakext = build.load()
