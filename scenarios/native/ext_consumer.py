@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build  # noqa: E402 - the build helper beside this file
 import leakscope  # noqa: E402
 
+# Built on first use by the helper beside this file (cc and Python's headers).
 leakext = build.load()
 SIZE = 1024
 
