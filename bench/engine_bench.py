@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leakscope import runfile  # noqa: E402
-from leakscope.runfile import Run  # noqa: E402
+from leakscope.model import runfile  # noqa: E402
+from leakscope.model.runfile import Run  # noqa: E402
 
 PLAIN = ROOT / "bench" / "plain_loop.py"
 RESULTS = ROOT / "bench" / "results" / "engine.json"

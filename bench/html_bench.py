@@ -26,9 +26,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from leakscope import runfile
+from leakscope.model import runfile
+from leakscope.model.runfile import LineDelta, Run
 from leakscope.render.html import write_html
-from leakscope.runfile import LineDelta, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "reports" / "bench"

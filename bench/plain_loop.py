@@ -33,7 +33,7 @@ def load(path: str, args: list[str]) -> ModuleType:
 
 
 def run_loops(iteration: Callable[[], object], count: int) -> list[float]:
-    """The same shape as leakscope.harness.run_loops: one call per loop, timed."""
+    """The same shape as leakscope.measure.harness.run_loops: one call per loop, timed."""
     times = []
     clock = time.perf_counter
     last = clock()
@@ -47,7 +47,7 @@ def run_loops(iteration: Callable[[], object], count: int) -> list[float]:
 
 def like_runpy(call: Callable[[], list[float]]) -> list[float]:
     """One frame here and the caller's lambda make two: iteration() then runs under five
-    frames, as under ``python -m leakscope.harness`` (runpy's two, the harness module,
+    frames, as under ``python -m leakscope.measure.harness`` (runpy's two, the harness module,
     main, run_loops). tracemalloc pays per frame it captures, so depth must match."""
     return call()
 

@@ -37,10 +37,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leakscope import counters, runfile  # noqa: E402
 from leakscope.analysis import decide  # noqa: E402
 from leakscope.analysis.stats import MIN_LOOPS  # noqa: E402
-from leakscope.runfile import Run  # noqa: E402
+from leakscope.measure import counters  # noqa: E402
+from leakscope.model import runfile  # noqa: E402
+from leakscope.model.runfile import Run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "issue2.json"
 PLAIN = ROOT / "bench" / "plain_loop.py"

@@ -4,7 +4,7 @@ The public surface is deliberately tiny and imports nothing heavy, so that
 ``leakscope.tick()`` can stay in production code at no cost.
 """
 
-from leakscope.hook import StopTracing, tick
+from leakscope.measure.hook import StopTracing, tick
 
 __version__ = "0.1.0"
 

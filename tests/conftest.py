@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import hook
+from leakscope.measure import hook
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

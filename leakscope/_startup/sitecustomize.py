@@ -20,7 +20,7 @@ def _arm() -> None:
     if not os.environ.get("LEAKSCOPE_AGENT"):
         return
     try:
-        from leakscope import agent
+        from leakscope.drive import agent
     except ImportError:
         sys.stderr.write(
             "leakscope: this Python cannot import leakscope; "

@@ -13,7 +13,7 @@ from leakscope.analysis.policy import (
 from leakscope.analysis.prose import describe, describe_untraced, ended_by, partial_prefix
 from leakscope.analysis.ranking import link_sites, mark_native_sites, rank_sites
 from leakscope.analysis.rules import decide, project
-from leakscope.runfile import Run
+from leakscope.model.runfile import Run
 
 __all__ = ["analyse", "decide", "describe", "project"]
 

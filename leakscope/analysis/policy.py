@@ -15,9 +15,9 @@ from leakscope.analysis.stats import (
     suffix_minima,
     theil_sen,
 )
-from leakscope.runfile import Run, Verdict
-from leakscope.sites import is_user_file
-from leakscope.units import format_bytes, format_count, short_unit
+from leakscope.model.runfile import Run, Verdict
+from leakscope.model.sites import is_user_file
+from leakscope.model.units import format_bytes, format_count, short_unit
 
 # `leakscope run`: growth seen only inside a framework's or library's own code
 # (no growing site with a user frame, no growing container made or grown by

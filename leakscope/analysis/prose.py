@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from leakscope.runfile import Holder, Run, Site, Verdict
-from leakscope.units import format_bytes, format_count, short_unit
+from leakscope.model.runfile import Holder, Run, Site, Verdict
+from leakscope.model.units import format_bytes, format_count, short_unit
 
 
 def ended_by(run: Run) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leakscope.analysis.stats import ratchet, suffix_minima, theil_sen, thin
-from leakscope.runfile import Holder, Run, Site, Verdict
+from leakscope.model.runfile import Holder, Run, Site, Verdict
 
 SITE_LIMIT = 25
 
@@ -27,19 +27,26 @@ def rank_sites(sites: list[Site], leak: bool) -> list[Site]:
     return [s for s in ranked[:SITE_LIMIT] if s.kept_bytes > 0 or s.bytes_per_iteration > 0]
 
 
+# A steady native site kept blocks in at least this share of the window's loops.
+STEADY_SHARE = 0.5
+
+
+def steady(site: Site, loops: int) -> bool:
+    """A native site that kept blocks in at least half the window's loops."""
+    return site.kept_blocks >= max(2, STEADY_SHARE * loops)
+
+
 def mark_native_sites(run: Run, verdict: Verdict, native: list[Site]) -> None:
     """memray's native sites: kept if steady over the window, growing only under a native leak.
 
     memray's "leaked" means "not freed when its window closed": one buffer
     an extension caches, or a pool it grew once, is no leak. A site must have
-    kept blocks in at least half the window's loops (``native_sites.steady``),
+    kept blocks in at least half the window's loops (``steady``),
     and the verdict, decided on the counters, must call the growth native.
     """
     loops = int((run.observations.get("locator") or {}).get("loops") or 0)
     if not native:
         return
-    from leakscope.native_sites import steady
-
     kept = [site for site in native if loops >= 1 and steady(site, loops)]
     for site in kept:
         site.growing = verdict.leak and verdict.kind == "native"

@@ -87,9 +87,9 @@ from leakscope.analysis.stats import (
     suffix_minima,
     theil_sen,
 )
-from leakscope.runfile import Holder, Loop, Run, Site, Verdict
-from leakscope.sites import is_user_file
-from leakscope.units import format_bytes, short_unit
+from leakscope.model.runfile import Holder, Loop, Run, Site, Verdict
+from leakscope.model.sites import is_user_file
+from leakscope.model.units import format_bytes, short_unit
 
 # Share of the window's growth that one gc.collect() must free to call it cyclic.
 CYCLIC_SHARE = 0.5

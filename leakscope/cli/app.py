@@ -1,7 +1,7 @@
 """The typer commands: each parses its options into checked values and calls one function.
 
 What a command does lives in the module named for it (``tracing``, ``gate``,
-``saved``, ``workers``); the values' rules live in ``leakscope.settings``.
+``saved``, ``workers``); the values' rules live in ``leakscope.model.settings``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from leakscope.cli import options, saved
 from leakscope.cli.options import DEFAULT_CHECK_DIR, DEFAULT_RUN_FILE, Outputs
 from leakscope.cli.output import console
-from leakscope.settings import (
+from leakscope.model.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_FAST_ITERATIONS,
     DEFAULT_FRAMES,

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from leakscope import runfile
 from leakscope.cli.options import (
     DEFAULT_CHECK_DIR,
     DEFAULT_RUN_FILE,
@@ -21,13 +20,14 @@ from leakscope.cli.options import (
 )
 from leakscope.cli.output import console, error_line, print_plain
 from leakscope.cli.tracing import Interrupted, interrupted, trace_and_save
-from leakscope.errors import EXIT_LEAK, EXIT_WORKER, LeakscopeError, UsageError
-from leakscope.runfile import Run
-from leakscope.settings import DEFAULT_FAST_ITERATIONS, Settings
+from leakscope.model import runfile
+from leakscope.model.errors import EXIT_LEAK, EXIT_WORKER, LeakscopeError, UsageError
+from leakscope.model.runfile import Run
+from leakscope.model.settings import DEFAULT_FAST_ITERATIONS, Settings
 
 if TYPE_CHECKING:
-    from leakscope.budget import Decision
-    from leakscope.config import CheckSettings, Config
+    from leakscope.analysis.budget import Decision
+    from leakscope.model.config import CheckSettings, Config
 
 
 @dataclass
@@ -46,7 +46,7 @@ class CheckRequest:
 
 def check(request: CheckRequest) -> None:
     """Trace TARGET (or read RUN.json), judge it against its budget, exit 1 above it."""
-    from leakscope import config as configmod
+    from leakscope.model import config as configmod
 
     cfg = configmod.load()
     if request.junit_path is not None:
@@ -118,7 +118,7 @@ def run_paths(targets: list[str], json_path: Path | None) -> list[Path]:
 
 
 def budget_of(layers: CheckSettings) -> int:
-    from leakscope.budget import DEFAULT_MAX_GROWTH, parse_max_growth
+    from leakscope.analysis.budget import DEFAULT_MAX_GROWTH, parse_max_growth
 
     if layers.max_growth is not None:
         return layers.max_growth
@@ -127,8 +127,8 @@ def budget_of(layers: CheckSettings) -> int:
 
 def check_saved(path: Path, cli: CheckSettings, cfg: Config) -> Decision:
     """`check RUN.json`: judge the verdict the run file holds; it is never recomputed."""
-    from leakscope.budget import judge
-    from leakscope.config import CheckSettings
+    from leakscope.analysis.budget import judge
+    from leakscope.model.config import CheckSettings
     from leakscope.render.text import CheckText
 
     run = runfile.load(path)
@@ -147,10 +147,10 @@ def check_traced(request: CheckRequest, cfg: Config) -> list[Decision]:
     A worker that fails is reported and the next target still runs, so one
     broken target does not hide the others' leaks; the exit code is then 3.
     """
-    from leakscope import target as targetmod
-    from leakscope.budget import Decision, exceeds, judge
-    from leakscope.config import TargetEntry
-    from leakscope.errors import WorkerError
+    from leakscope.analysis.budget import Decision, exceeds, judge
+    from leakscope.measure import target as targetmod
+    from leakscope.model.config import TargetEntry
+    from leakscope.model.errors import WorkerError
     from leakscope.render.text import CheckText
 
     target, worker_args = request.target, request.worker_args

@@ -11,7 +11,13 @@ import typer
 from leakscope.cli.app import app
 from leakscope.cli.output import err_console
 from leakscope.cli.tracing import Interrupted
-from leakscope.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, Abandoned, LeakscopeError
+from leakscope.model.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Abandoned,
+    LeakscopeError,
+)
 from leakscope.render.safe import printable
 
 try:  # typer >= 0.16 vendors click; older ones depend on it.

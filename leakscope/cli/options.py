@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leakscope import runfile
-from leakscope.errors import UsageError
-from leakscope.settings import SettingError, Settings, check_setting
+from leakscope.model import runfile
+from leakscope.model.errors import UsageError
+from leakscope.model.settings import SettingError, Settings, check_setting
 
 if TYPE_CHECKING:
-    from leakscope.config import CheckSettings
-    from leakscope.interpreter import Interpreter
+    from leakscope.drive.interpreter import Interpreter
+    from leakscope.model.config import CheckSettings
 
 DEFAULT_RUN_FILE = ".leakscope/last-run.json"
 # `check` with several targets writes one run file per target here.
@@ -86,7 +86,7 @@ def check_writable(path: Path, option: str) -> None:
 def choose_python(explicit: str | None) -> Interpreter:
     """The worker's interpreter, said in one line (on stderr: check's stdout is for CI)."""
     from leakscope.cli.output import note
-    from leakscope.interpreter import choose
+    from leakscope.drive.interpreter import choose
 
     interpreter = choose(explicit)
     note(interpreter.describe())
@@ -100,7 +100,7 @@ def use_interpreter(settings: Settings, interpreter: Interpreter) -> None:
 
 def layered(**given: Any) -> CheckSettings:
     """`check`'s options as the top layer over pyproject.toml (None: not given here)."""
-    from leakscope.config import CheckSettings
+    from leakscope.model.config import CheckSettings
 
     return CheckSettings(**{name: None if value is None else checked(name, value)
                             for name, value in given.items()})

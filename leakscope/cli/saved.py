@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from leakscope import runfile
 from leakscope.cli.output import console, err_console, print_dim, print_plain
-from leakscope.errors import EXIT_LEAK, LeakscopeError
+from leakscope.model import runfile
+from leakscope.model.errors import EXIT_LEAK, LeakscopeError
+from leakscope.model.runfile import Run
 from leakscope.render.safe import printable
-from leakscope.runfile import Run
 
 
 def load_analysed(path: Path) -> Run:
@@ -48,7 +48,7 @@ def html(run_path: Path, output: Path | None, open_page: bool) -> None:
 
 def diff(base_path: Path, new_path: Path, fail_on_new: bool) -> None:
     """Compare two runs; exit 1 with ``fail_on_new`` when NEW grows something BASE did not."""
-    from leakscope.compare import compare
+    from leakscope.analysis.compare import compare
     from leakscope.render.text import ComparisonText
 
     comparison = compare(load_analysed(base_path), load_analysed(new_path))

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from leakscope import runfile
 from leakscope.cli.options import Outputs, choose_python, use_interpreter
 from leakscope.cli.output import console, note, print_dim, say
-from leakscope.errors import EXIT_LEAK, RunFileError, WorkerError
-from leakscope.runfile import Run
-from leakscope.settings import Settings
+from leakscope.model import runfile
+from leakscope.model.errors import EXIT_LEAK, RunFileError, WorkerError
+from leakscope.model.runfile import Run
+from leakscope.model.settings import Settings
 
 if TYPE_CHECKING:
-    from leakscope.target import TargetSpec
+    from leakscope.measure.target import TargetSpec
 
 
 class Interrupted(Exception):
@@ -32,7 +32,7 @@ def interrupted(run: Run) -> bool:
 def trace_worker(target: str, settings: Settings, outputs: Outputs, python: str | None,
                  quiet: bool) -> None:
     """`leakscope trace`: run the loop under tracing, show each loop and the verdict, save."""
-    from leakscope import target as targetmod
+    from leakscope.measure import target as targetmod
     from leakscope.render.console import print_summary
 
     spec = targetmod.parse(target)
@@ -80,9 +80,9 @@ def trace_and_save(
     ``supervisor.Interrupts``); ``Interrupted`` follows the save.
     """
     from leakscope.analysis import analyse
+    from leakscope.drive.supervisor import Interrupts
+    from leakscope.drive.supervisor import trace as run_trace
     from leakscope.render.console import LiveLoopPrinter, ProgressObserver
-    from leakscope.supervisor import Interrupts
-    from leakscope.supervisor import trace as run_trace
 
     failure: WorkerError | None = None
     with Interrupts(say) as interrupts:

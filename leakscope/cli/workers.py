@@ -10,13 +10,13 @@ from typing import Any
 
 import typer
 
-from leakscope import runfile
 from leakscope.cli.options import Outputs
 from leakscope.cli.output import advice, console, err_console, print_dim
 from leakscope.cli.tracing import Interrupted
-from leakscope.errors import EXIT_INTERRUPTED, EXIT_LEAK, WorkerError
-from leakscope.runfile import Run
-from leakscope.settings import Settings
+from leakscope.model import runfile
+from leakscope.model.errors import EXIT_INTERRUPTED, EXIT_LEAK, WorkerError
+from leakscope.model.runfile import Run
+from leakscope.model.settings import Settings
 
 
 @dataclass
@@ -32,8 +32,8 @@ class RunSpan:
 def run_command(command: list[str], settings: Settings, span: RunSpan, outputs: Outputs,
                 quiet: bool, keep_run_dir: bool) -> None:
     """`leakscope run`: start the command, trace its Python processes, combine, save."""
-    from leakscope import launcher
-    from leakscope.assemble import now_iso
+    from leakscope.drive import launcher
+    from leakscope.model.runfile import now_iso
 
     if command and command[0] == "--":
         command = command[1:]
@@ -89,8 +89,8 @@ def judge_exit(run: Run, outputs: Outputs) -> None:
 def finish_run(gathered: Any, command: list[str], settings: Settings, span: RunSpan,
                started_at: str, outputs: Outputs) -> None:
     """`run` after the command ended: every process's Run, combined, saved and shown."""
-    from leakscope import launcher
-    from leakscope.combine import combine
+    from leakscope.analysis.combine import combine
+    from leakscope.drive import launcher
 
     launcher.raise_for_nothing_done(gathered, command, span.timeout)
     runs = [launcher.process_run(log, settings) for log in gathered.watch.processes]
@@ -132,9 +132,9 @@ class AttachSpan:
 def attach_to(pid: str, children: bool, settings: Settings, span: AttachSpan,
               outputs: Outputs) -> None:
     """`leakscope attach`: measure a running process for a span, then leave it as it was."""
-    from leakscope import attach, launcher
-    from leakscope.assemble import now_iso
-    from leakscope.combine import combine
+    from leakscope.analysis.combine import combine
+    from leakscope.drive import attach, launcher
+    from leakscope.model.runfile import now_iso
 
     outputs.check()
     units, duration = span.units, span.duration

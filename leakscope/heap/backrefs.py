@@ -25,7 +25,7 @@ from leakscope.heap.walk import (
     length_of,
     root_name,
 )
-from leakscope.saferepr import safe_repr
+from leakscope.model.saferepr import safe_repr
 
 # The back-reference fallback calls gc.get_referrers once per object it
 # explores, each a pass over the whole heap; above this many objects it is

@@ -9,7 +9,6 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from leakscope import sites
 from leakscope.heap.walk import (
     BOUNDED_LINES,
     BOUNDED_SAMPLE,
@@ -26,7 +25,8 @@ from leakscope.heap.walk import (
     SKIP_TYPES,
     instance_attributes,
 )
-from leakscope.saferepr import safe_repr, type_name
+from leakscope.model import sites
+from leakscope.model.saferepr import safe_repr, type_name
 
 
 class Container:

@@ -7,8 +7,8 @@ import os
 import tracemalloc
 import warnings
 
-from leakscope import wire
 from leakscope.heap.walk import Walk
+from leakscope.model import wire
 
 # The walking copy stops tracemalloc to walk at untraced speed, unless its
 # traces are so many that freeing them (in a copy-on-write child) costs more

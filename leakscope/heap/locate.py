@@ -7,9 +7,9 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from leakscope import sites
 from leakscope.heap.describe import LENGTHS, Container
 from leakscope.heap.walk import classify
+from leakscope.model import sites
 
 
 class GrowthLocator:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from leakscope import sites
-from leakscope.runfile import Holder
+from leakscope.model import sites
+from leakscope.model.runfile import Holder
 
 
 def _user_line(stack: list[list[Any]], display: Callable[[str], str]) -> str | None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-from leakscope import sites
-from leakscope.saferepr import qualified_type_name, safe_repr
+from leakscope.model import sites
+from leakscope.model.saferepr import qualified_type_name, safe_repr
 
 # Hops from a module. ``app.events.Bus._instance._listeners`` is 3 hops;
 # 5 leaves room for a dict of lists inside a singleton's attribute.

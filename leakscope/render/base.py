@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from leakscope.atomic import write_atomic
-from leakscope.errors import LeakscopeError
+from leakscope.model.atomic import write_atomic
+from leakscope.model.errors import LeakscopeError
 
 Subject = TypeVar("Subject", contravariant=True)
 

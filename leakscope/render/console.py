@@ -8,7 +8,8 @@ or from a run file, so they never enter rich markup: they pass through
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console, Group
 from rich.markup import escape
@@ -18,15 +19,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from leakscope.model.runfile import Holder, LineDelta, Loop, Run, Site
+from leakscope.model.units import format_bytes, format_count, short_unit
 from leakscope.render.paths import short_location, site_location
 from leakscope.render.safe import displayed, printable
-from leakscope.runfile import Holder, LineDelta, Loop, Run, Site
-from leakscope.units import format_bytes, format_count, short_unit
 
 if TYPE_CHECKING:
     from rich.status import Status
 
-    from leakscope.launcher import Watch
+class LiveProcess(Protocol):
+    """One process of a live `leakscope run` or `attach`, as the status line shows it."""
+
+    @property
+    def process(self) -> dict[str, Any]: ...
+
+    @property
+    def units(self) -> int: ...
+
+
+class LiveRun(Protocol):
+    """What the status line reads of a run being watched (the launcher's ``Watch``)."""
+
+    @property
+    def processes(self) -> Sequence[LiveProcess]: ...
+
 
 # Lines shown per loop in the live view (the rest are summed up in one line).
 LIVE_LINES = 8
@@ -281,7 +297,7 @@ class RunProgress:
         if self._status is not None:
             self._status.__exit__(None, None, None)
 
-    def update(self, watch: Watch, elapsed: float) -> None:
+    def update(self, watch: LiveRun, elapsed: float) -> None:
         if self._status is None:
             return
         parts = [

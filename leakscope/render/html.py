@@ -27,12 +27,12 @@ import jinja2
 from markupsafe import Markup
 
 from leakscope import __version__
-from leakscope.atomic import SHARED
+from leakscope.model.atomic import SHARED
+from leakscope.model.runfile import Frame, Holder, Loop, Run, Site, Verdict
+from leakscope.model.units import format_bytes, format_count, short_unit
 from leakscope.render.base import write_output
 from leakscope.render.paths import short_location, short_path
 from leakscope.render.safe import displayed
-from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
-from leakscope.units import format_bytes, format_count, short_unit
 
 # Chart points kept in the page: a 10,000-loop run thins to this many, keeping
 # each bucket's extremes so spikes and floors survive (a line is ~1000 px wide).

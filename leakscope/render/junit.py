@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from leakscope.budget import Decision
+from leakscope.analysis.budget import Decision
 from leakscope.render.base import write_output
 from leakscope.render.safe import printable
 from leakscope.render.text import ci_line, short_summary

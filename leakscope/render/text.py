@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from leakscope.model.runfile import Holder, Run, Site
+from leakscope.model.units import format_bytes, format_count, short_unit
 from leakscope.render.paths import short_location, site_location
 from leakscope.render.safe import displayed
-from leakscope.runfile import Holder, Run, Site
-from leakscope.units import format_bytes, format_count, short_unit
 
 if TYPE_CHECKING:
-    from leakscope.budget import Decision
-    from leakscope.compare import Comparison
+    from leakscope.analysis.budget import Decision
+    from leakscope.analysis.compare import Comparison
 
 # Growing sites listed under the summary: enough to find the culprit, short
 # enough for a CI log or a pytest failure section.
@@ -77,7 +77,7 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
     ``failed`` is the budget decision when the caller already made it (it is
     ``budget.exceeds``); the line only states it, it never decides.
     """
-    from leakscope.budget import exceeds
+    from leakscope.analysis.budget import exceeds
 
     run = displayed(run)
     verdict = run.verdict

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import attach
+from leakscope.drive import attach
 from tests.conftest import ROOT, need_program
 
 TICK_WORKER = ROOT / "scenarios" / "attach" / "tick_worker.py"

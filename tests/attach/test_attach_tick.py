@@ -140,13 +140,14 @@ def test_a_loop_that_calls_tick_counts_its_loops(tmp_path):
     script.write_text(
         "import sys, time\n"
         "from leakscope import tick\n"
-        "import leakscope.hook as own_hook\n"
+        "import leakscope.measure.hook as own_hook\n"
         "KEPT = []\n"
         "while True:\n"
         "    KEPT.append(bytearray(2000))\n"
         "    time.sleep(0.01)\n"
         "    tick()\n"
-        f"    open({str(status)!r}, 'w').write(repr((sys.modules['leakscope.hook'] is own_hook,"
+        f"    open({str(status)!r}, 'w')"
+        ".write(repr((sys.modules['leakscope.measure.hook'] is own_hook,"
         " own_hook.installed() is None)))\n"
     )
     worker = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import attach
+from leakscope.drive import attach
 from tests.conftest import run_cli
 
 EXIT_USAGE = 2

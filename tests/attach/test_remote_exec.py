@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import attach
-from leakscope.errors import TargetError
+from leakscope.drive import attach
+from leakscope.model.errors import TargetError
 
 
 def target(version: tuple[int, int]) -> attach.Target:
@@ -64,8 +64,9 @@ def test_in_process_side_spawns_nothing_to_find_libc():
     from tests.conftest import ROOT
 
     probe = ("import sys\nbefore = set(sys.modules)\n"
-             "import leakscope.attached, leakscope.worker_collector, leakscope.heap.probe\n"
-             "from leakscope import counters\n"
+             "import leakscope.drive.attached, leakscope.measure.worker_collector\n"
+             "import leakscope.heap.probe\n"
+             "from leakscope.measure import counters\n"
              "assert counters._mallinfo2 is not None\n"
              "print(sorted(set(sys.modules) - before & {'subprocess', 'ctypes.util', "
              "'shutil', 'tempfile'}))\n")

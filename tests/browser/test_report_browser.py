@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from leakscope import runfile
-from leakscope.runfile import Frame, Holder, LineDelta
+from leakscope.model import runfile
+from leakscope.model.runfile import Frame, Holder, LineDelta
 from tests.conftest import ROOT, load_json, run_cli
 
 SCREENSHOT = ROOT / "reports" / "browser-report.png"

@@ -317,7 +317,7 @@ def test_second_ctrl_c_during_the_analysis_abandons_and_says_so(tmp_path: Path) 
 
 SLOW_SAVE = """\
     import os, sys, time
-    import leakscope.runfile as runfile
+    import leakscope.model.runfile as runfile
 
     real = runfile.save
 
@@ -449,7 +449,7 @@ def test_sigkill_of_leakscope_takes_the_traced_child_with_it(tmp_path: Path) -> 
 
 WATCHED_CHILD = """\
     import os, sys, time
-    from leakscope import harness
+    from leakscope.measure import harness
 
     harness._set_pdeathsig = lambda signum: False  # as where prctl is missing
     harness.tie_to_parent(os.getppid())

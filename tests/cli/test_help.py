@@ -8,7 +8,7 @@ import re
 import pytest
 
 import leakscope
-from leakscope.settings import DEFAULT_ITERATIONS
+from leakscope.model.settings import DEFAULT_ITERATIONS
 from tests.conftest import load_json, run_cli
 
 COMMANDS = ["trace", "report", "html", "check", "diff", "run"]

@@ -158,7 +158,7 @@ def test_a_bug_in_leakscope_is_an_internal_error_not_exit_1(good: dict, tmp_path
     path = tmp_path / "run.json"
     path.write_text(json.dumps(good))
     code = (
-        "import sys, leakscope.runfile as r, leakscope.cli as cli\n"
+        "import sys, leakscope.model.runfile as r, leakscope.cli as cli\n"
         "def boom(path):\n    raise ZeroDivisionError('planted bug')\n"
         "r.load = boom\ncli.main(sys.argv[1:])\n"
     )
@@ -172,7 +172,7 @@ def test_a_bug_in_leakscope_is_an_internal_error_not_exit_1(good: dict, tmp_path
 
 def test_internal_error_with_debug_shows_the_traceback(good: dict, tmp_path: Path) -> None:
     code = (
-        "import sys, leakscope.runfile as r, leakscope.cli as cli\n"
+        "import sys, leakscope.model.runfile as r, leakscope.cli as cli\n"
         "def boom(path):\n    raise ZeroDivisionError('planted bug')\n"
         "r.load = boom\ncli.main(sys.argv[1:])\n"
     )

@@ -260,7 +260,7 @@ def test_private_path_holds_leakscope_alone_and_goes_away(tmp_path):
 
     stale = Path(tempfile.gettempdir()) / "leakscope-path-999999999-stale"
     stale.mkdir(exist_ok=True)
-    code = ("from leakscope.interpreter import private_path; import os; p = private_path(); "
+    code = ("from leakscope.drive.interpreter import private_path; import os; p = private_path(); "
             "print(p); print(sorted(os.listdir(p)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)

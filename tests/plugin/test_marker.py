@@ -156,7 +156,7 @@ def test_an_error_in_the_body_fails_as_itself(pytester):
     pytester.makepyfile('''
 import pytest
 import tracemalloc
-from leakscope import hook
+from leakscope.measure import hook
 
 CALLS = []
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import leakscope.collector
-import leakscope.inprocess
+import leakscope.drive.inprocess
+import leakscope.measure.collector
 
 pytest_plugins = ["pytester"]
 
 
 def test_unmarked_tests_never_reach_the_engine(pytester, monkeypatch):
     calls: list[str] = []
-    real_trace = leakscope.inprocess.trace_callable
-    real_begin = leakscope.collector.Collector.begin
+    real_trace = leakscope.drive.inprocess.trace_callable
+    real_begin = leakscope.measure.collector.Collector.begin
 
     def trace_callable(func, settings, target="<callable>"):
         calls.append(f"trace_callable {target}")
@@ -24,8 +24,8 @@ def test_unmarked_tests_never_reach_the_engine(pytester, monkeypatch):
         calls.append("Collector.begin")
         return real_begin(self)
 
-    monkeypatch.setattr(leakscope.inprocess, "trace_callable", trace_callable)
-    monkeypatch.setattr(leakscope.collector.Collector, "begin", begin)
+    monkeypatch.setattr(leakscope.drive.inprocess, "trace_callable", trace_callable)
+    monkeypatch.setattr(leakscope.measure.collector.Collector, "begin", begin)
     pytester.makepyfile('''
 import pytest
 import leakscope
@@ -62,13 +62,13 @@ def test_the_one_marked():
 def test_loading_the_plugin_imports_no_engine():
     """What `pytest` pays for the plugin in every run: no tracing engine, no analysis."""
     code = (
-        "import sys, leakscope.pytest_plugin; "
+        "import sys, leakscope.drive.pytest_plugin; "
         "print(sorted(m for m in sys.modules if m.startswith('leakscope')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(eval(out.stdout))
-    assert "leakscope.pytest_plugin" in loaded
-    engine = {"leakscope.inprocess", "leakscope.collector", "leakscope.sites",
-              "leakscope.analysis", "leakscope.heap", "leakscope.supervisor",
-              "leakscope.counters"}
+    assert "leakscope.drive.pytest_plugin" in loaded
+    engine = {"leakscope.drive.inprocess", "leakscope.measure.collector", "leakscope.model.sites",
+              "leakscope.analysis", "leakscope.heap", "leakscope.drive.supervisor",
+              "leakscope.measure.counters"}
     assert not loaded & engine, sorted(loaded & engine)

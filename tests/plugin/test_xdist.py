@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from leakscope import hook
+from leakscope.measure import hook
 
 
 @pytest.fixture(autouse=True)

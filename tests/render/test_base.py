@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from leakscope.atomic import SHARED
-from leakscope.budget import Decision, judge
-from leakscope.compare import compare
-from leakscope.errors import EXIT_USAGE, LeakscopeError
+from leakscope.analysis.budget import Decision, judge
+from leakscope.analysis.compare import compare
+from leakscope.model.atomic import SHARED
+from leakscope.model.errors import EXIT_USAGE, LeakscopeError
 from leakscope.render.base import write_output
 from leakscope.render.console import ConsoleRenderer
 from leakscope.render.html import HtmlRenderer, render_html

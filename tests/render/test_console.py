@@ -10,11 +10,11 @@ import re
 import pytest
 from rich.console import Console
 
-from leakscope import runfile
+from leakscope.model import runfile
+from leakscope.model.runfile import Frame, Holder, Loop, Run, Site, Verdict
 from leakscope.render.console import ConsoleRenderer, summary
 from leakscope.render.paths import short_location, short_path
 from leakscope.render.text import ci_line, short_summary
-from leakscope.runfile import Frame, Holder, Loop, Run, Site, Verdict
 from tests.conftest import run_cli
 
 VENV = "/home/dev/project/.venv/lib/python3.11/site-packages"
@@ -145,8 +145,8 @@ def test_an_undecided_verdict_is_titled_undecided_everywhere():
 
 def test_live_lines_name_the_loops_a_diff_spans():
     """A diff that covers several loops says so; a loop diffed alone prints as before."""
+    from leakscope.model.runfile import LineDelta
     from leakscope.render.console import LiveLoopPrinter
-    from leakscope.runfile import LineDelta
 
     console = Console(width=100, record=True, color_system=None, force_terminal=False)
     printer = LiveLoopPrinter(console)

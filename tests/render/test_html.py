@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import runfile
-from leakscope.errors import LeakscopeError
+from leakscope.model import runfile
+from leakscope.model.errors import LeakscopeError
+from leakscope.model.runfile import Frame, Holder, LineDelta, Loop, Run, Site, Verdict
 from leakscope.render import html
 from leakscope.render.html import render_html, view_model, write_html
-from leakscope.runfile import Frame, Holder, LineDelta, Loop, Run, Site, Verdict
 from tests.conftest import run_cli
 
 HOSTILE = [

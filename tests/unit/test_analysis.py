@@ -26,7 +26,7 @@ from leakscope.analysis.stats import (
     theil_sen,
     thin,
 )
-from leakscope.runfile import Loop, Run, Verdict
+from leakscope.model.runfile import Loop, Run, Verdict
 
 BASE = 40_000  # what the window already holds when measuring starts
 BLOCK = 56  # one object() a loop
@@ -494,7 +494,7 @@ def test_a_worker_container_that_grew_at_every_walk_outweighs_a_dip_at_the_end()
     """A real worker's series that falls at its last units (connections closed, a queue
     drained) loses its floors; the user's container that grew at every walk, the last at
     the end, still makes it a leak. Without a process (``trace``) the rule is unchanged."""
-    from leakscope.runfile import Holder
+    from leakscope.model.runfile import Holder
 
     series = [1000.0 + 250 * i for i in range(120)] + [20000.0, 19000.0]
     holder = Holder(path="app.SESSIONS", type="dict", role="registry", items_first=10,
@@ -522,7 +522,7 @@ def test_a_worker_container_that_grew_at_every_walk_outweighs_a_dip_at_the_end()
 
 def _marked(run: Run, site_series: Sequence[float]) -> Run:
     """Add a library site and a user container, both as a leak would have marked them."""
-    from leakscope.runfile import Frame, Holder, Site
+    from leakscope.model.runfile import Frame, Holder, Site
 
     frame = Frame(".venv/lib/site-packages/lib/pool.py", 10, "get")
     run.sites = [Site(file=frame.file, line=10, function="get", traceback=[frame],
@@ -633,7 +633,7 @@ def _gunicorn_worker(n: int, fill: int, collateral_after: float = 0.0) -> Run:
     B/request, one of them the user's: the cache's tuples and lists come from the
     interpreter's free lists, where objects those lines made and freed were waiting,
     and keep their traces. ``collateral_after``: what those lines keep once it is full."""
-    from leakscope.runfile import Frame, Site
+    from leakscope.model.runfile import Frame, Site
 
     def grows(rate: float, after: float = 0.0) -> list[int]:
         return [int(rate * min(i, fill) + after * max(0, i - fill)) for i in range(n)]
@@ -724,7 +724,7 @@ def test_settled_negatives_stay_no_leak_through_analyse(name: str, n: int) -> No
 
 def _rq_like_run(user_series: Sequence[float]) -> Run:
     """A real worker's 110 jobs: a library's lines grow 124 B a job, and a user line too."""
-    from leakscope.runfile import Frame, Site
+    from leakscope.model.runfile import Frame, Site
 
     n = 110
     grows = leak(n, 124)

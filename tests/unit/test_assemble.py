@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from leakscope import runfile, wire
-from leakscope.assemble import Assembler, new_run
-from leakscope.launcher import ProcessLog, process_run
-from leakscope.runfile import LineDelta, Loop
-from leakscope.settings import Settings
+from leakscope.drive.assemble import Assembler
+from leakscope.drive.launcher import ProcessLog, process_run
+from leakscope.model import runfile, wire
+from leakscope.model.runfile import LineDelta, Loop, new_run
+from leakscope.model.settings import Settings
 
 APP = """\
 REGISTRY = []
@@ -37,7 +37,7 @@ def _loop(index: int, warmup: bool = False, **figures: Any) -> dict[str, Any]:
 
 
 def trace_messages(app: Path, measured: int = 6) -> list[dict[str, Any]]:
-    """What leakscope.harness sends for a worker keeping 100 bytes per loop at app.py:5."""
+    """What leakscope.measure.harness sends for a worker keeping 100 bytes per loop at app.py:5."""
     messages: list[dict[str, Any]] = [
         wire.first("started", python="3.99.0", library_roots=[], own_dirs=[]),
         {"t": "loaded"},
@@ -255,7 +255,7 @@ def test_lines_before_the_hello_are_not_a_process(app: Path, tmp_path: Path) -> 
 
 def _pump_bytes(data: bytes, app: Path, assembler: Assembler | None = None) -> Assembler:
     """What trace's reader makes of ``data`` written to its pipe by the child."""
-    from leakscope.supervisor import _pump
+    from leakscope.drive.supervisor import _pump
 
     assembler = assembler or Assembler(new_run("app.py"), 5, str(app.parent))
     read_fd, write_fd = os.pipe()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import atomic
-from leakscope.atomic import SHARED, write_atomic
+from leakscope.model import atomic
+from leakscope.model.atomic import SHARED, write_atomic
 
 
 def _umask() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from leakscope.budget import Decision, exceeds, judge, parse_max_growth
-from leakscope.errors import UsageError
-from leakscope.runfile import Run, Verdict
+from leakscope.analysis.budget import Decision, exceeds, judge, parse_max_growth
+from leakscope.model.errors import UsageError
+from leakscope.model.runfile import Run, Verdict
 
 
 def verdict(leak: bool, rate: float, kind: str | None = None) -> Verdict:

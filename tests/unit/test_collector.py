@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from leakscope import wire
-from leakscope.collector import (
+from leakscope.measure.collector import (
     DIFF_EXACT_LOOPS,
     DIFF_EXACT_TRACES,
     DIFF_MIN_STEPS,
     Collector,
     DiffSchedule,
 )
-from leakscope.settings import Settings
+from leakscope.model import wire
+from leakscope.model.settings import Settings
 
 KEPT: list[bytes] = []
 KEEP_LINE = 0

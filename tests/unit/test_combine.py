@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from leakscope.analysis.combine import advice, combine, ru_maxrss_spike
 from leakscope.analysis.policy import FRAMEWORK_HORIZON, framework_growth_undecided
-from leakscope.combine import advice, combine, ru_maxrss_spike
-from leakscope.runfile import Frame, Loop, Run, Site, Verdict
-from leakscope.worker_collector import CheckpointSchedule
+from leakscope.measure.worker_collector import CheckpointSchedule
+from leakscope.model.runfile import Frame, Loop, Run, Site, Verdict
 
 MiB = 1024 * 1024
 

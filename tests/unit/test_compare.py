@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from leakscope.compare import compare
-from leakscope.runfile import Frame, Holder, Run, Site, Verdict
+from leakscope.analysis.compare import compare
+from leakscope.model.runfile import Frame, Holder, Run, Site, Verdict
 
 
 def site(file: str, line: int, function: str, rate: float = 100.0, growing: bool = True,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import config
-from leakscope.config import CheckSettings
-from leakscope.errors import ConfigError
+from leakscope.model import config
+from leakscope.model.config import CheckSettings
+from leakscope.model.errors import ConfigError
 
 
 def write(directory: Path, text: str) -> Path:

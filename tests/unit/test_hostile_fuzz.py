@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from leakscope import runfile
-from leakscope.budget import judge
-from leakscope.compare import compare
-from leakscope.errors import RunFileError
+from leakscope.analysis.budget import judge
+from leakscope.analysis.compare import compare
+from leakscope.model import runfile
+from leakscope.model.errors import RunFileError
 from leakscope.render.console import summary
 from leakscope.render.html import render_html, view_model
 from leakscope.render.junit import render_junit

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from leakscope.errors import UsageError
-from leakscope.interpreter import choose
+from leakscope.drive.interpreter import choose
+from leakscope.model.errors import UsageError
 
 
 def fake_venv(root: Path) -> Path:

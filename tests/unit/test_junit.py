@@ -6,11 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from leakscope.budget import Decision, judge
-from leakscope.errors import EXIT_USAGE, LeakscopeError
+from leakscope.analysis.budget import Decision, judge
+from leakscope.model.errors import EXIT_USAGE, LeakscopeError
+from leakscope.model.runfile import Frame, Holder, Run, Site, Verdict
 from leakscope.render.junit import render_junit, write_junit
 from leakscope.render.text import ci_line
-from leakscope.runfile import Frame, Holder, Run, Site, Verdict
 
 HOSTILE = 'app/<x&y>"\']]>\x01\x1b[31m.py'
 

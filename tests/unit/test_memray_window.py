@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from leakscope.memray_window import _enter_from_helper_thread
+from leakscope.measure.memray_window import _enter_from_helper_thread
 
 
 class SlowTracker:

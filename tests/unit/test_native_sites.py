@@ -7,8 +7,9 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 
-from leakscope import native_sites
-from leakscope.native_sites import _place, _sites, _Symbols, steady
+from leakscope.analysis.ranking import steady
+from leakscope.measure import native_sites
+from leakscope.measure.native_sites import _place, _sites, _Symbols
 
 USER = os.path.abspath("app/worker.py")
 EXE = os.path.realpath(sys.executable)
@@ -37,7 +38,7 @@ class FakeSymbols(_Symbols):
         self._found = dict(where)
 
 
-PY = [("iteration", USER, 25), ("run_loops", "/x/leakscope/harness.py", 210)]
+PY = [("iteration", USER, 25), ("run_loops", "/x/leakscope/measure/harness.py", 210)]
 
 
 def test_extension_allocation_is_a_native_site_at_the_user_line():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import runfile
-from leakscope.errors import RunFileError
-from leakscope.runfile import Observations, Run
+from leakscope.model import runfile
+from leakscope.model.errors import RunFileError
+from leakscope.model.runfile import Observations, Run
 
 
 def _run(**observations: object) -> Run:

@@ -10,7 +10,7 @@ import pytest
 from leakscope.analysis import analyse, decide
 from leakscope.analysis.rules import RSS_MIN_RATE
 from leakscope.analysis.stats import loops_to_decide, page_ratchet
-from leakscope.runfile import Run
+from leakscope.model.runfile import Run
 from tests.unit.test_analysis import flat_native, make_run, plateau
 
 PAGE = 4096

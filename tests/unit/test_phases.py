@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from leakscope import phases
-from leakscope.collector import Collector
 from leakscope.heap import fork
-from leakscope.phases import (
+from leakscope.measure import phases
+from leakscope.measure.collector import Collector
+from leakscope.measure.phases import (
     CHECK_EVERY,
     WATCH_MIN_UNITS,
     CheckpointSchedule,
@@ -25,8 +25,8 @@ from leakscope.phases import (
     WarmupPhase,
     WatchPhase,
 )
-from leakscope.settings import Settings
-from leakscope.worker_collector import UnitCollector
+from leakscope.measure.worker_collector import UnitCollector
+from leakscope.model.settings import Settings
 
 KEPT: list[bytes] = []
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from leakscope import runfile
-from leakscope.errors import EXIT_USAGE, RunFileError
-from leakscope.runfile import SCHEMA, Frame, Holder, LineDelta, Loop, Run, Site, Verdict
+from leakscope.model import runfile
+from leakscope.model.errors import EXIT_USAGE, RunFileError
+from leakscope.model.runfile import SCHEMA, Frame, Holder, LineDelta, Loop, Run, Site, Verdict
 
 
 def full_run() -> Run:

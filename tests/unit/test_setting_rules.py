@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from leakscope import config
 from leakscope.cli.options import checked, flag
-from leakscope.errors import ConfigError, UsageError
-from leakscope.pytest_plugin import LeakscopeUsageError, _settings
-from leakscope.settings import MAX_FRAMES, SettingError, check_setting
+from leakscope.drive.pytest_plugin import LeakscopeUsageError, _settings
+from leakscope.model import config
+from leakscope.model.errors import ConfigError, UsageError
+from leakscope.model.settings import MAX_FRAMES, SettingError, check_setting
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [

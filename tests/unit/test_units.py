@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from leakscope.errors import EXIT_USAGE, UsageError
-from leakscope.units import format_bytes, format_rate, parse_size
+from leakscope.model.errors import EXIT_USAGE, UsageError
+from leakscope.model.units import format_bytes, format_rate, parse_size
 
 
 @pytest.mark.parametrize(

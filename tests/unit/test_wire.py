@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from leakscope import wire
+from leakscope.model import wire
 from tests.conftest import ROOT
 
 # One well-formed message of every kind, as the harness or an agent writes it.
@@ -241,7 +241,7 @@ def test_the_message_observer_sends_valid_messages() -> None:
 
 
 def test_wire_imports_the_standard_library_only() -> None:
-    tree = ast.parse((ROOT / "leakscope" / "wire.py").read_text())
+    tree = ast.parse((ROOT / "leakscope" / "model" / "wire.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -275,7 +275,7 @@ def test_writing_loop_messages_keeps_no_block() -> None:
     a message, through the interpreter's tuple free list: a fresh process shows it)."""
     code = textwrap.dedent("""
         import sys
-        from leakscope import wire
+        from leakscope.model import wire
         def message(i):
             return {"t": "loop", "loop": {"index": i, "warmup": False, "phase": "detect",
                     "rss_bytes": 123456789 + i, "allocated_blocks": 51289 + i,

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-from leakscope.launcher import agent_env
-from leakscope.settings import Settings
+from leakscope.drive.launcher import agent_env
+from leakscope.model.settings import Settings
 from tests.conftest import load_json, run_cli
 
 FORKING = textwrap.dedent(
@@ -54,7 +54,7 @@ def test_integrations_wait_for_their_framework(tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from leakscope import agent
+        from leakscope.drive import agent
         assert agent.current() is not None
         assert "celery" not in sys.modules and "rq" not in sys.modules
         from celery import signals
@@ -75,7 +75,7 @@ def test_outside_leakscope_run_the_startup_hook_does_nothing(tmp_path):
     env = agent_env(tmp_path, Settings())
     env.pop("LEAKSCOPE_AGENT")
     proc = subprocess.run(
-        [sys.executable, "-c", "from leakscope import agent; print(agent.current())"],
+        [sys.executable, "-c", "from leakscope.drive import agent; print(agent.current())"],
         env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "None", proc.stderr
     assert not list(tmp_path.glob("*.jsonl"))

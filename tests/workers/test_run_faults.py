@@ -30,7 +30,7 @@ WORKER_SITECUSTOMIZE = textwrap.dedent(
 
     os.environ["WORKER_SITECUSTOMIZE"] = "ran"
     try:
-        from leakscope import agent
+        from leakscope.drive import agent
         armed = agent.current() is not None
     except ImportError:
         armed = None

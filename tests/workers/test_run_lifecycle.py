@@ -247,12 +247,12 @@ DAEMON = textwrap.dedent(
                 leakscope.tick()
                 time.sleep(0.01)
             child = subprocess.run(
-                [sys.executable, "-c", "import json, os, sys; from leakscope import agent; "
+                [sys.executable, "-c", "import json, os, sys; from leakscope.drive import agent; "
                  "print(json.dumps({'armed': agent.current() is not None, "
                  "'env': {k: os.environ.get(k) for k in "
                  "('LEAKSCOPE_AGENT', 'PYTHONPATH', 'GLIBC_TUNABLES')}}))"],
                 capture_output=True, text=True)
-            from leakscope import agent
+            from leakscope.drive import agent
             with open(report, "w") as out:
                 json.dump({"tracing": tracemalloc.is_tracing(),
                            "disarmed": agent.current().disarmed,

@@ -5,7 +5,7 @@ allocators: a C or Rust extension that keeps malloc'd memory per call shows
 as kind ``native`` with no line. When memray is the locator, the same loops
 also run under ``memray.Tracker`` with native stacks, writing an aggregated
 capture into a directory the parent made for it; the parent reads the
-allocations still alive when the window closed (``leakscope.native_sites``)
+allocations still alive when the window closed (``leakscope.measure.native_sites``)
 and removes the file.
 
 tracemalloc stays on in those loops: the counters, the traced floor, the

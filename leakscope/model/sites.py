@@ -26,7 +26,7 @@ SMALL_REQUEST_THRESHOLD = 512
 
 _LEAKSCOPE_DIR = os.path.dirname(os.path.abspath(leakscope.__file__)) + os.sep
 # Every path leakscope's modules may carry: the measured process imports them
-# through a private link (leakscope.interpreter), the tool from where it lives.
+# through a private link (leakscope.drive.interpreter), the tool from where it lives.
 _OWN_DIRS: tuple[str, ...] = (_LEAKSCOPE_DIR,)
 _TRACEMALLOC_FILE = tracemalloc.__file__
 

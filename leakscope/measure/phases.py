@@ -33,13 +33,14 @@ from array import array
 from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from leakscope import counters, sites
-from leakscope.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY
+from leakscope.measure import counters
+from leakscope.model import sites
+from leakscope.model.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY
 
 if TYPE_CHECKING:
     from tracemalloc import _TraceTuple  # typeshed's name for a raw trace
 
-    from leakscope.collector import Collector, HolderProbe, UnitObserver
+    from leakscope.measure.collector import Collector, HolderProbe, UnitObserver
 
 try:  # The raw trace list; the public Snapshot wraps the same tuples.
     from _tracemalloc import _get_traces as get_traces
@@ -570,7 +571,7 @@ def prepare_memray_window(engine: Collector, beside_tracemalloc: bool = True) ->
     settings = engine.settings
     if not memray_may_locate(engine):
         return None
-    from leakscope.memray_window import MIN_FRAMES, MemrayWindow
+    from leakscope.measure.memray_window import MIN_FRAMES, MemrayWindow
 
     if beside_tracemalloc and settings.frames < MIN_FRAMES:
         engine.locator = {"engine": "tracemalloc", "note": (
@@ -643,7 +644,7 @@ class NativeSeries:
         Its rate and p-value, or None."""
         from leakscope.analysis.rules import NATIVE_MIN_RATE, _without_walk_steps
         from leakscope.analysis.stats import ratchet
-        from leakscope.runfile import Loop
+        from leakscope.model.runfile import Loop
 
         if not self.complete or self.count < 3:
             return None

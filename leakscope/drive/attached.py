@@ -1,6 +1,6 @@
 """`leakscope attach`'s side inside the target: count its units, write its events, then leave.
 
-Started by the bootstrap ``leakscope.attach`` injects; standard library and
+Started by the bootstrap ``leakscope.drive.attach`` injects; standard library and
 leakscope's in-process modules only. It writes the events file of an armed
 ``leakscope run`` process (``agent.Agent``) but arms nothing that cannot be
 taken back: no signal handler, no at-fork handler, no import hook, no
@@ -39,15 +39,15 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from leakscope import agent as agentmod
-from leakscope import hook
-from leakscope.agent import Agent
+from leakscope.drive import agent as agentmod
+from leakscope.drive.agent import Agent
+from leakscope.measure import hook
 
 WATCH_SECONDS = 0.05
 # What the span imports lazily, loaded by the watcher before the first unit
 # counts: an import while tracing would stay in the process (its standard
 # library modules are never dropped) and be counted as tracing's memory.
-UP_FRONT = ("leakscope.worker_collector", "leakscope.heap.probe", "leakscope.heap.backrefs",
+UP_FRONT = ("leakscope.measure.worker_collector", "leakscope.heap.probe", "leakscope.heap.backrefs",
             "leakscope.heap.fork", "leakscope.analysis.rules", "leakscope.analysis.stats",
             "resource", "weakref")
 # How long the forked copy that writes the end may take (the tool side waits
@@ -120,7 +120,7 @@ class AttachedAgent(Agent):
         Its copy stays its own (set aside by the bootstrap, put back on leaving);
         only its hook's sink points here for the span.
         """
-        their_hook = self.aside.get("leakscope.hook")
+        their_hook = self.aside.get("leakscope.measure.hook")
         install = getattr(their_hook, "install", None)
         installed = getattr(their_hook, "installed", None)
         if install is None or installed is None or installed() is not None:
@@ -404,7 +404,7 @@ def sweep(watcher):
 def _sweep_after(watcher: threading.Thread) -> None:
     """Collect and trim once more, after the watcher has ended.
 
-    Until then its frames keep ``leakscope.attached``'s globals, and through
+    Until then its frames keep ``leakscope.drive.attached``'s globals, and through
     them most of leakscope's modules, alive; a short thread whose function
     knows nothing of leakscope frees them, then gives the memory back.
     """

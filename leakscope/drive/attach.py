@@ -9,7 +9,7 @@ so no allocator or interpreter lock is half-taken), calls
 ``PyGILState_Ensure``, ``PyRun_SimpleString`` and ``PyGILState_Release`` there,
 puts every register back and detaches. The bootstrap puts a private directory
 holding only the ``leakscope`` package at the front of ``sys.path`` and starts
-``leakscope.attached``, which writes the same events file as an armed process
+``leakscope.drive.attached``, which writes the same events file as an armed process
 of ``leakscope run`` into a run directory; this side reads it with
 ``launcher.ProcessLog``, so the run file is that of ``leakscope run``.
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leakscope import launcher
-from leakscope.agent import RUNNING_MARKER
-from leakscope.errors import TargetError, UsageError, WorkerError
-from leakscope.interpreter import OLDEST, private_path
-from leakscope.settings import Settings
+from leakscope.drive import launcher
+from leakscope.drive.agent import RUNNING_MARKER
+from leakscope.drive.interpreter import OLDEST, private_path
+from leakscope.model.errors import TargetError, UsageError, WorkerError
+from leakscope.model.settings import Settings
 
 DEFAULT_UNITS = 200
 DEFAULT_DURATION = 60.0
@@ -438,8 +438,8 @@ for _name in _aside:
     del sys.modules[_name]
 sys.path.insert(0, _private)
 try:
-    import leakscope.attached
-    leakscope.attached.start({config!r}, _private, _aside, _cached)
+    import leakscope.drive.attached
+    leakscope.drive.attached.start({config!r}, _private, _aside, _cached)
 except BaseException as _exc:
     with open({error!r}, "w") as _stream:
         _stream.write("%s: %s" % (type(_exc).__name__, _exc))

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from leakscope import wire
 from leakscope.analysis import analyse
-from leakscope.assemble import Assembler, new_run, now_iso
-from leakscope.collector import Collector
-from leakscope.hook import StopTracing
-from leakscope.runfile import Run
-from leakscope.settings import Settings
+from leakscope.drive.assemble import Assembler
+from leakscope.measure.collector import Collector
+from leakscope.measure.hook import StopTracing
+from leakscope.model import wire
+from leakscope.model.runfile import Run, new_run, now_iso
+from leakscope.model.settings import Settings
 
 
 class InProcessTrace:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from leakscope.assemble import new_run
-from leakscope.runfile import Run, Verdict
-from leakscope.units import format_bytes
+from leakscope.model.runfile import Run, Verdict, new_run
+from leakscope.model.units import format_bytes
 
 # A child whose peak RSS is this far above its current RSS spiked once.
 SPIKE_MIN_BYTES = 16 * 1024 * 1024

@@ -5,7 +5,7 @@ The collector is driven by ``end_loop()``: the harness calls it after every
 ``leakscope.tick()``. It never prints; the observer decides what a loop
 becomes (a live line, a progress tick, a message to the parent process).
 It holds what every phase shares (settings, observer, counters, the traced
-window's state) and hands each loop to the current phase (leakscope.phases),
+window's state) and hands each loop to the current phase (leakscope.measure.phases),
 which returns the phase for the next one.
 
 Two modes. Full mode traces every measured loop. Fast mode measures them
@@ -35,8 +35,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from leakscope import counters, hook, sites
-from leakscope.phases import (
+from leakscope.measure import counters, hook
+from leakscope.measure.phases import (
     DetectPhase,
     FinishedPhase,
     Phase,
@@ -45,7 +45,8 @@ from leakscope.phases import (
     WarmupPhase,
     get_traces,
 )
-from leakscope.settings import Settings
+from leakscope.model import sites
+from leakscope.model.settings import Settings
 
 # Holder checkpoints, as fractions of the measured loops. Walking the heap
 # costs far more than a loop's diff, so it runs at these few points only.
@@ -173,7 +174,7 @@ class Collector:
     """One measured run of a loop, fed by ``end_loop()`` after each iteration.
 
     A small driver: it times each loop and hands it to the current phase
-    (leakscope.phases), and it owns what the phases share and what the end
+    (leakscope.measure.phases), and it owns what the phases share and what the end
     of a run needs whichever phase it ends in (the final collection, the
     holder walks, the back-reference search, ``finish()``). ``phases`` is the
     sequence after warm-up; by default the one ``settings.mode`` asks for.
@@ -229,7 +230,7 @@ class Collector:
         self._threads_running = -1
         self._thread_reads = 0
         # The memray locator's window over the locate loops (fast mode only),
-        # and what the parent needs to read it (leakscope.native_sites).
+        # and what the parent needs to read it (leakscope.measure.native_sites).
         self.memray: Any = None
         self.locator: dict[str, Any] = {}
         # The phases after warm-up, built now rather than when warm-up ends:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from leakscope.errors import UsageError
+from leakscope.model.errors import UsageError
 
 _UNITS = {
     "": 1, "b": 1,

@@ -6,7 +6,7 @@ allocates inside the traced heap, a worker that hangs, calls ``os._exit`` or
 crashes in C cannot take the loops gathered so far with it, and Ctrl-C loses
 nothing: each loop has already reached the parent when the next one starts.
 
-Messages are JSON lines on a pipe, declared in ``leakscope.wire``: ``started``,
+Messages are JSON lines on a pipe, declared in ``leakscope.model.wire``: ``started``,
 ``loaded``, ``measuring``, ``loop``, ``checkpoint``, ``gathered``, ``final`` and
 ``error``. Only the process leakscope started speaks
 on it: a child the worker forks finds the channel closed, and the child dies
@@ -16,14 +16,14 @@ with leakscope (``PR_SET_PDEATHSIG``), so nothing is left behind.
 from __future__ import annotations
 
 if __name__ == "__main__":
-    # `python -m leakscope.harness`. This frame stays under every loop of the
+    # `python -m leakscope.measure.harness`. This frame stays under every loop of the
     # worker, and tracemalloc finds each captured frame's line by scanning
     # its code from the start: a call at the end of this module's code would
     # cost every traced allocation that scan. So the run starts here, from the
     # module imported under its own name, and never returns (os._exit).
     import importlib
 
-    importlib.import_module("leakscope.harness").entry()
+    importlib.import_module("leakscope.measure.harness").entry()
 
 import json
 import os
@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import leakscope
-from leakscope import sites as sitemod
-from leakscope import wire
-from leakscope.collector import Collector
-from leakscope.errors import EXIT_USAGE, EXIT_WORKER, TargetError
-from leakscope.hook import StopTracing
-from leakscope.settings import Settings
-from leakscope.target import TargetSpec, Worker, load
+from leakscope.measure.collector import Collector
+from leakscope.measure.hook import StopTracing
+from leakscope.measure.target import TargetSpec, Worker, load
+from leakscope.model import sites as sitemod
+from leakscope.model import wire
+from leakscope.model.errors import EXIT_USAGE, EXIT_WORKER, TargetError
+from leakscope.model.settings import Settings
 
 CONFIG_ENV = "LEAKSCOPE_HARNESS"
 # The exit status of a harness whose channel the worker closed or replaced: the
@@ -272,7 +272,7 @@ def _leave_forked_child() -> None:
 
 def _disarm_in_child(channel: Channel) -> None:
     """After ``os.fork()`` in the worker: the child neither speaks to leakscope nor ticks."""
-    from leakscope import hook
+    from leakscope.measure import hook
 
     channel.disarm()
     hook.install(None)

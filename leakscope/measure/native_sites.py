@@ -1,9 +1,9 @@
 """Sites from the memray locator's capture, read in leakscope's own process.
 
 The measured process wrote a memray capture over its locate loops
-(``leakscope.memray_window``). Here its allocations still alive when the
+(``leakscope.measure.memray_window``). Here its allocations still alive when the
 window closed become sites, with the same "user frame" rule as tracemalloc's
-sites (``leakscope.sites``), plus the native function that allocated:
+sites (``leakscope.model.sites``), plus the native function that allocated:
 
 - an allocation whose innermost native code (past the C library's own
   allocators) is the interpreter's is a Python allocation: tracemalloc, which
@@ -29,8 +29,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from leakscope import sites as sitemod
-from leakscope.runfile import Frame, Site
+from leakscope.model import sites as sitemod
+from leakscope.model.runfile import Frame, Site
 
 # Libraries whose frames are the allocator itself, not its caller: the native
 # function named is the first frame past them.
@@ -41,8 +41,6 @@ _ALLOCATOR_LIBRARIES = ("libc.so", "libc-", "ld-linux", "libstdc++", "libgcc_s",
 _INTERPRETER_SOURCES = ("Objects/", "Python/", "Modules/", "Parser/", "Include/",
                         "./Include/", "./Modules/", "./Objects/", "./Python/")
 UNKNOWN = "<unknown>"
-# A steady native site kept blocks in at least this share of the window's loops.
-STEADY_SHARE = 0.5
 
 
 @dataclass
@@ -216,11 +214,6 @@ def _sites(
         ))
     result.sort(key=lambda s: s.kept_bytes, reverse=True)
     return result
-
-
-def steady(site: Site, loops: int) -> bool:
-    """A native site that kept blocks in at least half the window's loops."""
-    return site.kept_blocks >= max(2, STEADY_SHARE * loops)
 
 
 def _place(record: Any, symbols: _Symbols) -> tuple[list[tuple], str, str | None] | None:

@@ -14,15 +14,18 @@ import functools
 import json
 import math
 import os
+import platform
 import stat
 import types
 import typing
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from leakscope.errors import RunFileError
+import leakscope
+from leakscope.model.errors import RunFileError
 
 SCHEMA = "leakscope.run/1"
 # The most of a run file `load` reads. A 10,000-loop trace is ~10 MB and a long
@@ -400,7 +403,7 @@ def _make_parents(directory: Path) -> None:
 
 def save(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write the run atomically (private to its owner): a reader never sees a half-written file."""
-    from leakscope.atomic import write_atomic
+    from leakscope.model.atomic import write_atomic
 
     target = Path(path)
     check_runs_directory(target)
@@ -699,3 +702,24 @@ def _parse_float(text: str) -> float:
 
 def _parse_constant(name: str) -> float:
     raise _BadNumberError(f"{name} is not a number a run file may hold")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def new_run(
+    target: str,
+    settings: dict[str, Any] | None = None,
+    *,
+    python: str | None = None,
+    started_at: str | None = None,
+) -> Run:
+    """A Run about to be filled: this leakscope, this platform, started now (``settings``
+    copied)."""
+    return Run(
+        target=target, python=python or platform.python_version(),
+        started_at=started_at or now_iso(), settings=dict(settings or {}),
+        leakscope_version=leakscope.__version__,
+        platform=f"{platform.system()} {platform.machine()}",
+    )

@@ -12,18 +12,15 @@ skipped.
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-import leakscope
-from leakscope import sites as sitemod
-from leakscope.memray_window import ENGINES
-from leakscope.runfile import Frame, LineDelta, Loop, Run, Site
+from leakscope.measure.memray_window import ENGINES
+from leakscope.model import sites as sitemod
+from leakscope.model.runfile import Frame, LineDelta, Loop, Run, Site, now_iso
 
 if TYPE_CHECKING:
-    from leakscope.native_sites import Capture
+    from leakscope.measure.native_sites import Capture
 
 # A per-line change as a message carries it: [file, line, size_diff, count_diff].
 Change = Sequence[Any]
@@ -49,27 +46,6 @@ class NullObserver:
 
     def on_loop(self, loop: Loop, changes: list[LineDelta]) -> None:
         pass
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def new_run(
-    target: str,
-    settings: dict[str, Any] | None = None,
-    *,
-    python: str | None = None,
-    started_at: str | None = None,
-) -> Run:
-    """A Run about to be filled: this leakscope, this platform, started now (``settings``
-    copied)."""
-    return Run(
-        target=target, python=python or platform.python_version(),
-        started_at=started_at or now_iso(), settings=dict(settings or {}),
-        leakscope_version=leakscope.__version__,
-        platform=f"{platform.system()} {platform.machine()}",
-    )
 
 
 class Assembler:
@@ -405,7 +381,7 @@ class Assembler:
         note = str(locator.get("note") or "")
         capture = None
         if engine == "memray":
-            from leakscope.native_sites import read_capture
+            from leakscope.measure.native_sites import read_capture
 
             capture = read_capture(locator, self.display)
             note = capture.note

@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import leakscope
-from leakscope import counters, wire
-from leakscope.agent import ENV as AGENT_ENV
-from leakscope.agent import RUNNING_MARKER
-from leakscope.assemble import Assembler, new_run, now_iso
-from leakscope.errors import TargetError, UsageError, WorkerError
-from leakscope.interpreter import with_private_path
-from leakscope.memray_window import locator_from_env
-from leakscope.runfile import Run, Verdict
-from leakscope.settings import Settings
+from leakscope.drive.agent import ENV as AGENT_ENV
+from leakscope.drive.agent import RUNNING_MARKER
+from leakscope.drive.assemble import Assembler
+from leakscope.drive.interpreter import with_private_path
+from leakscope.measure import counters
+from leakscope.measure.memray_window import locator_from_env
+from leakscope.model import wire
+from leakscope.model.errors import TargetError, UsageError, WorkerError
+from leakscope.model.runfile import Run, Verdict, new_run, now_iso
+from leakscope.model.settings import Settings
 
 POLL_SECONDS = 0.5
 # After the command's main process is gone, how long its children get to

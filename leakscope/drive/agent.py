@@ -35,8 +35,9 @@ import time
 import tracemalloc
 from typing import Any, NoReturn
 
-from leakscope import counters, hook, sites, wire
-from leakscope.settings import Settings
+from leakscope.measure import counters, hook
+from leakscope.model import sites, wire
+from leakscope.model.settings import Settings
 
 ENV = "LEAKSCOPE_AGENT"
 # In the run directory while `leakscope run` measures units: it goes just
@@ -87,10 +88,11 @@ def run_is_on(config: dict[str, Any]) -> bool:
     return True
 
 
-# Read at import, while the private link (leakscope.interpreter) this module
+# Read at import, while the private link (leakscope.drive.interpreter) this module
 # may come through still exists: a process that outlives the run compares
-# PYTHONPATH's entries with the real directories.
-_IMPORTED_FROM = os.path.dirname(os.path.abspath(__file__))
+# PYTHONPATH's entries with the real directories. The package's directory:
+# this module lives one level down, in drive/.
+_IMPORTED_FROM = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE_DIR = os.path.realpath(_IMPORTED_FROM)
 
 
@@ -404,7 +406,7 @@ class Agent:
         hook.install(None)
 
     def _start_recorder(self) -> Any:
-        from leakscope.worker_collector import UnitCollector
+        from leakscope.measure.worker_collector import UnitCollector
 
         settings = Settings.from_dict(self.config["settings"])
         may_trace, trace_first = True, False

@@ -1,7 +1,7 @@
 """The pytest plugin: ``@pytest.mark.leakscope`` and the ``leakscope`` fixture, by entry point.
 
 The marker runs a test's body over and over under the same engine as
-``leakscope trace`` (``leakscope.inprocess``), with the fixture values pytest
+``leakscope trace`` (``leakscope.drive.inprocess``), with the fixture values pytest
 already resolved, and fails the test with the verdict and the growing sites
 when it leaks above the budget. The fixture serves tests that drive their
 own loop. A test with neither never reaches the engine: this module imports
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from leakscope import hook
-from leakscope.hook import StopTracing
-from leakscope.settings import DEFAULT_FRAMES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
+from leakscope.measure import hook
+from leakscope.measure.hook import StopTracing
+from leakscope.model.settings import DEFAULT_FRAMES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
 
 if TYPE_CHECKING:
-    from leakscope.inprocess import InProcessTrace
-    from leakscope.runfile import Run
-    from leakscope.settings import Settings
+    from leakscope.drive.inprocess import InProcessTrace
+    from leakscope.model.runfile import Run
+    from leakscope.model.settings import Settings
 
 MARKER = "leakscope"
 FIXTURE = "leakscope"
@@ -64,7 +64,7 @@ class LeakscopeUsageError(Exception):
 def _settings(iterations: Any = None, warmup: Any = None, frames: Any = None,
               holders: Any = None) -> Settings:
     """The marker's or fixture's options, checked by the rule the CLI and config share."""
-    from leakscope.settings import Settings
+    from leakscope.model.settings import Settings
 
     settings = Settings(holders=DEFAULT_HOLDERS)
     given = {"iterations": iterations, "warmup": warmup, "frames": frames}
@@ -77,7 +77,7 @@ def _settings(iterations: Any = None, warmup: Any = None, frames: Any = None,
 
 
 def _checked(name: str, value: Any) -> Any:
-    from leakscope.settings import SettingError, check_setting
+    from leakscope.model.settings import SettingError, check_setting
 
     try:
         return check_setting(name, value)
@@ -86,14 +86,14 @@ def _checked(name: str, value: Any) -> Any:
 
 
 def _budget(max_growth: Any) -> int:
-    from leakscope.budget import DEFAULT_MAX_GROWTH
+    from leakscope.analysis.budget import DEFAULT_MAX_GROWTH
 
     return int(_checked("max_growth", DEFAULT_MAX_GROWTH if max_growth is None else max_growth))
 
 
 def _judge(run: Run, max_growth_bytes: int) -> None:
     """Fail the current test with the CI line and the short summary if the run is over budget."""
-    from leakscope.budget import exceeds
+    from leakscope.analysis.budget import exceeds
     from leakscope.render.text import ci_line, short_summary
 
     assert run.verdict is not None
@@ -226,7 +226,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 def _repeating(item: pytest.Function, func: Callable[..., object]) -> Callable[..., None]:
     @functools.wraps(func)
     def repeat(*args: Any, **kwargs: Any) -> None:
-        from leakscope.inprocess import trace_callable
+        from leakscope.drive.inprocess import trace_callable
 
         try:
             options = _marker_options(item)
@@ -290,7 +290,7 @@ class LoopTrace:
         self._buffers: PytestBuffers | None = None
 
     def __enter__(self) -> LoopTrace:
-        from leakscope.inprocess import InProcessTrace
+        from leakscope.drive.inprocess import InProcessTrace
 
         try:
             _refuse_nesting()
@@ -366,7 +366,7 @@ class LeakscopeFixture:
               frames: int | None = None, holders: bool | None = None,
               check: bool = True) -> Run:
         """Call ``func`` for warm-up plus ``iterations`` loops; fail the test if it leaks."""
-        from leakscope.inprocess import trace_callable
+        from leakscope.drive.inprocess import trace_callable
 
         try:
             settings = _settings(iterations, warmup, frames, holders)

@@ -21,7 +21,7 @@ cycle leaks malloc memory (150 B to tens of KiB, by the number of files
 traced), which a long-running worker must not pay, and which the counters
 would then report as growth.
 
-The phases themselves (WatchPhase, UnitTracedPhase) are in leakscope.phases;
+The phases themselves (WatchPhase, UnitTracedPhase) are in leakscope.measure.phases;
 this module picks their sequence and adds what only a process that ends on
 its own needs: ``close()`` and ``abandon()``.
 """
@@ -36,15 +36,15 @@ from typing import Any
 # watched run would be a step in the very block count it reads
 # (phases.WatchPhase.counters_grow reads the rule from it).
 from leakscope.analysis import policy, rules, stats  # noqa: F401
-from leakscope.collector import Collector, DiffSchedule, HolderProbe, UnitObserver
-from leakscope.phases import (
+from leakscope.measure.collector import Collector, DiffSchedule, HolderProbe, UnitObserver
+from leakscope.measure.phases import (
     WINDOW_COPY_WAIT,
     CheckpointSchedule,
     Phase,
     UnitTracedPhase,
     WatchPhase,
 )
-from leakscope.settings import Settings
+from leakscope.model.settings import Settings
 
 __all__ = ["CheckpointSchedule", "UnitCollector"]
 

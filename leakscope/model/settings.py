@@ -72,7 +72,7 @@ class Settings:
     trace_units: int = 0
     args: list[str] = field(default_factory=list)
     # `trace` and `check`: the interpreter that runs the worker ("" = leakscope's
-    # own) and why it was chosen (see leakscope.interpreter).
+    # own) and why it was chosen (see leakscope.drive.interpreter).
     python: str = ""
     python_from: str = ""
     # Fast mode's locating engine: "auto" (memray where the worker's Python can
@@ -119,8 +119,8 @@ def _seconds(value: Any) -> bool:
 
 def _size(value: Any) -> int | None:
     """Bytes from "512MiB", "4KiB", "0B" or a whole number of bytes; None if it is none."""
-    from leakscope.errors import UsageError
-    from leakscope.units import MAX_SIZE, parse_size
+    from leakscope.model.errors import UsageError
+    from leakscope.model.units import MAX_SIZE, parse_size
 
     if isinstance(value, bool):
         return None

@@ -1,6 +1,6 @@
 """The leakscope side of a trace: starts the traced child, gathers its loops into a Run.
 
-The child (``leakscope.harness``) streams one message per loop; this module
+The child (``leakscope.measure.harness``) streams one message per loop; this module
 reads them off the pipe (``wire.Decoder`` checks each line) into the
 ``Assembler``, which builds the Run and tells the live observer, and turns
 every way a worker can fail (raise, exit, hang, die, never tick) into a
@@ -27,15 +27,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from leakscope import counters, wire
-from leakscope.assemble import Assembler, LiveObserver, NullObserver, new_run, now_iso
-from leakscope.errors import Abandoned, TargetError, WorkerError
-from leakscope.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
-from leakscope.interpreter import with_private_path
-from leakscope.memray_window import locator_from_env
-from leakscope.runfile import Run
-from leakscope.settings import Settings
-from leakscope.target import TargetSpec
+from leakscope.drive.assemble import Assembler, LiveObserver, NullObserver
+from leakscope.drive.interpreter import with_private_path
+from leakscope.measure import counters
+from leakscope.measure.harness import CONFIG_ENV, EXIT_CHANNEL_LOST
+from leakscope.measure.memray_window import locator_from_env
+from leakscope.measure.target import TargetSpec
+from leakscope.model import wire
+from leakscope.model.errors import Abandoned, TargetError, WorkerError
+from leakscope.model.runfile import Run, new_run, now_iso
+from leakscope.model.settings import Settings
 
 # After Ctrl-C, how long the child gets to send what it gathered.
 INTERRUPT_GRACE = 10.0
@@ -187,7 +188,7 @@ def _trace(
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [settings.python or sys.executable, "-m", "leakscope.harness"],
+            [settings.python or sys.executable, "-m", "leakscope.measure.harness"],
             pass_fds=(write_fd,), env=_child_env(write_fd, spec, settings),
         )
     finally:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leakscope.errors import ConfigError
+from leakscope.model.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,7 +211,7 @@ def _resolve_target(text: str, base: Path) -> str:
 
 def _settings(table: _Table) -> CheckSettings:
     """The table's settings, each checked by the rule the command line and plugin share."""
-    from leakscope.settings import SettingError, check_setting
+    from leakscope.model.settings import SettingError, check_setting
 
     result = CheckSettings()
     for key in SETTING_KEYS:

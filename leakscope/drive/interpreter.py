@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import leakscope
-from leakscope.errors import UsageError
+from leakscope.model.errors import UsageError
 
 OLDEST = (3, 10)
 _PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from leakscope.errors import UsageError
-from leakscope.runfile import Run, Verdict
-from leakscope.units import MAX_SIZE, parse_size
+from leakscope.model.errors import UsageError
+from leakscope.model.runfile import Run, Verdict
+from leakscope.model.units import MAX_SIZE, parse_size
 
 # No growth allowed: a CI gate should fail on any leak unless a team says
 # how much per-iteration growth it accepts.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from leakscope.runfile import Holder, Run, Site
+from leakscope.model.runfile import Holder, Run, Site
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Every message a measured process sends leakscope, declared once: one writer, one decoder.
 
-A measured process (``leakscope.harness`` under ``trace``, an armed process
+A measured process (``leakscope.measure.harness`` under ``trace``, an armed process
 under ``leakscope run`` or ``attach``) speaks in JSON lines: one object per
 line, its kind in ``"t"``. The trace harness writes them to a pipe, an armed
 process to its own events file; the pytest plugin hands the same messages

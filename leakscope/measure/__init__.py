@@ -1,0 +1,1 @@
+"""The measuring engine, loaded in the measured process: collector, phases, counters."""
