@@ -215,14 +215,17 @@ def _encode_loop(message: Mapping[str, Any]) -> bytes | None:
             return None
         fields = ",".join(json.dumps(key).replace("%", "%%") + ":%s" for key in keys)
         template = _LOOP_TEMPLATES[keys] = '{"t":"loop","loop":{' + fields + '},"changes":%s}\n'
+    # Every object made here comes from the interpreter's free list it returns to:
+    # a display, not ``list()`` (whose list is fresh, then freed onto the list free
+    # list), and tuple() of a list, whose length it knows (a tuple built from an
+    # iterator is resized, then freed onto another size's list). Either would add
+    # an allocated block a loop until that free list is full, read as the worker's
+    # growth (tests/unit/test_free_lists.py).
     try:
-        values = list(map(_plain, loop.values()))
+        values = [*map(_plain, loop.values())]
     except _NotPlain:
         return None
     values.append(json.dumps(changes, separators=_SEPARATORS, default=str) if changes else "[]")
-    # tuple() of a list, whose length it knows: a tuple built from an iterator is
-    # resized, and the resized ones pile up in the interpreter's tuple free list
-    # (one more allocated block a loop, up to 2,000, read as the worker's growth).
     return (template % tuple(values)).encode()
 
 
