@@ -114,19 +114,35 @@ def theil_sen(values: Sequence[float]) -> float:
 
 def median3(values: Sequence[float]) -> list[float]:
     """Running median of three: one loop's spike or dip is noise, not a trend."""
-    if len(values) < 3:
+    n = len(values)
+    if n < 3:
         return list(values)
-    inner = [sorted(values[i - 1:i + 2])[1] for i in range(1, len(values) - 1)]
-    return [values[0], *inner, values[-1]]
+    out = [values[0]] * n
+    for i in range(1, n - 1):
+        a, b, c = values[i - 1], values[i], values[i + 1]
+        # The middle one by comparisons: no list a point (this can run under
+        # tracemalloc, where every allocation is dear).
+        if a > b:
+            a, b = b, a
+        out[i] = a if c < a else (c if c < b else b)
+    out[-1] = values[-1]
+    return out
 
 
-def ratchet(values: Sequence[float]) -> Evidence:
-    """Apply the decision rule of this module to one series."""
+def ratchet(values: Sequence[float], *, slope_if_rising: bool = False) -> Evidence:
+    """Apply the decision rule of this module to one series.
+
+    ``slope_if_rising``: work out the rate (Theil-Sen, the rule's dearest part)
+    only when some scale's floor rises as the rule asks, else report 0.0. The
+    verdict is the same either way, since a leak needs both.
+    """
     values = median3(values)
     n = len(values)
-    slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
+    slope: float | None = None
+    if not slope_if_rising:
+        slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
     if n < MIN_LOOPS:
-        return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+        return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope or 0.0)
     scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
     best: Evidence | None = None
     fallback: Evidence | None = None
@@ -137,18 +153,22 @@ def ratchet(values: Sequence[float]) -> Evidence:
         tail_steps = max(MIN_TAIL_STEPS, steps // 2)
         tail = rising[-tail_steps:]
         p_value = min(1.0, sign_test(sum(rising), steps) * len(scales))
+        persistent = sum(tail) >= TAIL_RISE_FRACTION * len(tail)
+        if persistent and p_value <= ALPHA and slope is None:
+            slope = theil_sen(suffix_minima(values))
         evidence = Evidence(
             leak=False, p_value=p_value, scale=scale, rises=sum(rising), steps=steps,
-            tail_rises=sum(tail), tail_steps=len(tail), slope=slope,
+            tail_rises=sum(tail), tail_steps=len(tail), slope=slope or 0.0,
         )
-        persistent = evidence.tail_rises >= TAIL_RISE_FRACTION * evidence.tail_steps
-        if persistent and p_value <= ALPHA and slope > 0:
+        if persistent and p_value <= ALPHA and evidence.slope > 0:
             evidence.leak = True
             if best is None or p_value < best.p_value:
                 best = evidence
         elif fallback is None or scale == 1:
             fallback = evidence
-    return best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, slope)
+    chosen = best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, 0.0)
+    chosen.slope = slope or 0.0
+    return chosen
 
 
 def page_size(rss: Iterable[float]) -> int:

@@ -379,11 +379,9 @@ class Collector:
         self.end = {}
         if not (self.measuring and tracemalloc.is_tracing()):
             return
-        traces = get_traces()
-        tracebacks = sites.dominant_tracebacks(traces, self.is_own, TRACEBACK_LINES)
         # The totals before the collection, from the same read of the traces.
-        before = sites.aggregate(traces, self.is_own)
-        del traces
+        before, tracebacks = sites.aggregate_with_tracebacks(
+            get_traces(), self.is_own, TRACEBACK_LINES)
         self.end["tracebacks"] = [
             [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
         ]

@@ -13,7 +13,7 @@ import os
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -161,10 +161,11 @@ def diff(before: LineTotals, after: LineTotals) -> list[tuple[str, int, int, int
     return changes
 
 
-def dominant_tracebacks(
-    traces: Iterable[tuple], is_own: OwnFilter, limit: int
-) -> dict[LineKey, list[LineKey]]:
-    """For the ``limit`` biggest lines, the traceback that kept most bytes there.
+def aggregate_with_tracebacks(
+    traces: Sequence[tuple], is_own: OwnFilter, limit: int
+) -> tuple[LineTotals, dict[LineKey, list[LineKey]]]:
+    """``aggregate``'s totals and, for the ``limit`` biggest lines, the traceback that
+    kept most bytes there, in one pass (the run's end needs both, of every trace).
 
     Frames are innermost first, as in the run file. Sizes are gathered per
     stack first (one list append a trace, no new int while tracemalloc
@@ -172,26 +173,44 @@ def dominant_tracebacks(
     """
     per_stack: dict[tuple, list[int]] = {}
     get_stack = per_stack.get
-    for _domain, size, frames, _ in traces:
+    large: list[int] = []
+    left_out: list[int] = []
+    for domain, size, frames, _ in traces:
+        if size > SMALL_REQUEST_THRESHOLD or domain != 0:
+            large.append(size)
         if not frames:
+            left_out.append(size)
             continue
         sizes = get_stack(frames)
         if sizes is None:
             per_stack[frames] = [size]
         else:
             sizes.append(size)
-    per_line: dict[LineKey, int] = {}
+    totals = LineTotals()
+    by_line = totals.by_line
     best: dict[LineKey, tuple[int, tuple]] = {}
+    other = sum(left_out)
     for frames, sizes in per_stack.items():
-        if is_own(frames):
-            continue
         size = sum(sizes)
+        if is_own(frames):
+            other += size
+            continue
         key = frames[0]
-        per_line[key] = per_line.get(key, 0) + size
+        entry = by_line.get(key)
+        if entry is None:
+            by_line[key] = [size, len(sizes)]
+        else:
+            entry[0] += size
+            entry[1] += len(sizes)
         if key not in best or size > best[key][0]:
             best[key] = (size, frames)
-    wanted = sorted(per_line, key=per_line.__getitem__, reverse=True)[:limit]
-    return {key: [tuple(f) for f in best[key][1]] for key in wanted}
+    totals.total_bytes = sum(entry[0] for entry in by_line.values())
+    totals.total_blocks = sum(entry[1] for entry in by_line.values())
+    totals.malloc_bytes = sum(large)
+    totals.all_blocks = len(traces)
+    totals.other_bytes = other
+    wanted = sorted(by_line, key=lambda key: by_line[key][0], reverse=True)[:limit]
+    return totals, {key: [tuple(f) for f in best[key][1]] for key in wanted}
 
 
 # ---------------------------------------------------------------- naming sites

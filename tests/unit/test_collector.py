@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from leakscope.analysis.stats import median3
 from leakscope.measure.collector import (
     DIFF_EXACT_LOOPS,
     DIFF_EXACT_TRACES,
@@ -206,5 +207,10 @@ def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None
     assert max(steps) < 50_000, [(i, s) for i, s in enumerate(steps) if s >= 50_000]
     natives = [loop["native_bytes"] for loop in measured if loop["native_bytes"] is not None]
     if natives:
-        assert max(b - a for a, b in zip(natives, natives[1:])) < 50_000
+        # Read as the verdict reads it, through the running median of three: a
+        # one-loop dip of 64 KB (malloc's figure against tracemalloc's own, at
+        # the loop before a diff, as the heap that earlier tests left allows)
+        # is noise; the walk's 100 KB kept would be a step that stays.
+        floor = median3(natives)
+        assert max(b - a for a, b in zip(floor, floor[1:])) < 50_000
     walk_keeps.clear()
