@@ -244,7 +244,6 @@ class Collector:
 
     def begin(self) -> None:
         """Called once before the first loop."""
-        counters.fill_free_lists()
         self.gc_counter.__enter__()
         hook.install(self)
         warmup = self.phase

@@ -106,26 +106,6 @@ def has_malloc_counter() -> bool:
     return _mallinfo2 is not None
 
 
-# More than any CPython keeps on its free lists of lists, dicts (and their small
-# key tables) and floats: 80, 80 and 100 in 3.10 to 3.13.
-FREE_LIST_FILL = 256
-
-
-def fill_free_lists() -> None:
-    """Fill the interpreter's free lists of lists, dicts and floats, before the first loop.
-
-    The allocated-block count includes the objects those lists keep. A loop that
-    makes one through its constructor (``list(x)``, ``dict(pairs)``) takes fresh
-    memory and frees onto the list: one block more a loop, with nothing kept, for
-    as many loops as the list has room (a 50-loop check read a fixed worker as
-    leaking). Full from the start, they stay full, as a long run's are anyway; how
-    full they were depended on how the process had imported its modules. Costs
-    about 40 KiB, and runs before tracemalloc starts, so no trace names this line.
-    """
-    held = [[[], {"": index}, index + 0.5] for index in range(FREE_LIST_FILL)]
-    del held
-
-
 class GcCounter:
     """Counts collections the normal gc runs, through ``gc.callbacks``."""
 

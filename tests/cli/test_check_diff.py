@@ -100,17 +100,6 @@ def test_check_negative_exits_0(tmp_path):
     assert _first_line(proc) == "leakscope: OK no leak (scenarios/cleared_list.py)"
 
 
-@pytest.mark.parametrize("iterations", ["20", "50"])
-def test_a_short_check_of_constructor_calls_is_no_leak(tmp_path, iterations):
-    """``list(x)`` and ``dict(pairs)`` each loop, nothing kept: their objects refill the
-    interpreter's free lists, one block a loop until those are full; a 50-loop check
-    once called that a leak of 1 block per iteration (tests/unit/test_free_lists.py)."""
-    proc = run_cli("check", "scenarios/constructor_calls.py", "--iterations", iterations,
-                   "--json", str(tmp_path / "r.json"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _first_line(proc) == "leakscope: OK no leak (scenarios/constructor_calls.py)"
-
-
 def test_check_target_runs_the_same_trace_as_trace(tmp_path):
     """`check TARGET` writes the run file `trace` would, so `report` and `html` read it."""
     out = tmp_path / "r.json"

@@ -89,24 +89,3 @@ def test_fast_mode_detect_loops_keep_no_block_with_empty_free_lists() -> None:
     """)
     assert grown < 10
 
-
-def test_filled_free_lists_take_back_what_constructors_make() -> None:
-    """What the collector does before the first loop: with the free lists full, a loop
-    that makes a list, a dict and a float through their constructors keeps no block."""
-    grown = run("""
-        from leakscope.measure import counters
-        pairs = (("id", 1), ("name", "job"))
-        def loop():
-            fields = dict(pairs)
-            names = list(fields)
-            float(len(names))
-        for _ in range(100):
-            loop()
-        held = drain_free_lists()
-        counters.fill_free_lists()
-        before = sys.getallocatedblocks()
-        for _ in range(60):
-            loop()
-        print(sys.getallocatedblocks() - before)
-    """)
-    assert grown < 5
