@@ -6,7 +6,9 @@ import json
 import os
 import tracemalloc
 import warnings
+from typing import Any
 
+from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
 from leakscope.heap.walk import Walk
 from leakscope.model import wire
 
@@ -45,15 +47,12 @@ def fork_copy() -> int | None:
         return None
 
 
-def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, int]], int] | None:
-    """Run a Walk in a forked copy of the process: container lengths by ``id``.
+def _in_fork(work: Any, stop_tracing: bool) -> Any:
+    """``work()`` in a forked copy, its JSON-able result back through a pipe.
 
-    The copy stops tracemalloc before walking, so the walk runs at untraced
-    speed (several times faster than under tracemalloc's allocation hook),
-    and whatever it touches (reference counts, instance dicts it
-    materialises) changes the copy, never the worker. Ids are addresses,
-    identical in both processes. Returns None where fork is unavailable or
-    fails; the caller then walks in-process.
+    None where fork is unavailable or fails, or the copy did not finish: the
+    caller then does the work in-process. ``stop_tracing``: the copy stops
+    tracemalloc first (see STOP_TRACING_BELOW) when the work does not read it.
     """
     read_fd, write_fd = os.pipe()
     pid = fork_copy()
@@ -65,20 +64,11 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
         code = 1
         try:
             os.close(read_fd)
-            if tracemalloc.is_tracing() and (
+            if stop_tracing and tracemalloc.is_tracing() and (
                 tracemalloc.get_tracemalloc_memory() < STOP_TRACING_BELOW
             ):
                 tracemalloc.stop()
-            walk = Walk().run()
-            rows = [
-                [key, [walk.path(walk.node_of[key]), walk.type_name(key), bound]]
-                for key, bound in walk.bound_of.items()
-            ]
-            data = json.dumps(
-                {"lengths": list(walk.length_of.items()), "bounded": rows,
-                 "visited": walk.visited}
-            ).encode()
-            wire.write_all(write_fd, data)
+            wire.write_all(write_fd, json.dumps(work()).encode())
             code = 0
         finally:
             os._exit(code)
@@ -93,9 +83,67 @@ def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, in
     _, status = os.waitpid(pid, 0)
     if status != 0 or not chunks:
         return None
-    payload = json.loads(b"".join(chunks))
-    lengths = {int(key): int(length) for key, length in payload["lengths"]}
+    return json.loads(b"".join(chunks))
+
+
+def walk_lengths_in_fork() -> tuple[dict[int, int], dict[int, tuple[str, str, int]], int] | None:
+    """Run a Walk in a forked copy of the process: container lengths by ``id``.
+
+    The copy stops tracemalloc before walking, so the walk runs at untraced
+    speed (several times faster than under tracemalloc's allocation hook),
+    and whatever it touches (reference counts, instance dicts it
+    materialises) changes the copy, never the worker. Ids are addresses,
+    identical in both processes. Returns None where fork is unavailable or
+    fails; the caller then walks in-process.
+    """
+    def lengths() -> dict[str, Any]:
+        walk = Walk().run()
+        rows = [
+            [key, [walk.path(walk.node_of[key]), walk.type_name(key), bound]]
+            for key, bound in walk.bound_of.items()
+        ]
+        return {"lengths": list(walk.length_of.items()), "bounded": rows,
+                "visited": walk.visited}
+
+    payload = _in_fork(lengths, stop_tracing=True)
+    if payload is None:
+        return None
+    lengths_by_id = {int(key): int(length) for key, length in payload["lengths"]}
     bounded = {
         int(key): (path, kind, int(bound)) for key, (path, kind, bound) in payload["bounded"]
     }
-    return lengths, bounded, int(payload["visited"])
+    return lengths_by_id, bounded, int(payload["visited"])
+
+
+def describe_in_fork(
+    growing: dict[int, tuple[int, int]], bounded: list[int],
+) -> dict[str, Any] | None:
+    """Walk and describe containers in a forked copy: what ``HolderProbe`` needs by ``id``.
+
+    ``growing``: id -> (first length, last length) of each container that grew;
+    ``bounded``: ids of bounded containers whose newest entries' lines are
+    wanted. The copy keeps tracemalloc on (describing reads where items were
+    made). A real worker's mid-run description walked in the worker itself
+    left its mark there: the walk's tables spread over pymalloc arenas that
+    the requests served meanwhile pinned (~1.2 MiB of RSS after an attach).
+    """
+    def describe() -> dict[str, Any]:
+        walk = Walk().run()
+        rows = []
+        for key, (first, last) in growing.items():
+            if key not in walk.objects:
+                continue
+            path, kind, bound = walk.path(walk.node_of[key]), walk.type_name(key), walk.bound(key)
+            length = walk.length_of.get(key, last)
+            container = Container(path, walk.objects[key], kind, length, bound)
+            details = describe_growth(container, length - first)
+            rows.append([key, path, kind, bound, length, details])
+        made = []
+        for key in bounded:
+            if key in walk.objects:
+                container = Container("", walk.objects[key], walk.type_name(key),
+                                      walk.length_of.get(key, 0), walk.bound(key))
+                made.append([key, lines_made(bounded_entries(container))])
+        return {"growing": rows, "bounded": made}
+
+    return _in_fork(describe, stop_tracing=False)

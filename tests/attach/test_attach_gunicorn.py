@@ -21,14 +21,15 @@ GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 MIB = 1024 * 1024
 # What an attach may leave behind in the worker's RSS (see the test): against the
 # RSS before the attach, and against the RSS just before tracemalloc started.
-# Issue 16 asked for 1 MiB against the latter: missed. Read with leakscope's
-# start-up slack given back first (malloc_trim), the worker ends about 2 MiB
-# over it: ~0.8 MiB is tracing's (pymalloc and glibc fragmentation, libpython
-# pages touched; with --no-holders that is all), ~1.2 MiB the holder walk that
-# describes the growers mid-span in the worker itself (heap.probe.describe_now),
-# whose arena the requests served meanwhile pin (BENCHMARKS.md, Issue 16).
+# Issue 16 asked for 1 MiB against the latter. Read with leakscope's start-up
+# slack given back first (malloc_trim), the worker ends 0.99-1.04 MiB over it
+# (five runs): tracing's own (pymalloc and glibc fragmentation, libpython pages
+# touched). The mid-span description of the growers (heap.probe.describe_now)
+# walks in a forked copy; walked in the worker, its tables spread over arenas
+# that the requests served meanwhile pinned, and the worker ended 1.4-1.5 MiB
+# over (BENCHMARKS.md, Issue 16). The check leaves room for a loaded machine.
 RSS_LEFT = 8 * MIB
-TRACING_LEFT = 2.5 * MIB
+TRACING_LEFT = 1.5 * MIB
 
 
 def rss(pid: int) -> int:

@@ -8,9 +8,12 @@ checkpoints and the one-loop growth locator; the record stays empty.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import tracemalloc
 import types
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,23 @@ from leakscope.heap.probe import HolderProbe
 from leakscope.heap.walk import Walk
 
 CALLS: list[str] = []
+# A call made in a forked copy (the probe's walks and its mid-run description run
+# there) lands in the copy's CALLS: it is written here too, for the test to read.
+TEST_PID = os.getpid()
+FORK_CALLS = Path(tempfile.gettempdir()) / f"leakscope-booby-calls-{TEST_PID}.log"
+
+
+def _record(name: str) -> None:
+    CALLS.append(name)
+    if os.getpid() != TEST_PID:
+        with open(FORK_CALLS, "a") as log:
+            log.write(name + "\n")
+
+
+def all_calls() -> list[str]:
+    """Every hook called, in this process or in a forked copy of it."""
+    forked = FORK_CALLS.read_text().split() if FORK_CALLS.exists() else []
+    return CALLS + forked
 
 
 class Booby:
@@ -30,7 +50,7 @@ class Booby:
         self.__dict__["items"] = [tag]
 
     def _trip(self, name: str):
-        CALLS.append(name)
+        _record(name)
         raise RuntimeError(f"user code called: {name}")
 
     def __repr__(self):
@@ -78,16 +98,16 @@ class ArmedKey:
 
     def __hash__(self):
         if ARMED:
-            CALLS.append("key.__hash__")
+            _record("key.__hash__")
         return id(self)
 
     def __eq__(self, other):
         if ARMED:
-            CALLS.append("key.__eq__")
+            _record("key.__eq__")
         return self is other
 
     def __repr__(self):
-        CALLS.append("key.__repr__")
+        _record("key.__repr__")
         return "ArmedKey()"
 
 
@@ -95,11 +115,11 @@ class BoobyMeta(type):
     def __getattribute__(cls, name):
         if name.startswith("__") or name == "_trip":
             return type.__getattribute__(cls, name)
-        CALLS.append(f"meta.__getattribute__({name})")
+        _record(f"meta.__getattribute__({name})")
         raise RuntimeError("metaclass attribute hook called")
 
     def __repr__(cls):
-        CALLS.append("meta.__repr__")
+        _record("meta.__repr__")
         raise RuntimeError("metaclass repr called")
 
 
@@ -111,21 +131,21 @@ class Registry(metaclass=BoobyMeta):
 
 class BoobyDict(dict):
     def __len__(self):
-        CALLS.append("dict-subclass.__len__")
+        _record("dict-subclass.__len__")
         raise RuntimeError
 
     def items(self):
-        CALLS.append("dict-subclass.items")
+        _record("dict-subclass.items")
         raise RuntimeError
 
 
 class BoobyList(list):
     def __len__(self):
-        CALLS.append("list-subclass.__len__")
+        _record("list-subclass.__len__")
         raise RuntimeError
 
     def __iter__(self):
-        CALLS.append("list-subclass.__iter__")
+        _record("list-subclass.__iter__")
         raise RuntimeError
 
 
@@ -158,6 +178,7 @@ def booby_module():
     ARMED.append(True)
     sys.modules["booby_worker"] = module
     CALLS.clear()
+    FORK_CALLS.unlink(missing_ok=True)
 
     handlers = type.__getattribute__(Registry, "handlers")
     by_key = type.__getattribute__(Registry, "by_key")
@@ -193,7 +214,7 @@ def test_walk_calls_no_user_code(booby_module):
     assert any(p.startswith("booby_worker.Registry.booby_keys[<ArmedKey>]") for p in paths) or (
         "booby_worker.Registry.booby_keys" in paths
     )
-    assert CALLS == []
+    assert all_calls() == []
 
 
 def test_probe_checkpoints_and_locator_call_no_user_code(booby_module):
@@ -209,7 +230,7 @@ def test_probe_checkpoints_and_locator_call_no_user_code(booby_module):
         report = probe.report()
     finally:
         tracemalloc.stop()
-    assert CALLS == []
+    assert all_calls() == []
     growing = report["growing"]
     assert "booby_worker.Registry.handlers" in growing
     assert "booby_worker.Registry.by_key" in growing
@@ -235,7 +256,41 @@ def test_declared_bounds_and_mid_run_description_call_no_user_code(booby_module)
         walk = Walk().run()
     finally:
         tracemalloc.stop()
-    assert CALLS == []
+    assert all_calls() == []
     items = object.__getattribute__(bounded, "__dict__")["items"]
     assert walk.bound(id(items)) == 50
     assert "booby_worker.Registry.handlers" in probe.growing_paths()
+
+
+def test_mid_run_description_in_a_forked_copy_matches_one_made_here(booby_module, monkeypatch):
+    """``describe_now`` walks and describes in a forked copy (the worker's heap keeps no
+    trace of it) and finds the growers' live objects here by id: the same description,
+    the same objects for the locator, as the walk in the worker made."""
+    from leakscope.heap import probe as probe_module
+
+    forked_results: list[object] = []
+    real = probe_module.describe_in_fork
+
+    def recorded(*args: object) -> object:
+        result = real(*args)  # type: ignore[arg-type]
+        forked_results.append(result)
+        return result
+
+    forked, here = HolderProbe(), HolderProbe()
+    tracemalloc.start(5)
+    try:
+        for _ in range(3):
+            booby_module(2)
+            forked.observe()
+            here.observe()
+        monkeypatch.setattr(probe_module, "describe_in_fork", recorded)
+        assert forked.describe_now()
+        monkeypatch.setattr(probe_module, "describe_in_fork", lambda *args: None)
+        assert here.describe_now()
+    finally:
+        tracemalloc.stop()
+    assert all_calls() == []
+    assert forked_results and forked_results[0] is not None  # the copy described
+    assert forked.snapshot()["growing"] == here.snapshot()["growing"]
+    assert "booby_worker.Registry.handlers" in forked.snapshot()["growing"]
+    assert [id(c.obj) for c in forked._growing] == [id(c.obj) for c in here._growing]
