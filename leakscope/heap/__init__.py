@@ -28,5 +28,6 @@ own dictionary), never ``repr``, ``len``, ``getattr``, properties,
 
 Modules: ``walk`` (the forward walk), ``fork`` (walking a forked copy),
 ``describe`` (what a container's new items are), ``locate`` (the line that grows it),
-``probe`` (what the collectors call), ``report`` (parent side), ``backrefs`` (objgraph).
+``probe`` (what the collectors call), ``report`` (parent side), ``backrefs`` (objgraph,
+in a forked copy: the worker never imports it).
 """

@@ -147,3 +147,23 @@ def describe_in_fork(
         return {"growing": rows, "bounded": made}
 
     return _in_fork(describe, stop_tracing=False)
+
+
+def backrefs_in_fork(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
+    """``find_by_backrefs`` in a forked copy of the process.
+
+    The measured process loads only the standard library and leakscope's own
+    modules: objgraph is imported in the copy, and its search's collection
+    of garbage runs there. Ids, objects and tracemalloc's record are the
+    same in the copy, which is all the search reads.
+    """
+    def search() -> dict[str, Any]:
+        from leakscope.heap.backrefs import find_by_backrefs
+
+        return {"found": find_by_backrefs(lines)}
+
+    result = _in_fork(search, stop_tracing=False)
+    if result is None:
+        return {"skipped": "no forked copy of the worker to search in"}
+    found: dict[str, Any] | None = result["found"]
+    return found

@@ -390,7 +390,9 @@ class Collector:
         """No holder found by the forward walk, yet the window kept memory.
 
         Ask objgraph for the chain from a module to an object made at the
-        line that kept most after the final collection (holders.find_by_backrefs).
+        line that kept most after the final collection (heap.backrefs), in a
+        forked copy: objgraph is the tool's library, not the worker's, and its
+        search collects garbage; the worker sees neither.
         """
         probe = self.holder_probe
         final = self.end.get("gc_final") if self.end else None
@@ -411,9 +413,9 @@ class Collector:
                  >= BACKREF_MIN_LINE_RATE * max(1, self.traced)}
         if not lines:
             return
-        from leakscope.heap.backrefs import find_by_backrefs
+        from leakscope.heap.fork import backrefs_in_fork
 
-        probe.backref = find_by_backrefs(lines)
+        probe.backref = backrefs_in_fork(lines)
 
     def _measure_final_collect(
         self, lines: set[tuple[str, int]], before: sites.LineTotals,

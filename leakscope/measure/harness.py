@@ -271,10 +271,17 @@ def _leave_forked_child() -> None:
 
 
 def _disarm_in_child(channel: Channel) -> None:
-    """After ``os.fork()`` in the worker: the child neither speaks to leakscope nor ticks."""
+    """After ``os.fork()`` in the worker: the child neither speaks to leakscope nor ticks.
+
+    A copy leakscope forked to walk or search the heap (``heap.fork``) keeps
+    tracemalloc's record, which it reads; it ends by itself.
+    """
     from leakscope.measure import hook
 
     channel.disarm()
+    walking = sys.modules.get("leakscope.heap.fork")
+    if walking is not None and walking.walk_fork_in_progress:
+        return
     hook.install(None)
     if tracemalloc.is_tracing():
         tracemalloc.stop()

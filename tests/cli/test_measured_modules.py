@@ -287,3 +287,42 @@ def test_a_deep_holder_unnamed_for_want_of_objgraph_says_so(tmp_path):
     notes = [line for line in proc.stderr.splitlines() if "back-reference search" in line]
     assert len(notes) == 1, proc.stderr
     assert "objgraph is not importable" in notes[0] and "install objgraph" in notes[0]
+
+
+DEEP_PROBE = PROBE.split("KEPT = []")[0] + '''
+sys.path.insert(0, os.environ["SCENARIOS"])
+import deep_registry  # a holder deeper than the forward walk goes
+
+
+def iteration():
+    deep_registry.iteration()
+
+
+def teardown():
+    _dump()
+'''
+
+
+def test_the_back_reference_search_loads_objgraph_only_in_a_forked_copy(tmp_path):
+    """A holder found through objgraph's back-reference chain (deep_registry): the search
+    runs in a forked copy, so the worker never imports objgraph nor has its garbage
+    collected by it."""
+    probe = tmp_path / "deep_probe.py"
+    probe.write_text(DEEP_PROBE)
+    env = {"SCENARIOS": str(ROOT / "scenarios")}
+    out = tmp_path / "measured.json"
+    proc = run_cli("trace", str(probe), "-q", "--json", str(tmp_path / "run.json"),
+                   env={"PROBE_OUT": str(out), **env})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads((tmp_path / "run.json").read_text())
+    holders = run["holders"]
+    assert holders and holders[0]["found_by"] == "backrefs", holders
+    assert holders[0]["path"].endswith(".backend.store.entries"), holders[0]["path"]
+    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                    "import runpy; runpy.run_path(sys.argv[2], run_name='probe')['teardown']()",
+                    str(ROOT / "scenarios"), str(probe)],
+                   check=True, timeout=60, env={**os.environ, **env,
+                                                "PROBE_OUT": str(tmp_path / "plain.json")})
+    baseline = set(json.loads((tmp_path / "plain.json").read_text()))
+    gained = set(json.loads(out.read_text())) - baseline - {"deep_probe"}  # itself, by name
+    assert gained <= GAINED_ALLOWED, gained
