@@ -20,6 +20,7 @@ Prints a table per measurement and writes bench/results/issue2.json.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from leakscope.analysis import decide  # noqa: E402
+from leakscope.analysis import analyse  # noqa: E402
 from leakscope.analysis.stats import MIN_LOOPS  # noqa: E402
 from leakscope.measure import counters  # noqa: E402
 from leakscope.model import runfile  # noqa: E402
@@ -347,7 +348,10 @@ def stable_from(run: Run) -> tuple[int | None, list[tuple[bool, str]]]:
     total = len(run.measured)
     verdicts = []
     for k in range(1, total + 1):
-        verdict = decide(prefix(run, k))
+        # The whole analysis, as the CLI runs it (the policies that turn a rising
+        # floor into "undecided" included), on a copy: it marks sites and holders.
+        verdict = analyse(copy.deepcopy(prefix(run, k))).verdict
+        assert verdict is not None
         verdicts.append((verdict.leak, verdict.kind))
     final = verdicts[-1]
     stable = None
@@ -401,7 +405,7 @@ def bench_stability() -> dict[str, Any]:
     }
     table(
         f"(c) measured loops until the verdict is stable ({STABILITY_ITERATIONS} measured, "
-        f"decide() on every prefix; nothing is decided below {MIN_LOOPS})",
+        f"the whole analysis on every prefix; nothing is decided below {MIN_LOOPS})",
         ["scenario", "expected", "final", "stable from", "other verdict at",
          "real run there"],
         [
