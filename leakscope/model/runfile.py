@@ -19,7 +19,7 @@ import stat
 import types
 import typing
 from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -295,8 +295,30 @@ class Run:
         return [loop for loop in self.loops if not loop.warmup]
 
 
+_LOOP_FIELDS = tuple(f.name for f in fields(Loop))
+
+
+def _loop_dict(loop: Loop) -> dict[str, Any]:
+    """``asdict(loop)`` without its recursive deep copy (every value is a number, a
+    string or None): a 2,000-loop run's file took 0.15-0.35 s of ``asdict``."""
+    data = {name: getattr(loop, name) for name in _LOOP_FIELDS}
+    data["top"] = [
+        {"file": t.file, "line": t.line, "size_diff": t.size_diff, "count_diff": t.count_diff}
+        for t in loop.top
+    ]
+    return data
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    """``asdict(run)``, its loops (the bulk of a long run) written by ``_loop_dict``."""
+    data = asdict(replace(run, loops=[], processes=[]))
+    data["loops"] = [_loop_dict(loop) for loop in run.loops]
+    data["processes"] = [_run_dict(process) for process in run.processes]
+    return data
+
+
 def to_dict(run: Run) -> dict[str, Any]:
-    data = asdict(run)
+    data = _run_dict(run)
     # Keep the contract's order at the top of the file for people who read it.
     ordered = {key: data.pop(key) for key in ("schema", "target", "python", "started_at")}
     ordered.update(data)
