@@ -138,7 +138,7 @@ def test_a_loop_that_calls_tick_counts_its_loops(tmp_path):
     script = tmp_path / "ticking.py"
     status = tmp_path / "ticking.status"
     script.write_text(
-        "import sys, time\n"
+        "import os, sys, time\n"
         "from leakscope import tick\n"
         "import leakscope.measure.hook as own_hook\n"
         "KEPT = []\n"
@@ -146,9 +146,11 @@ def test_a_loop_that_calls_tick_counts_its_loops(tmp_path):
         "    KEPT.append(bytearray(2000))\n"
         "    time.sleep(0.01)\n"
         "    tick()\n"
-        f"    open({str(status)!r}, 'w')"
+        # Written whole and renamed: a read between open('w') and write() saw ''.
+        f"    open({str(status) + '.tmp'!r}, 'w')"
         ".write(repr((sys.modules['leakscope.measure.hook'] is own_hook,"
         " own_hook.installed() is None)))\n"
+        f"    os.replace({str(status) + '.tmp'!r}, {str(status)!r})\n"
     )
     worker = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
     try:
