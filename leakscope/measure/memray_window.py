@@ -21,6 +21,7 @@ Nothing here calls the worker's code.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 ENGINES = ("tracemalloc", "memray")
@@ -72,6 +73,40 @@ def _mapped_libraries() -> list[str]:
     return found
 
 
+# What memray prints to sys.stderr when it starts in a process that imported
+# greenlet (Celery's workers do): its lines, told apart from the worker's own.
+_GREENLET_WARNING = ("Memray support for Greenlet is experimental",
+                     "report any issues at https://github.com/bloomberg/memray")
+
+
+def _enter_quietly(tracker: Any) -> None:
+    """``tracker.__enter__()``, memray's greenlet warning kept out of the worker's stderr.
+
+    The stream is swapped only where the warning will come (greenlet imported),
+    for the moment the Tracker starts; anything else written to it meanwhile
+    (another thread of the worker's) is passed on to the real stream after, bar
+    blank lines, which the warning ends with.
+    """
+    if "greenlet" not in sys.modules:
+        tracker.__enter__()
+        return
+    import io
+
+    real = sys.stderr
+    caught = io.StringIO()
+    sys.stderr = caught
+    try:
+        tracker.__enter__()
+    finally:
+        if sys.stderr is caught:
+            sys.stderr = real
+        lines = caught.getvalue().splitlines(keepends=True)
+        theirs = [line for line in lines
+                  if line.strip() and not any(mark in line for mark in _GREENLET_WARNING)]
+        if theirs and real is not None:
+            real.write("".join(theirs))
+
+
 def _enter_from_helper_thread(tracker: Any) -> BaseException | None:
     """Start the Tracker from a short-lived thread; the exception if it failed.
 
@@ -88,7 +123,7 @@ def _enter_from_helper_thread(tracker: Any) -> BaseException | None:
 
     def enter() -> None:
         try:
-            tracker.__enter__()
+            _enter_quietly(tracker)
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001
             outcome.append(exc)

@@ -38,3 +38,29 @@ def test_a_failing_start_is_returned_not_raised() -> None:
 
     failure = _enter_from_helper_thread(Broken())
     assert isinstance(failure, RuntimeError) and str(failure) == "no tracker"
+
+
+def test_memrays_greenlet_warning_stays_out_of_the_workers_stderr(tmp_path) -> None:
+    """A worker that imported greenlet (Celery's does): memray prints a warning to
+    sys.stderr when its Tracker starts. The worker's stderr is the worker's: the warning
+    is left out, and whatever else is written meanwhile still reaches it."""
+    import subprocess
+    import textwrap
+
+    import pytest
+
+    pytest.importorskip("memray")
+    pytest.importorskip("greenlet")
+    code = textwrap.dedent(f"""
+        import sys
+        import greenlet, memray
+        from leakscope.measure.memray_window import _enter_from_helper_thread
+        tracker = memray.Tracker({str(tmp_path / "capture.bin")!r})
+        assert _enter_from_helper_thread(tracker) is None
+        tracker.__exit__(None, None, None)
+        print("worker's own line", file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "worker's own line\n"
