@@ -1,4 +1,9 @@
-"""Walking in a forked copy: the worker goes on while a frozen copy of it is walked."""
+"""Heap work in a forked copy of the process: walks, descriptions, the back-reference search.
+
+What that work touches (reference counts, instance dicts it materialises, the
+modules it imports, the garbage objgraph collects) changes the copy, never the
+worker; the worker waits for the answer, so its pages are not copied meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import os
 import tracemalloc
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
@@ -47,7 +53,7 @@ def fork_copy() -> int | None:
         return None
 
 
-def _in_fork(work: Any, stop_tracing: bool) -> Any:
+def _in_fork(work: Callable[[], Any], stop_tracing: bool) -> Any:
     """``work()`` in a forked copy, its JSON-able result back through a pipe.
 
     None where fork is unavailable or fails, or the copy did not finish: the
