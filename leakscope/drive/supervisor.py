@@ -46,6 +46,8 @@ INTERRUPT_GRACE = 10.0
 STARTUP_GRACE = 60.0
 # After the final message, how long the child gets to exit on its own.
 EXIT_GRACE = 5.0
+# While waiting for a stopping child, how often a second Ctrl-C is looked for.
+STOP_POLL = 0.1
 
 
 class Interrupts:
@@ -53,16 +55,22 @@ class Interrupts:
 
     Installed for the whole command, so that SIGINT stops a trace even when
     the shell started it in the background with SIGINT ignored. While loops
-    are gathered, SIGINT raises KeyboardInterrupt (the child is asked to stop
-    and what arrived is kept). Once every loop has arrived (``finishing()``),
-    nothing is left to cut: the first Ctrl-C only says so and the verdict is
-    finished, printed and saved; any later one raises ``Abandoned``.
+    are gathered, the first Ctrl-C raises KeyboardInterrupt (the child is
+    asked to stop and what arrived is kept). From then on a press never
+    raises: the second only sets ``forced`` (stop waiting for the child, as
+    the first press's line promised), so it cannot cut the saving of what was
+    gathered wherever it lands. Once every loop has arrived (``finishing()``),
+    nothing is left to cut: the first press there only says so and the
+    verdict is finished, printed and saved; any later one raises ``Abandoned``.
     """
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.presses = 0
+        self.stopping = False
+        self.forced = False
         self.finishing_mode = False
+        self.finishing_presses = 0
         self._previous: Any = None
         self._installed = False
 
@@ -84,19 +92,24 @@ class Interrupts:
     def crossed(self) -> None:
         """The first Ctrl-C crossed the child's word that every loop was in: it cut nothing."""
         self.finishing_mode = True
+        self.finishing_presses = 1
         self.say(_FINISHING)
 
     def _handle(self, signum: int, frame: object) -> None:
         self.presses += 1
-        if not self.finishing_mode:
-            if self.presses == 1:
-                self.say("leakscope: interrupted: stopping the worker and keeping the loops "
-                         "gathered (Ctrl-C again if it does not stop)")
-            raise KeyboardInterrupt
-        if self.presses == 1:
-            self.say(_FINISHING)
+        if self.finishing_mode:
+            self.finishing_presses += 1
+            if self.finishing_presses == 1:
+                self.say(_FINISHING)
+                return
+            raise Abandoned
+        if self.stopping:
+            self.forced = True
             return
-        raise Abandoned
+        self.stopping = True
+        self.say("leakscope: interrupted: stopping the worker and keeping the loops "
+                 "gathered (Ctrl-C again if it does not stop)")
+        raise KeyboardInterrupt
 
 
 _FINISHING = ("leakscope: interrupted: every loop was gathered; finishing the verdict and "
@@ -216,15 +229,15 @@ def _trace(
             on_interrupt()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        # A second Ctrl-C may already have come (while the pipe was drained).
-        if interrupts is None or interrupts.presses < 2:
-            try:
-                # In all, not per message: a worker that ignores SIGINT goes on
-                # sending loops, and would otherwise keep us for its whole run.
-                _pump(read_fd, decoder, assembler, INTERRUPT_GRACE,
-                      until=time.monotonic() + INTERRUPT_GRACE)
-            except (KeyboardInterrupt, TimeoutError, wire.WireError):
-                pass
+        forced = (lambda: interrupts.forced) if interrupts is not None else None
+        try:
+            # In all, not per message: a worker that ignores SIGINT goes on
+            # sending loops, and would otherwise keep us for its whole run.
+            # A second Ctrl-C (``forced``), wherever it came, ends the wait.
+            _pump(read_fd, decoder, assembler, INTERRUPT_GRACE,
+                  until=time.monotonic() + INTERRUPT_GRACE, stop_when=forced)
+        except (KeyboardInterrupt, TimeoutError, wire.WireError):
+            pass
     except TimeoutError:
         timed_out = True
     except wire.WireError as exc:
@@ -269,13 +282,16 @@ def _trace(
 def _pump(
     fd: int, decoder: wire.Decoder, assembler: Assembler, timeout: float,
     first: float | None = None, until: float | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> None:
     """Read messages until the child closes the pipe; TimeoutError if it stalls.
 
     ``first`` is the wait for the first message, when the child is still
     starting up (``timeout`` if not given); ``until`` a ``time.monotonic()``
-    after which to stop waiting at all. A line that is not one of the
-    harness's messages raises ``wire.WireError``; the messages before it are in.
+    after which to stop waiting at all; ``stop_when`` a flag a signal handler
+    sets, read at least every STOP_POLL seconds (TimeoutError once set). A
+    line that is not one of the harness's messages raises ``wire.WireError``;
+    the messages before it are in.
     """
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
@@ -284,7 +300,17 @@ def _pump(
         while True:
             if until is not None:
                 wait = min(wait, until - time.monotonic())
-            if wait < 0 or not selector.select(wait):
+            if wait < 0:
+                raise TimeoutError
+            if stop_when is not None:
+                if stop_when():
+                    raise TimeoutError
+                if not selector.select(min(wait, STOP_POLL)):
+                    if wait <= STOP_POLL:
+                        raise TimeoutError
+                    wait -= STOP_POLL
+                    continue
+            elif not selector.select(wait):
                 raise TimeoutError
             wait = timeout
             chunk = os.read(fd, 1 << 16)

@@ -583,6 +583,7 @@ def test_worker_that_ignores_sigint_is_told_on_the_first_ctrl_c(tmp_path: Path) 
     code, stdout, stderr = finish(proc)
     assert code == EXIT_INTERRUPTED, stderr
     assert "Traceback" not in stdout + stderr
+    assert out.exists(), first + stderr
     run = load_json(out)
     assert run["verdict"]["partial"] is True and len(run["loops"]) < 2000
 
