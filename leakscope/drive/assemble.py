@@ -218,7 +218,12 @@ class Assembler:
     def add_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
         observation["loops_done"] = loops_done
         observation["measured_done"] = self.measured
-        self.checkpoints.append(observation)
+        if self.checkpoints and self.checkpoints[-1]["loops_done"] == loops_done:
+            # A walk at the same point as the last (the process exiting right
+            # after one): the child's series replace that point too.
+            self.checkpoints[-1] = observation
+        else:
+            self.checkpoints.append(observation)
         if self.run.loops and loops_done > 0:
             self.run.loops[min(loops_done, len(self.run.loops)) - 1].gc_objects = observation.get(
                 "gc_objects"

@@ -31,12 +31,15 @@ class HolderProbe:
         self.forked_walks = 0
         self._growing_cache: tuple[int, list[int]] | None = None
 
-    def observe(self, final: bool = False) -> dict[str, Any]:
+    def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]:
         """Record every container's length; at the final checkpoint, describe the growers.
 
         Checkpoints before the last walk in a forked copy of the process
         (``walk_lengths_in_fork``); the last walks here, because describing a
         holder needs the live objects and tracemalloc's record of them.
+        ``again``: no unit ran since the last checkpoint (a worker that exits
+        right after a walk), so this walk replaces that point instead of adding
+        an equal one, which would read as a container that stopped growing.
         """
         started = time.perf_counter()
         forked = None if final else walk_lengths_in_fork()
@@ -52,12 +55,14 @@ class HolderProbe:
             }
         self.visited = max(self.visited, visited)
         self.forked_walks += forked is not None
-        index = self.checkpoints
+        again = again and self.checkpoints > 0
+        index = self.checkpoints - 1 if again else self.checkpoints
         # Series are keyed by id: the same live container at every checkpoint.
         for key, length in lengths.items():
             series = self.series.get(key)
             if series is None:
                 series = self.series[key] = [-1] * index
+            del series[index:]
             series.append(length)
         for series in self.series.values():
             if len(series) < index + 1:
@@ -66,7 +71,8 @@ class HolderProbe:
             if key not in self.paths:
                 self.paths[key] = path
                 self.kinds[key] = (kind, bound)
-        self.checkpoints += 1
+        self.checkpoints = index + 1
+        self._growing_cache = None
         self._growing = []
         if final and walk is not None:
             self._describe_growing(walk)

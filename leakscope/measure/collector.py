@@ -102,7 +102,7 @@ class HolderProbe(Protocol):
     walk_seconds: float
     backref: dict[str, Any] | None
 
-    def observe(self, final: bool = False) -> dict[str, Any]: ...
+    def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]: ...
     def describe_now(self) -> bool: ...
     def growing_paths(self) -> list[str]: ...
     def start_locating(self, caller: Any) -> bool: ...
@@ -213,6 +213,7 @@ class Collector:
         self.end: dict[str, Any] | None = None
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
+        self._checkpoint_at = -1
         # Per-line diffs on a budget; between two, each loop's totals are read
         # in O(1) and corrected by what leakscope itself holds in the traced
         # heap (its own traces are left out of a diff's totals).
@@ -359,9 +360,16 @@ class Collector:
         ``traced_bytes``: the worker's traced total now, when this loop was not
         diffed (by default, the last diff's)."""
         assert self.holder_probe is not None
-        self._checkpoint_bytes.append(
-            self.window.previous.total_bytes if traced_bytes is None else traced_bytes)
-        observation = self.holder_probe.observe(final=final)
+        kept = self.window.previous.total_bytes if traced_bytes is None else traced_bytes
+        # No loop since the last walk (a worker exiting right after one): this
+        # walk is that point again, not a new one equal to it.
+        again = self._checkpoint_at == self.index and bool(self._checkpoint_bytes)
+        self._checkpoint_at = self.index
+        if again:
+            self._checkpoint_bytes[-1] = kept
+        else:
+            self._checkpoint_bytes.append(kept)
+        observation = self.holder_probe.observe(final=final, again=again)
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
 

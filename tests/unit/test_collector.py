@@ -160,7 +160,7 @@ def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None
         walk_seconds = 0.0
         backref = None
 
-        def observe(self, final: bool = False) -> dict[str, Any]:
+        def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]:
             self.checkpoints += 1
             # 100 KB kept by the walk, made in leakscope's code (as the real walk's are).
             walk_keeps.append(wire.encode({"t": "walk", "pad": "x" * 100_000}))

@@ -74,7 +74,7 @@ class LocatingProbe:
         self.backref: dict[str, Any] | None = None
         self.caller: Any = None
 
-    def observe(self, final: bool = False) -> dict[str, Any]:
+    def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]:
         return {}
 
     def start_locating(self, caller: Any) -> bool:

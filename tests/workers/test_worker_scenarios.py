@@ -274,3 +274,31 @@ def test_a_clean_wsgi_app_is_never_called_a_leak_in_twenty_runs(redis_url, tmp_p
     assert all(code == 0 for code, _, _ in results), [err for code, _, err in results if code]
     called = [_diagnosis(run) for _, run, _ in results if run["verdict"]["leak"]]
     assert not called, f"{len(called)} of 20 runs: {called[0]}"
+
+
+def test_a_worker_stopped_right_after_a_holder_walk_still_names_its_container(tmp_path):
+    """A gunicorn worker stopped at its 40th request (30 measured, walked at the 30th)
+    was called "No leak: urlsplit's lru_cache filling" in CI: its exit walk, at the
+    same point, made the growing dict's series end flat. One worker, 40 requests."""
+    out = tmp_path / "run.json"
+    port = free_port()
+    proc = leakscope_popen(["run", "--quiet", "--sample", "1", "--units", "40", "--timeout",
+                            "60", "--json", str(out), "--", "gunicorn", "--chdir",
+                            "scenarios/workers", "-w", "1", "-k", "sync", "wsgi_leak:app",
+                            "-b", f"127.0.0.1:{port}"], worker_env(""))
+    sent, deadline = 0, time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/orders?user={sent}",
+                                        timeout=5) as response:
+                response.read()
+            sent += 1
+        except OSError:
+            time.sleep(0.1)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    run = load_json(out)
+    seen = _diagnosis(run)
+    worker = next(p for p in run["processes"] if p["process"]["role"] == "gunicorn worker")
+    assert worker["verdict"]["leak"] and worker["verdict"]["kind"] == "reachable", seen
+    assert [h["path"] for h in worker["holders"]] == ["wsgi_leak.REQUESTS_BY_USER"], seen
