@@ -211,6 +211,10 @@ class Collector:
         # What only the end of the traced loops can see (tracebacks, the final
         # collection), once observed.
         self.end: dict[str, Any] | None = None
+        # The last traced loop's read of the traces, with the tracebacks the end
+        # needs (line_totals(last=True)): observe_end uses it instead of a
+        # second full read of the same traces.
+        self._end_read: tuple[int, sites.LineTotals, dict] | None = None
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
         self._checkpoint_at = -1
@@ -373,6 +377,21 @@ class Collector:
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
 
+    def line_totals(self, last: bool = False) -> sites.LineTotals:
+        """The worker's bytes and blocks per line now: one full read of the traces.
+
+        ``last``: the last traced loop's read, which observe_end (called in the
+        same loop's end, no code of the worker's in between) takes as its own; not where
+        other threads allocate meanwhile. The read is the run's largest, so
+        sharing it saves its cost once (~0.12 s at 320,000 traces).
+        """
+        if last and self.end is None and not self.other_threads_allocate:
+            totals, tracebacks = sites.aggregate_with_tracebacks(
+                get_traces(), self.is_own, TRACEBACK_LINES)
+            self._end_read = (self.index, totals, tracebacks)
+            return totals
+        return sites.aggregate(get_traces(), self.is_own)
+
     def observe_end(self) -> None:
         """Dominant tracebacks of the biggest lines, then one full collection.
 
@@ -386,9 +405,14 @@ class Collector:
         self.end = {}
         if not (self.measuring and tracemalloc.is_tracing()):
             return
-        # The totals before the collection, from the same read of the traces.
-        before, tracebacks = sites.aggregate_with_tracebacks(
-            get_traces(), self.is_own, TRACEBACK_LINES)
+        # The totals before the collection, from the same read of the traces:
+        # the last loop's diff's, when nothing ran in between.
+        read, self._end_read = self._end_read, None
+        if read is not None and read[0] == self.index:
+            _, before, tracebacks = read
+        else:
+            before, tracebacks = sites.aggregate_with_tracebacks(
+                get_traces(), self.is_own, TRACEBACK_LINES)
         self.end["tracebacks"] = [
             [list(key), [list(frame) for frame in frames]] for key, frames in tracebacks.items()
         ]

@@ -291,7 +291,7 @@ class TracedPhase:
         engine = self.engine
         window = engine.window
         started = time.perf_counter()
-        totals = sites.aggregate(get_traces(), engine.is_own)
+        totals = engine.line_totals(last=engine.traced + 1 == self.target)
         changes = sites.diff(window.previous, totals)
         # What an observer in this process keeps of the loop (its record, and
         # the values in it) is leakscope's, but not in the traces just taken.

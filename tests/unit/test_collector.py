@@ -214,3 +214,58 @@ def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None
         floor = median3(natives)
         assert max(b - a for a, b in zip(floor, floor[1:])) < 50_000
     walk_keeps.clear()
+
+
+def test_the_last_diff_and_the_ends_figures_share_one_read_and_agree(monkeypatch) -> None:
+    """The last traced loop's read of the traces is also the end's (observe_end): one
+    full read fewer, the largest of the run. What it hands the end must be what a read
+    of the end's own, at that moment, gives."""
+    from leakscope.measure import collector as collector_module
+    from leakscope.model import sites
+
+    reads: list[str] = []
+    real_aggregate = collector_module.sites.aggregate
+    real_with_tracebacks = collector_module.sites.aggregate_with_tracebacks
+    fresh: list[tuple[sites.LineTotals, dict]] = []
+
+    def aggregate(*args: Any) -> Any:
+        reads.append("totals")
+        return real_aggregate(*args)
+
+    def with_tracebacks(*args: Any) -> Any:
+        reads.append("tracebacks")
+        return real_with_tracebacks(*args)
+
+    settings = Settings(iterations=30, warmup=2, frames=5)
+    collector = Collector(settings, Recorder())
+    real_observe_end = collector.observe_end
+
+    def observe_end() -> None:
+        if collector.end is None:  # the moment the end reads: a read of its own, to compare
+            fresh.append(real_with_tracebacks(
+                collector_module.get_traces(), collector.is_own, collector_module.TRACEBACK_LINES))
+        real_observe_end()
+
+    monkeypatch.setattr(collector_module.sites, "aggregate", aggregate)
+    monkeypatch.setattr(collector_module.sites, "aggregate_with_tracebacks", with_tracebacks)
+    monkeypatch.setattr(collector, "observe_end", observe_end)
+    collector.begin()
+    while True:
+        _keep_three()
+        if not collector.end_loop():
+            break
+    end = collector.end
+    collector.finish()
+    assert end is not None and fresh
+    # The last loop read once, with tracebacks; the end did not read again before
+    # its collection (the one "totals" read after it is the collection's).
+    last = len(reads) - 1 - reads[::-1].index("tracebacks")
+    assert reads.count("tracebacks") == 1 and reads[last + 1:] == ["totals"], reads
+    # One read per diffed loop (30, all diffed), the baseline when tracing starts and
+    # the collection's: the end adds none of its own.
+    assert len(reads) == 30 + 2, reads
+    totals, tracebacks = fresh[0]
+    assert end["gc_final"]["bytes_before"] == totals.total_bytes
+    assert end["gc_final"]["blocks_before"] == totals.total_blocks
+    assert [line for line, _ in end["tracebacks"]] == [list(key) for key in tracebacks]
+    assert any(line[1] == KEEP_LINE for line, _ in end["tracebacks"])
