@@ -88,18 +88,20 @@ def malloc_in_use() -> int | None:
     return int(info.uordblks + info.hblkhd)
 
 
-def malloc_heap() -> int | None:
-    """Bytes glibc's malloc holds from the system, in use or free (glibc only).
+def malloc_read() -> tuple[int, int] | None:
+    """``malloc_in_use()`` and the bytes glibc's malloc holds from the system, in use or
+    free, from one call (a loop that needs both pays for one ctypes structure, an
+    allocation tracemalloc records).
 
-    What RSS can owe to malloc: free chunks it keeps after a burst (it returns
-    only the top of its heap) count here but not in ``malloc_in_use``. RSS
-    beyond this is memory mapped outside malloc: CPython's object arenas, an
+    The second is what RSS can owe to malloc: free chunks it keeps after a burst
+    (it returns only the top of its heap) count there but not in the first. RSS
+    beyond it is memory mapped outside malloc: CPython's object arenas, an
     extension's own ``mmap``, thread stacks.
     """
     if _mallinfo2 is None:
         return None
     info = _mallinfo2()
-    return int(info.arena + info.hblkhd)
+    return int(info.uordblks + info.hblkhd), int(info.arena + info.hblkhd)
 
 
 def has_malloc_counter() -> bool:

@@ -215,19 +215,19 @@ class TracedPhase:
         window = engine.window
         raw = tracemalloc.get_traced_memory()[0]
         allocated = sys.getallocatedblocks()
-        native = self.native_between_diffs(allocated)
+        native = self.native_between_diffs(allocated, counters.malloc_in_use())
         engine.checkpoint(final, window.last_traced)
         window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
         after = sys.getallocatedblocks()
         window.blocks_base += after - allocated
         if native is not None:
-            moved = self.native_between_diffs(after)
+            moved = self.native_between_diffs(after, counters.malloc_in_use())
             window.native_offset += (moved or 0) - native
 
-    def native_between_diffs(self, allocated: int) -> int | None:
-        """malloc's in-use bytes beyond the last diff's Python large blocks and
-        tracemalloc's bookkeeping (every trace, the new ones too): the native estimate."""
-        malloc = counters.malloc_in_use()
+    def native_between_diffs(self, allocated: int, malloc: int | None) -> int | None:
+        """malloc's in-use bytes (``malloc``, None without the counter) beyond the last
+        diff's Python large blocks and tracemalloc's bookkeeping (every trace, the new
+        ones too): the native estimate."""
         if malloc is None:
             return None
         window = self.engine.window
@@ -296,7 +296,8 @@ class TracedPhase:
         # What an observer in this process keeps of the loop (its record, and
         # the values in it) is leakscope's, but not in the traces just taken.
         before = tracemalloc.get_traced_memory()[0]
-        malloc = counters.malloc_in_use()
+        both = counters.malloc_read()
+        malloc, heap = both if both is not None else (None, None)
         native = None
         if malloc is not None:
             # What the C allocator holds beyond Python's own large blocks and
@@ -315,7 +316,7 @@ class TracedPhase:
             "traced_blocks": totals.total_blocks,
             "net_bytes": totals.total_bytes - previous,
             "rss_bytes": counters.rss_bytes(),
-            "malloc_heap_bytes": counters.malloc_heap(),
+            "malloc_heap_bytes": heap,
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
             "native_bytes": native,
             "allocated_blocks": sys.getallocatedblocks(),
@@ -386,14 +387,15 @@ class TracedPhase:
         traced = max(previous_totals.total_bytes, raw - window.own_bytes)
         previous = (previous_totals.total_bytes if window.last_traced is None
                     else window.last_traced)
-        native = self.native_between_diffs(allocated)
+        both = counters.malloc_read()
+        native = self.native_between_diffs(allocated, both[0] if both is not None else None)
         if native is not None:
             native -= window.native_offset
         loop = {
             "index": index, "warmup": False, "phase": self.name,
             "traced_bytes": traced, "traced_blocks": blocks,
             "net_bytes": traced - previous, "rss_bytes": counters.rss_bytes(),
-            "malloc_heap_bytes": counters.malloc_heap(),
+            "malloc_heap_bytes": both[1] if both is not None else None,
             "tracemalloc_bytes": tracemalloc.get_tracemalloc_memory(),
             "native_bytes": native, "allocated_blocks": allocated,
             "gc_collections": engine.gc_counter.collections, "seconds": seconds,
@@ -461,8 +463,8 @@ class DetectPhase:
         engine = self.engine
         engine.count_threads()
         blocks = sys.getallocatedblocks()
-        malloc = counters.malloc_in_use()
-        heap = counters.malloc_heap()
+        both = counters.malloc_read()
+        malloc, heap = both if both is not None else (None, None)
         rss = counters.rss_bytes()
         self.blocks[engine.measured] = blocks
         self.malloc[engine.measured] = malloc or 0
