@@ -217,7 +217,14 @@ class Assembler:
 
     def add_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
         observation["loops_done"] = loops_done
-        observation["measured_done"] = self.measured
+        loops = self.run.loops
+        if loops_done < len(loops):
+            # A walk whose copy answered some units later (a real worker does not
+            # wait for it): measured where it was taken, not where it arrived.
+            observation["measured_done"] = sum(
+                1 for loop in loops[:loops_done] if not loop.warmup and loop.phase != "detect")
+        else:
+            observation["measured_done"] = self.measured
         if self.checkpoints and self.checkpoints[-1]["loops_done"] == loops_done:
             # A walk at the same point as the last (the process exiting right
             # after one): the child's series replace that point too.

@@ -8,7 +8,14 @@ import types
 from typing import Any
 
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
-from leakscope.heap.fork import describe_in_fork, walk_lengths_in_fork
+from leakscope.heap.fork import (
+    ForkJob,
+    Lengths,
+    describe_in_fork,
+    read_lengths,
+    start_lengths_in_fork,
+    walk_lengths_in_fork,
+)
 from leakscope.heap.locate import GrowthLocator
 from leakscope.heap.walk import Walk
 
@@ -30,6 +37,8 @@ class HolderProbe:
         self.backref: dict[str, Any] | None = None
         self.forked_walks = 0
         self._growing_cache: tuple[int, list[int]] | None = None
+        # A checkpoint walk running in a forked copy while the worker goes on.
+        self._pending: ForkJob | None = None
 
     def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]:
         """Record every container's length; at the final checkpoint, describe the growers.
@@ -41,13 +50,73 @@ class HolderProbe:
         right after a walk), so this walk replaces that point instead of adding
         an equal one, which would read as a container that stopped growing.
         """
+        self.finish_pending()
         started = time.perf_counter()
         forked = None if final else walk_lengths_in_fork()
         walk = None
+        if forked is None:
+            walk = Walk().run()
+        observation = self._record(forked, walk, again)
+        if final and walk is not None:
+            self._describe_growing(walk)
+        seconds = time.perf_counter() - started
+        self.walk_seconds += seconds
+        observation["seconds"] = round(seconds, 4)
+        return observation
+
+    def start_observe(self) -> bool:
+        """A checkpoint whose walk the worker does not wait for: the forked copy walks
+        while the worker serves, and ``finish_pending`` records its lengths. False
+        where fork fails (the caller then observes as usual)."""
+        self.finish_pending()
+        started = time.perf_counter()
+        job = start_lengths_in_fork()
+        self.walk_seconds += time.perf_counter() - started
+        if job is None:
+            return False
+        self._pending = job
+        return True
+
+    def drop_pending(self, reap: bool) -> None:
+        """Forget the pending walk: its pipe closed here, its copy reaped if ``reap``."""
+        job, self._pending = self._pending, None
+        if job is not None:
+            job.abandon(reap)
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def pending_ready(self) -> bool:
+        """Whether the pending walk's copy has answered (read without waiting)."""
+        return self._pending is not None and self._pending.ready()
+
+    def finish_pending(self) -> dict[str, Any] | None:
+        """Record the pending walk's lengths (waiting for its copy if it must) as the
+        checkpoint it was started at; None when none was pending. A copy that
+        failed is walked for here, a point late rather than none."""
+        job, self._pending = self._pending, None
+        if job is None:
+            return None
+        started = time.perf_counter()
+        payload = job.result()
+        forked = read_lengths(payload)
+        walk = Walk().run() if forked is None else None
+        observation = self._record(forked, walk, again=False)
+        if payload is not None and "gc_objects" in payload:
+            observation["gc_objects"] = int(payload["gc_objects"])
+        seconds = time.perf_counter() - started
+        self.walk_seconds += seconds
+        observation["seconds"] = round(seconds, 4)
+        observation["waited"] = False
+        return observation
+
+    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool) -> dict[str, Any]:
+        """One checkpoint's lengths into the series, from the copy's walk or ``walk``."""
         if forked is not None:
             lengths, bounded, visited = forked
         else:
-            walk = Walk().run()
+            assert walk is not None
             lengths, visited = walk.length_of, walk.visited
             bounded = {
                 key: (walk.path(walk.node_of[key]), walk.type_name(key), bound)
@@ -74,12 +143,7 @@ class HolderProbe:
         self.checkpoints = index + 1
         self._growing_cache = None
         self._growing = []
-        if final and walk is not None:
-            self._describe_growing(walk)
-        seconds = time.perf_counter() - started
-        self.walk_seconds += seconds
-        return {"containers": len(lengths), "visited": visited, "seconds": round(seconds, 4),
-                "forked": forked is not None}
+        return {"containers": len(lengths), "visited": visited, "forked": forked is not None}
 
     def describe_now(self) -> bool:
         """Walk here and describe the containers that grew so far, adding no checkpoint.

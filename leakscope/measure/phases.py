@@ -30,8 +30,8 @@ import sys
 import time
 import tracemalloc
 from array import array
-from collections.abc import Container, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from leakscope.measure import counters
 from leakscope.model import sites
@@ -72,6 +72,9 @@ WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
 # Seconds an exiting process waits for the copy still describing its window.
 WINDOW_COPY_WAIT = 15.0
+
+
+_T = TypeVar("_T")
 
 
 class Phase(Protocol):
@@ -211,18 +214,23 @@ class TracedPhase:
         leakscope's own: added to what the O(1) totals of the loops up to the next
         diff take off, as a diff right after the walk used to measure, at the cost
         of a full read of the traces."""
-        engine = self.engine
-        window = engine.window
+        self.own_work(lambda: self.engine.checkpoint(final, self.engine.window.last_traced))
+
+    def own_work(self, work: Callable[[], _T]) -> _T:
+        """``work()``, whatever it leaves in the traced heap, the allocated blocks and
+        malloc counted as leakscope's own until the next diff."""
+        window = self.engine.window
         raw = tracemalloc.get_traced_memory()[0]
         allocated = sys.getallocatedblocks()
         native = self.native_between_diffs(allocated, counters.malloc_in_use())
-        engine.checkpoint(final, window.last_traced)
+        result = work()
         window.own_bytes += tracemalloc.get_traced_memory()[0] - raw
         after = sys.getallocatedblocks()
         window.blocks_base += after - allocated
         if native is not None:
             moved = self.native_between_diffs(after, counters.malloc_in_use())
             window.native_offset += (moved or 0) - native
+        return result
 
     def native_between_diffs(self, allocated: int, malloc: int | None) -> int | None:
         """malloc's in-use bytes (``malloc``, None without the counter) beyond the last
@@ -873,6 +881,7 @@ class UnitTracedPhase(TracedPhase):
         self.closed = False
         self.locator_running = False
         self.described = False
+        self.diff_next = False
         self.measuring_since: float | None = None
 
     @property
@@ -904,6 +913,15 @@ class UnitTracedPhase(TracedPhase):
         stop_locator = self.locator_running
         self.record_traced(index, seconds)
         probe = self.probe
+        if probe is not None and (
+            self.own_work(probe.pending_ready)
+            # A window's last walk answers by its next-to-last unit (waited for
+            # if it must): it may be the third, whose growers the locator
+            # follows through the window's last unit.
+            or probe.pending and self.window_units
+            and self.engine.traced >= self.window_units - 1
+        ):
+            self.take_walk()
         if stop_locator and probe is not None:
             probe.stop_locating()
             self.locator_running = False
@@ -917,8 +935,19 @@ class UnitTracedPhase(TracedPhase):
             return self.close_window()
         return self
 
+    def take_walk(self) -> None:
+        """The pending walk's lengths in (waiting for its copy if it must), then what
+        follows a walk."""
+        self.own_work(self.engine.finish_checkpoint)
+        # The next unit is diffed: exact again after leakscope's own work here.
+        self.diff_next = True
+        self.after_walk()
+
     def diff_due(self) -> bool:
         # The unit the locator ran in: its line changes name the grower's line.
+        if self.diff_next:
+            self.diff_next = False
+            return True
         return self.locator_running or super().diff_due()
 
     def checkpoint(self, final: bool = False) -> None:
@@ -932,7 +961,16 @@ class UnitTracedPhase(TracedPhase):
             and probe.walk_seconds > WALK_BUDGET * (now - self.measuring_since)
         ):
             return  # walks already took their share of this worker's time
+        if not final and self.engine.start_checkpoint():
+            return  # the copy walks while the worker serves: after_walk once it answers
         self.engine.checkpoint(final)
+        self.after_walk(final)
+
+    def after_walk(self, final: bool = False) -> None:
+        """A checkpoint's lengths are in: describe the growers once three walks show them,
+        and save the holders so far."""
+        probe = self.probe
+        assert probe is not None
         if (
             not final and not self.described and probe.checkpoints >= 3
             and probe.describe_now()
@@ -987,6 +1025,9 @@ class UnitTracedPhase(TracedPhase):
         assert self.watch is not None
         engine = self.engine
         self.closed = True
+        # The closing copy must not share a walk's pipe with this process.
+        if engine.finish_checkpoint():
+            self.after_walk(final=True)
         # Stopped here, before the copy forks: the Tracker writes its capture in
         # this process, and the copy only reports where it is (engine.locator).
         engine.close_memray_window()

@@ -135,3 +135,7 @@ class UnitCollector(Collector):
         self.gc_counter.__exit__()
         if self.holder_probe is not None:
             self.holder_probe.stop_locating()
+            # A walk still in its copy: a forked child's is not its to read or
+            # reap (the pipe is shared with the parent); the process itself
+            # giving up reaps it.
+            self.holder_probe.drop_pending(reap=os.getpid() == self._pid)

@@ -169,6 +169,20 @@ def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None
         def describe_now(self) -> bool:
             return False
 
+        def start_observe(self) -> bool:
+            return False  # no forked copy: every walk is waited for
+
+        def pending_ready(self) -> bool:
+            return False
+
+        pending = False
+
+        def finish_pending(self) -> dict[str, Any] | None:
+            return None
+
+        def drop_pending(self, reap: bool) -> None:
+            pass
+
         def growing_paths(self) -> list[str]:
             return []
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 import tracemalloc
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,6 +95,20 @@ class LocatingProbe:
 
     def describe_now(self) -> bool:
         return False
+
+    def start_observe(self) -> bool:
+        return False  # no forked copy: every walk is waited for
+
+    def pending_ready(self) -> bool:
+        return False
+
+    pending = False
+
+    def finish_pending(self) -> dict[str, Any] | None:
+        return None
+
+    def drop_pending(self, reap: bool) -> None:
+        pass
 
     def growing_paths(self) -> list[str]:
         return []
@@ -373,3 +389,63 @@ def test_worker_checkpoints_are_dense_early_and_spare_the_window_end() -> None:
     assert [n for n in range(0, 301) if n in schedule] == [0, 10, 30]
     open_ended = CheckpointSchedule(every=100)
     assert [n for n in range(0, 301) if n in open_ended] == [0, 10, 30, 60, 100, 200, 300]
+
+
+class OrderedRecorder(Recorder):
+    """A Recorder that also notes each loop among the events, to see what came when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoints: list[tuple[int, dict[str, Any]]] = []
+
+    def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]) -> None:
+        super().on_loop(loop, changes)
+        self.events.append(("loop", loop["index"]))
+
+    def on_checkpoint(self, loops_done: int, observation: dict[str, Any]) -> None:
+        super().on_checkpoint(loops_done, observation)
+        self.checkpoints.append((loops_done, observation))
+
+
+def test_a_workers_walks_run_in_copies_it_does_not_wait_for() -> None:
+    """A real worker's checkpoint walk (0.2-0.3 s a walk in a Celery pool child, the
+    worker stalled meanwhile) runs in a forked copy while the worker serves: its
+    lengths arrive some units later, recorded at the unit the walk was taken, and
+    three walks still show the growing registry and have it described."""
+    from leakscope.heap.probe import HolderProbe
+
+    module = types.ModuleType("async_walk_worker")
+    module.REGISTRY = []  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        recorder = OrderedRecorder()
+        probe = HolderProbe()
+        collector = UnitCollector(Settings(warmup=2, holders=True, sample=1, frames=5),
+                                  recorder, probe)
+        collector.begin()
+        try:
+            # Units until the third walk's answer is in (the copy walks this test
+            # process's heap meanwhile: a few hundred ms at most).
+            for _ in range(3000):
+                module.REGISTRY.append({"n": len(module.REGISTRY)})  # type: ignore[attr-defined]
+                time.sleep(0.001)  # a unit's work
+                collector.end_loop()
+                if len(recorder.checkpoints) >= 3:
+                    break
+        finally:
+            collector.close()
+        taken = [loops_done for loops_done, _ in recorder.checkpoints]
+        # Walks at 0, 10 and 30 traced units (loops 2, 12, 32), each recorded there.
+        assert taken[:3] == [2, 12, 32], taken
+        assert all(not observation.get("waited", True) and observation["forked"]
+                   for _, observation in recorder.checkpoints[:3]), recorder.checkpoints
+        # Each arrived after the worker had gone on: a loop came between walk and answer.
+        events = recorder.events
+        for loops_done in taken[:3]:
+            at = events.index(("checkpoint", loops_done))
+            assert any(kind == "loop" and index >= loops_done
+                       for kind, index in events[:at]), (loops_done, events[:at][-3:])
+        growing = probe.snapshot()["growing"]
+        assert "async_walk_worker.REGISTRY" in growing, sorted(growing)
+    finally:
+        del sys.modules[module.__name__]
