@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
@@ -52,11 +53,13 @@ class HolderProbe:
         """
         self.finish_pending()
         started = time.perf_counter()
-        forked = None if final else walk_lengths_in_fork()
+        again = again and self.checkpoints > 0
+        keep = self._keeps(self.checkpoints - 1 if again else self.checkpoints)
+        forked = None if final else walk_lengths_in_fork(keep)
         walk = None
         if forked is None:
             walk = Walk().run()
-        observation = self._record(forked, walk, again)
+        observation = self._record(forked, walk, again, keep)
         if final and walk is not None:
             self._describe_growing(walk)
         seconds = time.perf_counter() - started
@@ -70,7 +73,7 @@ class HolderProbe:
         where fork fails (the caller then observes as usual)."""
         self.finish_pending()
         started = time.perf_counter()
-        job = start_lengths_in_fork()
+        job = start_lengths_in_fork(self._keeps(self.checkpoints))
         self.walk_seconds += time.perf_counter() - started
         if job is None:
             return False
@@ -102,7 +105,8 @@ class HolderProbe:
         payload = job.result()
         forked = read_lengths(payload)
         walk = Walk().run() if forked is None else None
-        observation = self._record(forked, walk, again=False)
+        keep = self._keeps(self.checkpoints) if forked is None else None
+        observation = self._record(forked, walk, False, keep)
         if payload is not None and "gc_objects" in payload:
             observation["gc_objects"] = int(payload["gc_objects"])
         seconds = time.perf_counter() - started
@@ -111,17 +115,42 @@ class HolderProbe:
         observation["waited"] = False
         return observation
 
-    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool) -> dict[str, Any]:
-        """One checkpoint's lengths into the series, from the copy's walk or ``walk``."""
+    def _keeps(self, index: int) -> Callable[[int, int], bool] | None:
+        """Which containers a walk at checkpoint ``index`` records besides the bounded
+        ones: all at the first; after it, only those that are still growing (seen at
+        the first walk and longer at every walk since, this one included, as
+        ``_growing_keys`` asks). The others' series are dropped: the worker keeps and
+        decodes a few series, not one per container of its heap."""
+        if index <= 0:
+            return None
+        series_of = self.series
+
+        def keep(key: int, length: int) -> bool:
+            series = series_of.get(key)
+            if series is None or len(series) < index:
+                return False
+            earlier = series[:index]
+            return (min(earlier) >= 0 and length > earlier[-1]
+                    and all(b > a for a, b in zip(earlier, earlier[1:])))
+
+        return keep
+
+    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool,
+                keep: Callable[[int, int], bool] | None = None) -> dict[str, Any]:
+        """One checkpoint's lengths into the series, from the copy's walk or ``walk``
+        (the copy sent only what ``keep`` keeps; ``walk``'s are filtered here)."""
         if forked is not None:
-            lengths, bounded, visited = forked
+            lengths, bounded, visited, containers = forked
         else:
             assert walk is not None
             lengths, visited = walk.length_of, walk.visited
+            containers = len(lengths)
             bounded = {
                 key: (walk.path(walk.node_of[key]), walk.type_name(key), bound)
                 for key, bound in walk.bound_of.items()
             }
+            if keep is not None:
+                lengths = {key: n for key, n in lengths.items() if key in bounded or keep(key, n)}
         self.visited = max(self.visited, visited)
         self.forked_walks += forked is not None
         again = again and self.checkpoints > 0
@@ -133,17 +162,19 @@ class HolderProbe:
                 series = self.series[key] = [-1] * index
             del series[index:]
             series.append(length)
-        for series in self.series.values():
-            if len(series) < index + 1:
-                series.append(-1)
         for key, (path, kind, bound) in bounded.items():
             if key not in self.paths:
                 self.paths[key] = path
                 self.kinds[key] = (kind, bound)
+        for key in [key for key, series in self.series.items() if len(series) < index + 1]:
+            if self.kinds.get(key, ("", None))[1] is not None:
+                self.series[key].append(-1)  # a bounded container gone: still reported
+            else:
+                del self.series[key]  # gone, or no longer growing at every walk
         self.checkpoints = index + 1
         self._growing_cache = None
         self._growing = []
-        return {"containers": len(lengths), "visited": visited, "forked": forked is not None}
+        return {"containers": containers, "visited": visited, "forked": forked is not None}
 
     def describe_now(self) -> bool:
         """Walk here and describe the containers that grew so far, adding no checkpoint.
@@ -160,6 +191,33 @@ class HolderProbe:
             self._describe_growing(Walk().run())
         self.walk_seconds += time.perf_counter() - started
         return bool(self._growing)
+
+    def describe_known(self) -> bool:
+        """After a walk that only measured lengths: what a final walk would describe,
+        taken here by id, without walking under tracemalloc.
+
+        The growers were described mid-run (``describe_now``); the bounded
+        containers' newest entries' lines are read here from their live objects,
+        found among the gc's objects. False, with nothing changed, when a grower
+        has no description or a bounded container is not among the gc's objects:
+        the caller then walks and describes as ``observe(final=True)`` does.
+        """
+        if any(key not in self.details for key in self._growing_keys()):
+            return False
+        wanted = {key for key, (_, bound) in self.kinds.items() if bound is not None}
+        live: dict[int, Any] = {}
+        if wanted:
+            for obj in gc.get_objects():
+                if id(obj) in wanted:
+                    live[id(obj)] = obj
+        if len(live) < len(wanted):
+            return False
+        for key, obj in live.items():
+            kind, bound = self.kinds[key]
+            series = self.series.get(key) or [0]
+            container = Container(self.paths.get(key, ""), obj, kind, max(0, series[-1]), bound)
+            self.details.setdefault(key, {})["lines_made"] = lines_made(bounded_entries(container))
+        return True
 
     def _describe_forked(self, keys: list[int]) -> bool:
         """describe_now's walk in a forked copy; the growers' live objects found here by id

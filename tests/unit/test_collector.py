@@ -169,6 +169,9 @@ def test_a_holder_walk_between_diffs_forces_no_diff_and_moves_no_total() -> None
         def describe_now(self) -> bool:
             return False
 
+        def describe_known(self) -> bool:
+            return True
+
         def start_observe(self) -> bool:
             return False  # no forked copy: every walk is waited for
 

@@ -96,6 +96,9 @@ class LocatingProbe:
     def describe_now(self) -> bool:
         return False
 
+    def describe_known(self) -> bool:
+        return True
+
     def start_observe(self) -> bool:
         return False  # no forked copy: every walk is waited for
 
