@@ -156,28 +156,18 @@ def _in_fork(work: Callable[[], Any], stop_tracing: bool) -> Any:
     return None if job is None else job.result()
 
 
-def _lengths(keep: Callable[[int, int], bool] | None = None) -> dict[str, Any]:
-    """The copy's walk: container lengths by id, the bounded ones named.
-
-    ``keep(id, length)``: which containers' lengths to send besides the
-    bounded ones (None: all). The worker decodes what comes back under tracemalloc, where
-    each of a Celery pool child's 11,000 containers cost it ~7 µs.
-    """
+def _lengths() -> dict[str, Any]:
+    """The copy's walk: every container's length by id, the bounded ones named."""
     walk = Walk().run()
     rows = [
         [key, [walk.path(walk.node_of[key]), walk.type_name(key), bound]]
         for key, bound in walk.bound_of.items()
     ]
-    lengths = walk.length_of
-    sent = list(lengths.items()) if keep is None else [
-        (key, n) for key, n in lengths.items() if key in walk.bound_of or keep(key, n)]
-    return {"lengths": sent, "bounded": rows, "visited": walk.visited,
-            "containers": len(lengths), "gc_objects": len(gc.get_objects())}
+    return {"lengths": list(walk.length_of.items()), "bounded": rows,
+            "visited": walk.visited, "gc_objects": len(gc.get_objects())}
 
 
-# Lengths by id, the bounded containers (path, type, bound) by id, the objects the
-# walk visited, and the containers it measured (more than it sent, with ``keep``).
-Lengths = tuple[dict[int, int], dict[int, tuple[str, str, int]], int, int]
+Lengths = tuple[dict[int, int], dict[int, tuple[str, str, int]], int]
 
 
 def read_lengths(payload: dict[str, Any] | None) -> Lengths | None:
@@ -188,27 +178,26 @@ def read_lengths(payload: dict[str, Any] | None) -> Lengths | None:
     bounded = {
         int(key): (path, kind, int(bound)) for key, (path, kind, bound) in payload["bounded"]
     }
-    containers = int(payload.get("containers", len(lengths_by_id)))
-    return lengths_by_id, bounded, int(payload["visited"]), containers
+    return lengths_by_id, bounded, int(payload["visited"])
 
 
-def walk_lengths_in_fork(keep: Callable[[int, int], bool] | None = None) -> Lengths | None:
+def walk_lengths_in_fork() -> Lengths | None:
     """Run a Walk in a forked copy of the process: container lengths by ``id``.
 
     The copy stops tracemalloc before walking, so the walk runs at untraced
     speed (several times faster than under tracemalloc's allocation hook),
     and whatever it touches (reference counts, instance dicts it
     materialises) changes the copy, never the worker. Ids are addresses,
-    identical in both processes. ``keep`` as for ``_lengths``. Returns None
-    where fork is unavailable or fails; the caller then walks in-process.
+    identical in both processes. Returns None where fork is unavailable or
+    fails; the caller then walks in-process.
     """
-    return read_lengths(_in_fork(lambda: _lengths(keep), stop_tracing=True))
+    return read_lengths(_in_fork(_lengths, stop_tracing=True))
 
 
-def start_lengths_in_fork(keep: Callable[[int, int], bool] | None = None) -> ForkJob | None:
+def start_lengths_in_fork() -> ForkJob | None:
     """``walk_lengths_in_fork`` without waiting: a real worker goes on serving while its
     copy walks, and takes the lengths (``read_lengths(job.result())``) later."""
-    return start_in_fork(lambda: _lengths(keep), stop_tracing=True)
+    return start_in_fork(_lengths, stop_tracing=True)
 
 
 def describe_in_fork(

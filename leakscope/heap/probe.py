@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import time
 import types
-from collections.abc import Callable
 from typing import Any
 
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
@@ -53,13 +52,11 @@ class HolderProbe:
         """
         self.finish_pending()
         started = time.perf_counter()
-        again = again and self.checkpoints > 0
-        keep = self._keeps(self.checkpoints - 1 if again else self.checkpoints)
-        forked = None if final else walk_lengths_in_fork(keep)
+        forked = None if final else walk_lengths_in_fork()
         walk = None
         if forked is None:
             walk = Walk().run()
-        observation = self._record(forked, walk, again, keep)
+        observation = self._record(forked, walk, again)
         if final and walk is not None:
             self._describe_growing(walk)
         seconds = time.perf_counter() - started
@@ -73,7 +70,7 @@ class HolderProbe:
         where fork fails (the caller then observes as usual)."""
         self.finish_pending()
         started = time.perf_counter()
-        job = start_lengths_in_fork(self._keeps(self.checkpoints))
+        job = start_lengths_in_fork()
         self.walk_seconds += time.perf_counter() - started
         if job is None:
             return False
@@ -105,8 +102,7 @@ class HolderProbe:
         payload = job.result()
         forked = read_lengths(payload)
         walk = Walk().run() if forked is None else None
-        keep = self._keeps(self.checkpoints) if forked is None else None
-        observation = self._record(forked, walk, False, keep)
+        observation = self._record(forked, walk, again=False)
         if payload is not None and "gc_objects" in payload:
             observation["gc_objects"] = int(payload["gc_objects"])
         seconds = time.perf_counter() - started
@@ -115,42 +111,17 @@ class HolderProbe:
         observation["waited"] = False
         return observation
 
-    def _keeps(self, index: int) -> Callable[[int, int], bool] | None:
-        """Which containers a walk at checkpoint ``index`` records besides the bounded
-        ones: all at the first; after it, only those that are still growing (seen at
-        the first walk and longer at every walk since, this one included, as
-        ``_growing_keys`` asks). The others' series are dropped: the worker keeps and
-        decodes a few series, not one per container of its heap."""
-        if index <= 0:
-            return None
-        series_of = self.series
-
-        def keep(key: int, length: int) -> bool:
-            series = series_of.get(key)
-            if series is None or len(series) < index:
-                return False
-            earlier = series[:index]
-            return (min(earlier) >= 0 and length > earlier[-1]
-                    and all(b > a for a, b in zip(earlier, earlier[1:])))
-
-        return keep
-
-    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool,
-                keep: Callable[[int, int], bool] | None = None) -> dict[str, Any]:
-        """One checkpoint's lengths into the series, from the copy's walk or ``walk``
-        (the copy sent only what ``keep`` keeps; ``walk``'s are filtered here)."""
+    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool) -> dict[str, Any]:
+        """One checkpoint's lengths into the series, from the copy's walk or ``walk``."""
         if forked is not None:
-            lengths, bounded, visited, containers = forked
+            lengths, bounded, visited = forked
         else:
             assert walk is not None
             lengths, visited = walk.length_of, walk.visited
-            containers = len(lengths)
             bounded = {
                 key: (walk.path(walk.node_of[key]), walk.type_name(key), bound)
                 for key, bound in walk.bound_of.items()
             }
-            if keep is not None:
-                lengths = {key: n for key, n in lengths.items() if key in bounded or keep(key, n)}
         self.visited = max(self.visited, visited)
         self.forked_walks += forked is not None
         again = again and self.checkpoints > 0
@@ -162,19 +133,17 @@ class HolderProbe:
                 series = self.series[key] = [-1] * index
             del series[index:]
             series.append(length)
+        for series in self.series.values():
+            if len(series) < index + 1:
+                series.append(-1)
         for key, (path, kind, bound) in bounded.items():
             if key not in self.paths:
                 self.paths[key] = path
                 self.kinds[key] = (kind, bound)
-        for key in [key for key, series in self.series.items() if len(series) < index + 1]:
-            if self.kinds.get(key, ("", None))[1] is not None:
-                self.series[key].append(-1)  # a bounded container gone: still reported
-            else:
-                del self.series[key]  # gone, or no longer growing at every walk
         self.checkpoints = index + 1
         self._growing_cache = None
         self._growing = []
-        return {"containers": containers, "visited": visited, "forked": forked is not None}
+        return {"containers": len(lengths), "visited": visited, "forked": forked is not None}
 
     def describe_now(self) -> bool:
         """Walk here and describe the containers that grew so far, adding no checkpoint.
