@@ -133,7 +133,9 @@ WATCHED_AFTER_MIN = 50
 # from the interpreter's free lists, where objects other lines made and freed
 # were waiting: those lines grow with the cache and stop when it is full. With
 # nothing unbounded growing, the growth before the fill is the filling; this
-# many loops after it decide whether anything else grows.
+# many loops after it decide whether anything else grows (fewer: undecided,
+# whatever the series does after the fill; a clean gunicorn worker's still
+# rises for a few hundred requests as the free lists fill to their caps).
 AFTER_FILL_LOOPS = 50
 
 # The fill is the loop where the bound's own lines reach their final bytes,
@@ -560,9 +562,12 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
     filled = _bound_filled(run, len(traced)) if evidence.leak and require_significance else None
     if filled is not None:
         bound, at = filled
-        later = ratchet(traced[at:])
-        if not later.leak and len(traced) - at < AFTER_FILL_LOOPS:
+        # Too few loops since the fill decide nothing, even when the series
+        # still rises: a full cache's evictions keep moving objects through
+        # the free lists, which rise to their caps for a few hundred loops.
+        if len(traced) - at < AFTER_FILL_LOOPS:
             return _filled_undecided(run, traced, bound, at, evidence, partial)
+        later = ratchet(traced[at:])
         if not later.leak:
             evidence = later
     if not require_significance:

@@ -679,10 +679,26 @@ def test_growth_that_stops_as_a_bound_fills_is_no_leak_once_the_run_is_long_enou
         run.verdict.summary)
 
 
-@pytest.mark.parametrize("n", [138, 400])
-def test_growth_that_goes_on_after_the_bound_is_full_is_still_a_leak(n: int) -> None:
-    run = analyse(_gunicorn_worker(n, fill=100, collateral_after=120))
+def test_growth_that_goes_on_after_the_bound_is_full_is_still_a_leak() -> None:
+    run = analyse(_gunicorn_worker(400, fill=100, collateral_after=120))
     assert run.verdict.leak and run.verdict.kind == "reachable", run.verdict.summary
+
+
+@pytest.mark.parametrize(("n", "fill", "after"), [(150, 125, 85), (138, 100, 120)])
+def test_growth_for_fewer_loops_than_the_rule_needs_after_a_fill_is_undecided(
+    n: int, fill: int, after: float,
+) -> None:
+    """tests/workers wsgi_clean failed 1 run in 20 in CI: "Leak (reachable): 57 B/request,
+    confidence 1.00", the cache full at the 125th of 150 requests and the series still
+    rising ~85 B/request after it. A clean gunicorn worker does that without leakscope
+    (tracemalloc by hand: +10 KiB over the 200 requests after the fill, then flat): the
+    full cache's evictions move objects through the free lists, which fill to their caps.
+    Fewer than AFTER_FILL_LOOPS requests after the fill cannot tell that from a leak."""
+    run = analyse(_gunicorn_worker(n, fill=fill, collateral_after=after))
+    verdict = run.verdict
+    assert not verdict.leak and verdict.summary.startswith("Undecided"), verdict.summary
+    assert 0 < verdict.evidence["needs_units"] <= AFTER_FILL_LOOPS - (n - fill) + 4
+    assert not [s for s in run.sites if s.growing]
 
 
 # ------------------------------------------- a no leak its own data doubts
