@@ -16,10 +16,12 @@ import json
 import os
 import tracemalloc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
+from leakscope.heap.lengths import LengthTable
 from leakscope.heap.walk import Walk
 from leakscope.model import wire
 
@@ -32,6 +34,45 @@ STOP_TRACING_BELOW = 16 * 1024 * 1024
 # True while this process forks a copy to walk: at-fork handlers (leakscope
 # run's agent) read it to leave that short-lived copy alone.
 walk_fork_in_progress = False
+
+
+@dataclass
+class Packed:
+    """A copy's answer as a small JSON header and binary blobs (arrays' bytes): read
+    in the worker without an object per item, each allocation traced there."""
+
+    header: dict[str, Any]
+    blobs: list[bytes | memoryview] = field(default_factory=list)
+
+
+def encode_answer(result: Any) -> bytes:
+    """A copy's answer on the pipe: an 8-byte header length, the JSON header, the blobs."""
+    packed = isinstance(result, Packed)
+    head = json.dumps({
+        "packed": packed, "result": result.header if packed else result,
+        "blobs": [len(blob) for blob in result.blobs] if packed else [],
+    }).encode()
+    blobs = b"".join(result.blobs) if packed else b""
+    return len(head).to_bytes(8, "little") + head + blobs
+
+
+def decode_answer(payload: bytes) -> Any:
+    """What ``encode_answer`` wrote: the JSON value, or a Packed whose blobs are views
+    into ``payload``. ValueError if it is cut short."""
+    size = int.from_bytes(payload[:8], "little")
+    if len(payload) < 8 + size:
+        raise ValueError("answer cut short")
+    head = json.loads(payload[8:8 + size])
+    if not head["packed"]:
+        return head["result"]
+    view, offset = memoryview(payload), 8 + size
+    blobs: list[bytes | memoryview] = []
+    for length in head["blobs"]:
+        if offset + length > len(payload):
+            raise ValueError("answer cut short")
+        blobs.append(view[offset:offset + length])
+        offset += length
+    return Packed(head["result"], blobs)
 
 
 def fork_copy() -> int | None:
@@ -59,7 +100,8 @@ def fork_copy() -> int | None:
 
 
 class ForkJob:
-    """``work()`` running in a forked copy; its JSON-able result comes back through a pipe.
+    """``work()`` running in a forked copy; its result (JSON-able, or Packed) comes back
+    through a pipe.
 
     The caller goes on while the copy works and takes the result later:
     ``ready()`` reads what the pipe holds without waiting (the copy blocks on
@@ -115,7 +157,7 @@ class ForkJob:
         if status != 0 or not payload:
             return None
         try:
-            return json.loads(payload)
+            return decode_answer(payload)
         except ValueError:
             return None  # the copy died mid-write (killed): no result
 
@@ -140,7 +182,7 @@ def start_in_fork(work: Callable[[], Any], stop_tracing: bool) -> ForkJob | None
                 tracemalloc.get_tracemalloc_memory() < STOP_TRACING_BELOW
             ):
                 tracemalloc.stop()
-            wire.write_all(write_fd, json.dumps(work()).encode())
+            wire.write_all(write_fd, encode_answer(work()))
             code = 0
         finally:
             os._exit(code)
@@ -156,32 +198,27 @@ def _in_fork(work: Callable[[], Any], stop_tracing: bool) -> Any:
     return None if job is None else job.result()
 
 
-def _lengths() -> dict[str, Any]:
-    """The copy's walk: every container's length by id, the bounded ones named."""
+def _lengths(table: LengthTable, named: Collection[int], again: bool) -> Packed:
+    """The copy's walk: every container's length, aligned to the worker's ``table``
+    (which the copy inherited), the rows that grew, and the bounded containers not
+    yet ``named``."""
     walk = Walk().run()
-    rows = [
-        [key, [walk.path(walk.node_of[key]), walk.type_name(key), bound]]
-        for key, bound in walk.bound_of.items()
+    new_ids, column = table.align(walk.length_of)
+    bounded = [
+        [key, walk.path(walk.node_of[key]), walk.type_name(key), bound]
+        for key, bound in walk.bound_of.items() if key not in named
     ]
-    return {"lengths": list(walk.length_of.items()), "bounded": rows,
-            "visited": walk.visited, "gc_objects": len(gc.get_objects())}
-
-
-Lengths = tuple[dict[int, int], dict[int, tuple[str, str, int]], int]
-
-
-def read_lengths(payload: dict[str, Any] | None) -> Lengths | None:
-    """What ``_lengths`` sent, with its ids and lengths as ints again."""
-    if payload is None:
-        return None
-    lengths_by_id = {int(key): int(length) for key, length in payload["lengths"]}
-    bounded = {
-        int(key): (path, kind, int(bound)) for key, (path, kind, bound) in payload["bounded"]
+    header = {
+        "rows": len(table), "new_rows": len(new_ids), "again": again,
+        "growing": table.growing_rows(column, again), "bounded": bounded,
+        "visited": walk.visited, "containers": len(walk.length_of),
+        "gc_objects": len(gc.get_objects()),
     }
-    return lengths_by_id, bounded, int(payload["visited"])
+    return Packed(header, [new_ids.tobytes(), column.tobytes()])
 
 
-def walk_lengths_in_fork() -> Lengths | None:
+def walk_lengths_in_fork(table: LengthTable, named: Collection[int],
+                         again: bool = False) -> Packed | None:
     """Run a Walk in a forked copy of the process: container lengths by ``id``.
 
     The copy stops tracemalloc before walking, so the walk runs at untraced
@@ -191,13 +228,14 @@ def walk_lengths_in_fork() -> Lengths | None:
     identical in both processes. Returns None where fork is unavailable or
     fails; the caller then walks in-process.
     """
-    return read_lengths(_in_fork(_lengths, stop_tracing=True))
+    answer = _in_fork(lambda: _lengths(table, named, again), stop_tracing=True)
+    return answer if isinstance(answer, Packed) else None
 
 
-def start_lengths_in_fork() -> ForkJob | None:
+def start_lengths_in_fork(table: LengthTable, named: Collection[int]) -> ForkJob | None:
     """``walk_lengths_in_fork`` without waiting: a real worker goes on serving while its
-    copy walks, and takes the lengths (``read_lengths(job.result())``) later."""
-    return start_in_fork(_lengths, stop_tracing=True)
+    copy walks, and takes the lengths (``job.result()``) later."""
+    return start_in_fork(lambda: _lengths(table, named, False), stop_tracing=True)
 
 
 def describe_in_fork(

@@ -10,12 +10,12 @@ from typing import Any
 from leakscope.heap.describe import Container, bounded_entries, describe_growth, lines_made
 from leakscope.heap.fork import (
     ForkJob,
-    Lengths,
+    Packed,
     describe_in_fork,
-    read_lengths,
     start_lengths_in_fork,
     walk_lengths_in_fork,
 )
+from leakscope.heap.lengths import LengthTable
 from leakscope.heap.locate import GrowthLocator
 from leakscope.heap.walk import Walk
 
@@ -24,7 +24,8 @@ class HolderProbe:
     """Walks the heap at each checkpoint and keeps only lengths between walks."""
 
     def __init__(self) -> None:
-        self.series: dict[int, list[int]] = {}
+        # Every container's length at each checkpoint, by id (heap.lengths).
+        self.table = LengthTable()
         self.paths: dict[int, str] = {}
         self.kinds: dict[int, tuple[str, int | None]] = {}
         self.checkpoints = 0
@@ -52,17 +53,24 @@ class HolderProbe:
         """
         self.finish_pending()
         started = time.perf_counter()
-        forked = None if final else walk_lengths_in_fork()
-        walk = None
-        if forked is None:
+        again = again and self.checkpoints > 0
+        observation = None
+        if not final:
+            observation = self._record_packed(
+                walk_lengths_in_fork(self.table, self.paths, again), again)
+        if observation is None:
             walk = Walk().run()
-        observation = self._record(forked, walk, again)
-        if final and walk is not None:
-            self._describe_growing(walk)
+            observation = self._record_walk(walk, again)
+            if final:
+                self._describe_growing(walk)
         seconds = time.perf_counter() - started
         self.walk_seconds += seconds
         observation["seconds"] = round(seconds, 4)
         return observation
+
+    def series(self, key: int) -> list[int]:
+        """A container's length at every checkpoint (-1 where it was not found)."""
+        return self.table.series(key)
 
     def start_observe(self) -> bool:
         """A checkpoint whose walk the worker does not wait for: the forked copy walks
@@ -70,7 +78,7 @@ class HolderProbe:
         where fork fails (the caller then observes as usual)."""
         self.finish_pending()
         started = time.perf_counter()
-        job = start_lengths_in_fork()
+        job = start_lengths_in_fork(self.table, self.paths)
         self.walk_seconds += time.perf_counter() - started
         if job is None:
             return False
@@ -99,51 +107,57 @@ class HolderProbe:
         if job is None:
             return None
         started = time.perf_counter()
-        payload = job.result()
-        forked = read_lengths(payload)
-        walk = Walk().run() if forked is None else None
-        observation = self._record(forked, walk, again=False)
-        if payload is not None and "gc_objects" in payload:
-            observation["gc_objects"] = int(payload["gc_objects"])
+        observation = self._record_packed(job.result(), again=False)
+        if observation is None:
+            observation = self._record_walk(Walk().run(), again=False)
         seconds = time.perf_counter() - started
         self.walk_seconds += seconds
         observation["seconds"] = round(seconds, 4)
         observation["waited"] = False
         return observation
 
-    def _record(self, forked: Lengths | None, walk: Walk | None, again: bool) -> dict[str, Any]:
-        """One checkpoint's lengths into the series, from the copy's walk or ``walk``."""
-        if forked is not None:
-            lengths, bounded, visited = forked
-        else:
-            assert walk is not None
-            lengths, visited = walk.length_of, walk.visited
-            bounded = {
-                key: (walk.path(walk.node_of[key]), walk.type_name(key), bound)
-                for key, bound in walk.bound_of.items()
-            }
-        self.visited = max(self.visited, visited)
-        self.forked_walks += forked is not None
-        again = again and self.checkpoints > 0
-        index = self.checkpoints - 1 if again else self.checkpoints
-        # Series are keyed by id: the same live container at every checkpoint.
-        for key, length in lengths.items():
-            series = self.series.get(key)
-            if series is None:
-                series = self.series[key] = [-1] * index
-            del series[index:]
-            series.append(length)
-        for series in self.series.values():
-            if len(series) < index + 1:
-                series.append(-1)
-        for key, (path, kind, bound) in bounded.items():
+    def _record_packed(self, answer: Any, again: bool) -> dict[str, Any] | None:
+        """A copy's checkpoint into the table: its arrays appended, the rows it found
+        growing taken as they are. None, with nothing changed, when there is no answer
+        or it was made against another table than this one."""
+        if not isinstance(answer, Packed) or len(answer.blobs) != 2:
+            return None
+        header = answer.header
+        if header["rows"] != len(self.table) or bool(header["again"]) != again:
+            return None
+        try:
+            self.table.add_packed(answer.blobs[0], answer.blobs[1], again)
+        except ValueError:
+            return None
+        ids = self.table.ids
+        self._named(header["bounded"])
+        self._checkpoint_added(int(header["visited"]), forked=True)
+        self._growing_cache = (self.checkpoints, [ids[row] for row in header["growing"]])
+        return {"containers": int(header["containers"]), "visited": int(header["visited"]),
+                "forked": True, "gc_objects": int(header["gc_objects"])}
+
+    def _record_walk(self, walk: Walk, again: bool) -> dict[str, Any]:
+        """A checkpoint walked in this process into the table."""
+        self.table.add(walk.length_of, again)
+        self._named([
+            [key, walk.path(walk.node_of[key]), walk.type_name(key), bound]
+            for key, bound in walk.bound_of.items() if key not in self.paths
+        ])
+        self._checkpoint_added(walk.visited, forked=False)
+        return {"containers": len(walk.length_of), "visited": walk.visited, "forked": False}
+
+    def _named(self, bounded: list[list[Any]]) -> None:
+        for key, path, kind, bound in bounded:
             if key not in self.paths:
                 self.paths[key] = path
-                self.kinds[key] = (kind, bound)
-        self.checkpoints = index + 1
+                self.kinds[key] = (kind, int(bound))
+
+    def _checkpoint_added(self, visited: int, forked: bool) -> None:
+        self.visited = max(self.visited, visited)
+        self.forked_walks += forked
+        self.checkpoints = self.table.checkpoints
         self._growing_cache = None
         self._growing = []
-        return {"containers": len(lengths), "visited": visited, "forked": forked is not None}
 
     def describe_now(self) -> bool:
         """Walk here and describe the containers that grew so far, adding no checkpoint.
@@ -183,7 +197,7 @@ class HolderProbe:
             return False
         for key, obj in live.items():
             kind, bound = self.kinds[key]
-            series = self.series.get(key) or [0]
+            series = self.series(key) or [0]
             container = Container(self.paths.get(key, ""), obj, kind, max(0, series[-1]), bound)
             self.details.setdefault(key, {})["lines_made"] = lines_made(bounded_entries(container))
         return True
@@ -195,7 +209,10 @@ class HolderProbe:
         False, with nothing changed, where fork fails or a grower is not among the
         gc's objects (a dict of atoms it does not track): the caller walks here.
         """
-        growing = {key: (self.series[key][0], self.series[key][-1]) for key in keys}
+        growing = {}
+        for key in keys:
+            series = self.series(key)
+            growing[key] = (series[0], series[-1])
         bounded = [key for key, (_, bound) in self.kinds.items() if bound is not None]
         described = describe_in_fork(growing, bounded)
         if described is None:
@@ -225,7 +242,7 @@ class HolderProbe:
             path = self.paths[key] = walk.path(walk.node_of[key])
             kind = walk.type_name(key)
             self.kinds[key] = (kind, walk.bound(key))
-            series = self.series[key]
+            series = self.series(key)
             length = walk.length_of.get(key, series[-1])
             container = Container(path, walk.objects[key], kind, length, walk.bound(key))
             self.details[key] = describe_growth(container, length - series[0])
@@ -243,14 +260,12 @@ class HolderProbe:
                 bounded_entries(container))
 
     def _growing_keys(self) -> list[int]:
-        # Read several times per checkpoint over every container ever seen
-        # (tens of thousands in a framework's worker): computed once each.
+        # Read several times per checkpoint: computed once each (by the walking
+        # copy when it walked, see _record_packed).
         if self._growing_cache is None or self._growing_cache[0] != self.checkpoints:
-            self._growing_cache = (self.checkpoints, [
-                key for key, series in self.series.items()
-                if len(series) >= 3 and min(series) >= 0
-                and all(b > a for a, b in zip(series, series[1:]))
-            ])
+            ids = self.table.ids
+            self._growing_cache = (self.checkpoints,
+                                   [ids[row] for row in self.table.growing_rows()])
         return self._growing_cache[1]
 
     def growing_paths(self) -> list[str]:
@@ -288,12 +303,12 @@ class HolderProbe:
             path = self.paths[key]
             kind, bound = self.kinds[key]
             growing[path] = {
-                "type": kind, "bound": bound, "series": self.series[key],
+                "type": kind, "bound": bound, "series": self.series(key),
                 **self.details.get(key, {}), "grown_at_stack": self.grown_at.get(path, []),
             }
         bounded = {}
         for key, (kind, bound) in self.kinds.items():
-            series = [n for n in self.series.get(key, []) if n >= 0]
+            series = [n for n in self.series(key) if n >= 0]
             if bound is not None and series and series[-1] > 0:
                 bounded[self.paths[key]] = {
                     "type": kind, "bound": bound, "series": series,
