@@ -238,9 +238,9 @@ def start_lengths_in_fork(table: LengthTable, named: Collection[int]) -> ForkJob
     return start_in_fork(lambda: _lengths(table, named, False), stop_tracing=True)
 
 
-def describe_in_fork(
+def start_describe_in_fork(
     growing: dict[int, tuple[int, int]], bounded: list[int],
-) -> dict[str, Any] | None:
+) -> ForkJob | None:
     """Walk and describe containers in a forked copy: what ``HolderProbe`` needs by ``id``.
 
     ``growing``: id -> (first length, last length) of each container that grew;
@@ -249,6 +249,7 @@ def describe_in_fork(
     made). A real worker's mid-run description walked in the worker itself
     left its mark there: the walk's tables spread over pymalloc arenas that
     the requests served meanwhile pinned (~1.2 MiB of RSS after an attach).
+    The worker takes the answer (``job.result()``) when it is ready.
     """
     def describe() -> dict[str, Any]:
         walk = Walk().run()
@@ -269,7 +270,15 @@ def describe_in_fork(
                 made.append([key, lines_made(bounded_entries(container))])
         return {"growing": rows, "bounded": made}
 
-    return _in_fork(describe, stop_tracing=False)
+    return start_in_fork(describe, stop_tracing=False)
+
+
+def describe_in_fork(
+    growing: dict[int, tuple[int, int]], bounded: list[int],
+) -> dict[str, Any] | None:
+    """``start_describe_in_fork``, waited for; None where fork fails or the copy did."""
+    job = start_describe_in_fork(growing, bounded)
+    return None if job is None else job.result()
 
 
 def backrefs_in_fork(lines: set[tuple[str, int]]) -> dict[str, Any] | None:

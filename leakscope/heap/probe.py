@@ -12,12 +12,13 @@ from leakscope.heap.fork import (
     ForkJob,
     Packed,
     describe_in_fork,
+    start_describe_in_fork,
     start_lengths_in_fork,
     walk_lengths_in_fork,
 )
 from leakscope.heap.lengths import LengthTable
 from leakscope.heap.locate import GrowthLocator
-from leakscope.heap.walk import Walk
+from leakscope.heap.walk import Walk, length_of
 
 
 class HolderProbe:
@@ -38,8 +39,10 @@ class HolderProbe:
         self.backref: dict[str, Any] | None = None
         self.forked_walks = 0
         self._growing_cache: tuple[int, list[int]] | None = None
-        # A checkpoint walk running in a forked copy while the worker goes on.
+        # A checkpoint walk running in a forked copy while the worker goes on,
+        # and a description of the growers likewise.
         self._pending: ForkJob | None = None
+        self._describing: ForkJob | None = None
 
     def observe(self, final: bool = False, again: bool = False) -> dict[str, Any]:
         """Record every container's length; at the final checkpoint, describe the growers.
@@ -209,20 +212,32 @@ class HolderProbe:
         False, with nothing changed, where fork fails or a grower is not among the
         gc's objects (a dict of atoms it does not track): the caller walks here.
         """
+        described = describe_in_fork(*self._describe_arguments(keys))
+        return described is not None and self._take_described(described)
+
+    def _describe_arguments(self, keys: list[int]) -> tuple[dict[int, tuple[int, int]], list[int]]:
         growing = {}
         for key in keys:
             series = self.series(key)
             growing[key] = (series[0], series[-1])
         bounded = [key for key, (_, bound) in self.kinds.items() if bound is not None]
-        described = describe_in_fork(growing, bounded)
-        if described is None:
-            return False
-        wanted = {int(row[0]) for row in described["growing"]}
+        return growing, bounded
+
+    def _take_described(self, described: dict[str, Any]) -> bool:
+        """A copy's descriptions in, with the growers' live objects found here by id.
+
+        False, with nothing changed, when a grower is no longer among the gc's
+        objects as the container the copy saw (freed since, its id maybe reused).
+        """
+        kinds = {int(row[0]): row[2] for row in described["growing"]}
         live: dict[int, Any] = {}
         for obj in gc.get_objects():
-            if id(obj) in wanted:
-                live[id(obj)] = obj
-        if len(live) < len(wanted):
+            key = id(obj)
+            if key in kinds:
+                measured = length_of(obj)
+                if measured is not None and measured[0] == kinds[key]:
+                    live[key] = obj
+        if len(live) < len(kinds):
             return False
         self._growing = []
         for key, path, kind, bound, length, details in described["growing"]:
@@ -233,6 +248,48 @@ class HolderProbe:
         for key, made in described["bounded"]:
             self.details.setdefault(key, {})["lines_made"] = made
         return True
+
+    def start_describe(self) -> bool:
+        """``describe_now`` without waiting: the copy describes while the worker serves,
+        and ``finish_describe`` takes its answer. False when nothing grows, a
+        description is already under way, or fork fails (the caller may then
+        ``describe_now``)."""
+        keys = self._growing_keys()
+        if not keys or self._describing is not None:
+            return False
+        started = time.perf_counter()
+        self._describing = start_describe_in_fork(*self._describe_arguments(keys))
+        self.walk_seconds += time.perf_counter() - started
+        return self._describing is not None
+
+    @property
+    def describing(self) -> bool:
+        return self._describing is not None
+
+    def describe_ready(self) -> bool:
+        """Whether the description's copy has answered (read without waiting)."""
+        return self._describing is not None and self._describing.ready()
+
+    def finish_describe(self) -> bool:
+        """Take the description (waiting for its copy if it must); a copy that failed, or
+        whose growers are gone, is made up for by a walk here. True when a grower
+        was described."""
+        job, self._describing = self._describing, None
+        if job is None:
+            return False
+        started = time.perf_counter()
+        described = job.result()
+        if not isinstance(described, dict) or not self._take_described(described):
+            self._describe_growing(Walk().run())
+        self.walk_seconds += time.perf_counter() - started
+        return bool(self._growing)
+
+    def drop_describe(self, reap: bool) -> None:
+        """Forget the description under way: its pipe closed here, its copy reaped if
+        ``reap``."""
+        job, self._describing = self._describing, None
+        if job is not None:
+            job.abandon(reap)
 
     def _describe_growing(self, walk: Walk) -> None:
         self._growing = []

@@ -62,6 +62,12 @@ WINDOW_END_MARGIN = 10
 # are skipped while walking has taken more than this share of the time.
 EARLY_WALKS = 3
 WALK_BUDGET = 0.1
+# A window with at least this many units left after its third walk does not
+# wait for that walk, nor for the description of its growers: both answer
+# from their copies some units later, and the line locator follows the next
+# unit then. Fewer left (or no window: a process traced to its exit, which may
+# come at any unit), the worker waits, so that the line is located in time.
+UNITS_TO_DESCRIBE = 10
 # A watched process (--sample auto, or one not picked by --sample K) runs
 # the decision rule on the later half of its counters every CHECK_EVERY units
 # once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
@@ -959,6 +965,13 @@ class UnitTracedPhase(TracedPhase):
             and self.engine.traced >= self.window_units - 1
         ):
             self.take_walk()
+        if probe is not None and probe.describing and (
+            self.own_work(probe.describe_ready)
+            # Taken by the window's third-to-last unit at the latest: the
+            # locator follows the next one, before the window closes.
+            or self.engine.traced >= self.window_units - 2
+        ):
+            self.take_description()
         if stop_locator and probe is not None:
             probe.stop_locating()
             self.locator_running = False
@@ -1000,28 +1013,51 @@ class UnitTracedPhase(TracedPhase):
             return  # walks already took their share of this worker's time
         # The walk that can make three, before anything was described, is waited
         # for: its growers are described and located in the next unit, however
-        # few units the process has left (a short run would end first).
+        # few units the process has left (a short run would end first), unless
+        # a window leaves room for its answers to come later.
         third = not self.described and probe.checkpoints + probe.pending == EARLY_WALKS - 1
-        if not final and not third and self.engine.start_checkpoint():
+        wait = third and not self.room_to_describe()
+        if not final and not wait and self.engine.start_checkpoint():
             return  # the copy walks while the worker serves: after_walk once it answers
         self.engine.checkpoint(final)
         self.after_walk(final)
+
+    def room_to_describe(self) -> bool:
+        """Whether the window has units enough left for a walk's and a description's
+        copies to answer late (UNITS_TO_DESCRIBE)."""
+        return bool(self.window_units) and (
+            self.window_units - self.engine.traced >= UNITS_TO_DESCRIBE)
 
     def after_walk(self, final: bool = False) -> None:
         """A checkpoint's lengths are in: describe the growers once three walks show them,
         and save the holders so far."""
         probe = self.probe
         assert probe is not None
-        if (
-            not final and not self.described and probe.checkpoints >= 3
-            and probe.describe_now()
-        ):
-            # Growth at three checkpoints: say what grows, and find the line
-            # that grows it during the next unit.
-            self.described = True
-            # From this frame up: a loop already running in the user's code
-            # (a tick script's, a consumer's) gets line events too.
-            self.locator_running = probe.start_locating(sys._getframe())
+        if not final and not self.described and not probe.describing and probe.checkpoints >= 3:
+            if self.room_to_describe() and probe.start_describe():
+                pass  # the copy describes while the worker serves: take_description
+            elif probe.describe_now():
+                self.start_locator()
+        self.observer.on_holders(probe.snapshot())
+
+    def start_locator(self) -> None:
+        """Growth at three checkpoints, described: find the line that grows it during the
+        next unit."""
+        probe = self.probe
+        assert probe is not None
+        self.described = True
+        # From this frame up: a loop already running in the user's code
+        # (a tick script's, a consumer's) gets line events too.
+        self.locator_running = probe.start_locating(sys._getframe())
+
+    def take_description(self) -> None:
+        """The growers' description is in (waiting for its copy if it must): locate."""
+        probe = self.probe
+        assert probe is not None
+        if self.own_work(probe.finish_describe):
+            self.start_locator()
+        # The next unit is diffed: exact again after leakscope's own work here.
+        self.diff_next = True
         self.observer.on_holders(probe.snapshot())
 
     def flush_lines(self) -> None:
@@ -1043,6 +1079,8 @@ class UnitTracedPhase(TracedPhase):
             self.flush_lines()
         self.engine.observe_end()
         if self.probe is not None:
+            # The final walk describes the growers itself.
+            self.probe.drop_describe(reap=True)
             self.checkpoint(final=True)
             self.engine.backref_fallback()
 
@@ -1069,6 +1107,11 @@ class UnitTracedPhase(TracedPhase):
         # The closing copy must not share a walk's pipe with this process.
         if engine.finish_checkpoint():
             self.after_walk(final=True)
+        probe = engine.holder_probe
+        if probe is not None and probe.describing:
+            # Described for the window's report; too late to locate.
+            self.described = probe.finish_describe()
+            self.observer.on_holders(probe.snapshot())
         # Stopped here, before the copy forks: the Tracker writes its capture in
         # this process, and the copy only reports where it is (engine.locator).
         engine.close_memray_window()

@@ -139,3 +139,4 @@ class UnitCollector(Collector):
             # reap (the pipe is shared with the parent); the process itself
             # giving up reaps it.
             self.holder_probe.drop_pending(reap=os.getpid() == self._pid)
+            self.holder_probe.drop_describe(reap=os.getpid() == self._pid)

@@ -453,3 +453,46 @@ def test_a_workers_walks_run_in_copies_it_does_not_wait_for() -> None:
         assert registry["grown_at_stack"], registry  # located in the unit after the third
     finally:
         del sys.modules[module.__name__]
+
+
+def test_a_windows_third_walk_and_description_answer_while_it_serves() -> None:
+    """A window with units to spare after its third walk waits neither for that walk
+    (0.08 s in a Celery pool child) nor for the description of its growers (0.14 s,
+    a traced walk in a copy): both answer some units later, and the locator follows
+    the unit after that, before the window closes."""
+    from leakscope.heap.probe import HolderProbe
+
+    module = types.ModuleType("async_describe_worker")
+    module.REGISTRY = []  # type: ignore[attr-defined]
+    sys.modules[module.__name__] = module
+    try:
+        recorder = OrderedRecorder()
+        probe = HolderProbe()
+        collector = UnitCollector(
+            Settings(warmup=2, holders=True, sample=0, frames=5, trace_units=60),
+            recorder, probe, trace_first=True)
+        collector.begin()
+        try:
+            for _ in range(2 + 60):
+                module.REGISTRY.append({"n": len(module.REGISTRY)})  # type: ignore[attr-defined]
+                time.sleep(0.003)  # a unit's work
+                collector.end_loop()
+            assert collector.phase is collector.watch  # the window closed
+        finally:
+            collector.close()
+        taken = [loops_done for loops_done, _ in recorder.checkpoints]
+        assert taken[:3] == [2, 12, 32], taken
+        third = recorder.checkpoints[2][1]
+        assert third["forked"] and third["waited"] is False
+        events = recorder.events
+        at = events.index(("checkpoint", 32))
+        assert ("loop", 32) in events[:at]  # the worker went on before it answered
+        described = [i for i, event in enumerate(events) if event[0] == "holders"
+                     and "async_describe_worker.REGISTRY" in event[1]["growing"]
+                     and event[1]["growing"]["async_describe_worker.REGISTRY"].get("role")]
+        assert described, [e for e in events if e[0] == "holders"][-1]
+        assert described[0] > at + 1  # not in the unit that took the third walk
+        registry = probe.snapshot()["growing"]["async_describe_worker.REGISTRY"]
+        assert registry["grown_at_stack"], registry  # located before the window closed
+    finally:
+        del sys.modules[module.__name__]
