@@ -204,8 +204,10 @@ def _lengths(table: LengthTable, named: Collection[int], again: bool) -> Packed:
     yet ``named``."""
     walk = Walk().run()
     new_ids, column = table.align(walk.length_of)
+    rows = {key: row for row, key in enumerate([*table.ids, *new_ids])
+            if key in walk.bound_of}
     bounded = [
-        [key, walk.path(walk.node_of[key]), walk.type_name(key), bound]
+        [key, walk.path(walk.node_of[key]), walk.type_name(key), bound, rows[key]]
         for key, bound in walk.bound_of.items() if key not in named
     ]
     header = {

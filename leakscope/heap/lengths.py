@@ -15,7 +15,7 @@ allocations a checkpoint, whatever the heap holds.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 ABSENT = -1
 
@@ -93,20 +93,15 @@ class LengthTable:
         new_ids, column = self.align(lengths)
         self.add_packed(new_ids.tobytes(), column.tobytes(), again)
 
-    def row(self, key: int) -> int | None:
-        try:
-            return self.ids.index(key)
-        except (ValueError, OverflowError):
-            return None
+    def rows_of(self, keys: Collection[int]) -> dict[int, int]:
+        """The rows of ``keys`` (those seen), in one pass over the ids: looking ids up
+        one by one makes an int per row compared, each traced in a worker."""
+        if not keys:
+            return {}
+        return {key: row for row, key in enumerate(self.ids) if key in keys}
 
-    def series(self, key: int) -> list[int]:
-        """The container's length at every checkpoint (-1 where absent); [] if never seen."""
-        row = self.row(key)
-        if row is None:
-            return []
-        return [column[row] for column in self.columns]
-
-    def series_of_row(self, row: int) -> list[int]:
+    def series(self, row: int) -> list[int]:
+        """A row's length at every checkpoint (-1 where its container was absent)."""
         return [column[row] for column in self.columns]
 
     def __len__(self) -> int:

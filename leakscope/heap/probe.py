@@ -25,8 +25,10 @@ class HolderProbe:
     """Walks the heap at each checkpoint and keeps only lengths between walks."""
 
     def __init__(self) -> None:
-        # Every container's length at each checkpoint, by id (heap.lengths).
+        # Every container's length at each checkpoint (heap.lengths), and the
+        # rows of the containers named or growing, by id.
         self.table = LengthTable()
+        self.rows: dict[int, int] = {}
         self.paths: dict[int, str] = {}
         self.kinds: dict[int, tuple[str, int | None]] = {}
         self.checkpoints = 0
@@ -72,8 +74,15 @@ class HolderProbe:
         return observation
 
     def series(self, key: int) -> list[int]:
-        """A container's length at every checkpoint (-1 where it was not found)."""
-        return self.table.series(key)
+        """A container's length at every checkpoint (-1 where it was not found); []
+        if never seen."""
+        row = self.rows.get(key)
+        if row is None:
+            row = self.table.rows_of({key}).get(key)
+            if row is None:
+                return []
+            self.rows[key] = row
+        return self.table.series(row)
 
     def start_observe(self) -> bool:
         """A checkpoint whose walk the worker does not wait for: the forked copy walks
@@ -135,25 +144,31 @@ class HolderProbe:
         ids = self.table.ids
         self._named(header["bounded"])
         self._checkpoint_added(int(header["visited"]), forked=True)
-        self._growing_cache = (self.checkpoints, [ids[row] for row in header["growing"]])
+        growing = [ids[row] for row in header["growing"]]
+        self.rows.update(zip(growing, header["growing"]))
+        self._growing_cache = (self.checkpoints, growing)
         return {"containers": int(header["containers"]), "visited": int(header["visited"]),
                 "forked": True, "gc_objects": int(header["gc_objects"])}
 
     def _record_walk(self, walk: Walk, again: bool) -> dict[str, Any]:
         """A checkpoint walked in this process into the table."""
         self.table.add(walk.length_of, again)
+        new = [key for key in walk.bound_of if key not in self.paths]
+        rows = self.table.rows_of(set(new))
         self._named([
-            [key, walk.path(walk.node_of[key]), walk.type_name(key), bound]
-            for key, bound in walk.bound_of.items() if key not in self.paths
+            [key, walk.path(walk.node_of[key]), walk.type_name(key), walk.bound_of[key], rows[key]]
+            for key in new
         ])
         self._checkpoint_added(walk.visited, forked=False)
         return {"containers": len(walk.length_of), "visited": walk.visited, "forked": False}
 
     def _named(self, bounded: list[list[Any]]) -> None:
-        for key, path, kind, bound in bounded:
+        """Bounded containers found by a walk: [id, path, type, bound, row] each."""
+        for key, path, kind, bound, row in bounded:
             if key not in self.paths:
                 self.paths[key] = path
                 self.kinds[key] = (kind, int(bound))
+                self.rows[key] = int(row)
 
     def _checkpoint_added(self, visited: int, forked: bool) -> None:
         self.visited = max(self.visited, visited)
@@ -321,8 +336,10 @@ class HolderProbe:
         # copy when it walked, see _record_packed).
         if self._growing_cache is None or self._growing_cache[0] != self.checkpoints:
             ids = self.table.ids
-            self._growing_cache = (self.checkpoints,
-                                   [ids[row] for row in self.table.growing_rows()])
+            rows = self.table.growing_rows()
+            growing = [ids[row] for row in rows]
+            self.rows.update(zip(growing, rows))
+            self._growing_cache = (self.checkpoints, growing)
         return self._growing_cache[1]
 
     def growing_paths(self) -> list[str]:

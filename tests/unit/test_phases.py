@@ -475,7 +475,9 @@ def test_a_windows_third_walk_and_description_answer_while_it_serves() -> None:
         try:
             for _ in range(2 + 60):
                 module.REGISTRY.append({"n": len(module.REGISTRY)})  # type: ignore[attr-defined]
-                time.sleep(0.003)  # a unit's work
+                # A unit's work: long enough for a copy walking this test process's
+                # heap (the whole suite's modules) to answer within a few units.
+                time.sleep(0.015)
                 collector.end_loop()
             assert collector.phase is collector.watch  # the window closed
         finally:
