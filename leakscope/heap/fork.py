@@ -198,10 +198,11 @@ def _in_fork(work: Callable[[], Any], stop_tracing: bool) -> Any:
     return None if job is None else job.result()
 
 
-def _lengths(table: LengthTable, named: Collection[int], again: bool) -> Packed:
+def _lengths(table: LengthTable, named: Collection[int], again: bool, chains: bool) -> Packed:
     """The copy's walk: every container's length, aligned to the worker's ``table``
     (which the copy inherited), the rows that grew, and the bounded containers not
-    yet ``named``."""
+    yet ``named``; with ``chains``, how each bounded container is reached (for a
+    process that describes them by id without walking, ``heap.resolve``)."""
     walk = Walk().run()
     new_ids, column = table.align(walk.length_of)
     rows = {key: row for row, key in enumerate([*table.ids, *new_ids])
@@ -215,6 +216,7 @@ def _lengths(table: LengthTable, named: Collection[int], again: bool) -> Packed:
         "growing": table.growing_rows(column, again), "bounded": bounded,
         "visited": walk.visited, "containers": len(walk.length_of),
         "gc_objects": len(gc.get_objects()),
+        "chains": [[key, walk.chain(key)] for key in walk.bound_of] if chains else [],
     }
     return Packed(header, [new_ids.tobytes(), column.tobytes()])
 
@@ -230,14 +232,14 @@ def walk_lengths_in_fork(table: LengthTable, named: Collection[int],
     identical in both processes. Returns None where fork is unavailable or
     fails; the caller then walks in-process.
     """
-    answer = _in_fork(lambda: _lengths(table, named, again), stop_tracing=True)
+    answer = _in_fork(lambda: _lengths(table, named, again, True), stop_tracing=True)
     return answer if isinstance(answer, Packed) else None
 
 
 def start_lengths_in_fork(table: LengthTable, named: Collection[int]) -> ForkJob | None:
     """``walk_lengths_in_fork`` without waiting: a real worker goes on serving while its
     copy walks, and takes the lengths (``job.result()``) later."""
-    return start_in_fork(lambda: _lengths(table, named, False), stop_tracing=True)
+    return start_in_fork(lambda: _lengths(table, named, False, False), stop_tracing=True)
 
 
 def start_describe_in_fork(
@@ -263,7 +265,7 @@ def start_describe_in_fork(
             length = walk.length_of.get(key, last)
             container = Container(path, walk.objects[key], kind, length, bound)
             details = describe_growth(container, length - first)
-            rows.append([key, path, kind, bound, length, details])
+            rows.append([key, path, kind, bound, length, details, walk.chain(key)])
         made = []
         for key in bounded:
             if key in walk.objects:

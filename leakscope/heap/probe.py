@@ -18,6 +18,7 @@ from leakscope.heap.fork import (
 )
 from leakscope.heap.lengths import LengthTable
 from leakscope.heap.locate import GrowthLocator
+from leakscope.heap.resolve import find_by_chain
 from leakscope.heap.walk import Walk, length_of
 
 
@@ -29,6 +30,8 @@ class HolderProbe:
         # rows of the containers named or growing, by id.
         self.table = LengthTable()
         self.rows: dict[int, int] = {}
+        # How the last walk that said so reached each container (heap.resolve).
+        self.chains: dict[int, list[int]] = {}
         self.paths: dict[int, str] = {}
         self.kinds: dict[int, tuple[str, int | None]] = {}
         self.checkpoints = 0
@@ -143,6 +146,7 @@ class HolderProbe:
             return None
         ids = self.table.ids
         self._named(header["bounded"])
+        self.chains.update((int(key), chain) for key, chain in header.get("chains", []))
         self._checkpoint_added(int(header["visited"]), forked=True)
         growing = [ids[row] for row in header["growing"]]
         self.rows.update(zip(growing, header["growing"]))
@@ -153,6 +157,7 @@ class HolderProbe:
     def _record_walk(self, walk: Walk, again: bool) -> dict[str, Any]:
         """A checkpoint walked in this process into the table."""
         self.table.add(walk.length_of, again)
+        self.chains.update((key, walk.chain(key)) for key in walk.bound_of)
         new = [key for key in walk.bound_of if key not in self.paths]
         rows = self.table.rows_of(set(new))
         self._named([
@@ -205,12 +210,8 @@ class HolderProbe:
         """
         if any(key not in self.details for key in self._growing_keys()):
             return False
-        wanted = {key for key, (_, bound) in self.kinds.items() if bound is not None}
-        live: dict[int, Any] = {}
-        if wanted:
-            for obj in gc.get_objects():
-                if id(obj) in wanted:
-                    live[id(obj)] = obj
+        wanted = {key: kind for key, (kind, bound) in self.kinds.items() if bound is not None}
+        live = self._find_live(wanted)
         if len(live) < len(wanted):
             return False
         for key, obj in live.items():
@@ -245,17 +246,12 @@ class HolderProbe:
         objects as the container the copy saw (freed since, its id maybe reused).
         """
         kinds = {int(row[0]): row[2] for row in described["growing"]}
-        live: dict[int, Any] = {}
-        for obj in gc.get_objects():
-            key = id(obj)
-            if key in kinds:
-                measured = length_of(obj)
-                if measured is not None and measured[0] == kinds[key]:
-                    live[key] = obj
+        self.chains.update((int(row[0]), row[6]) for row in described["growing"])
+        live = self._find_live(kinds)
         if len(live) < len(kinds):
             return False
         self._growing = []
-        for key, path, kind, bound, length, details in described["growing"]:
+        for key, path, kind, bound, length, details, _ in described["growing"]:
             self.paths[key] = path
             self.kinds[key] = (kind, bound)
             self.details[key] = details
@@ -263,6 +259,24 @@ class HolderProbe:
         for key, made in described["bounded"]:
             self.details.setdefault(key, {})["lines_made"] = made
         return True
+
+    def _find_live(self, kinds: dict[int, str]) -> dict[int, Any]:
+        """The live containers of ``kinds`` (id -> type name) that are still what a walk
+        saw: by their chains (heap.resolve), else among the gc's objects."""
+        live: dict[int, Any] = {}
+        for key, kind in kinds.items():
+            chain = self.chains.get(key)
+            obj = find_by_chain(chain) if chain else None
+            if obj is not None and _is_kind(obj, kind):
+                live[key] = obj
+        missing = {key for key in kinds if key not in live}
+        if missing:
+            # No chain (a walk that did not send them), or one step replaced since.
+            for obj in gc.get_objects():
+                key = id(obj)
+                if key in missing and _is_kind(obj, kinds[key]):
+                    live[key] = obj
+        return live
 
     def start_describe(self) -> bool:
         """``describe_now`` without waiting: the copy describes while the worker serves,
@@ -394,3 +408,10 @@ class HolderProbe:
             "walk_seconds": round(self.walk_seconds, 4), "max_visited": self.visited,
             "forked_walks": self.forked_walks,
         }
+
+
+def _is_kind(obj: Any, kind: str) -> bool:
+    """Whether ``obj`` is still a container of the type a walk named (not another
+    object at a freed one's address)."""
+    measured = length_of(obj)
+    return measured is not None and measured[0] == kind

@@ -226,6 +226,7 @@ class Walk:
         self.parents: list[int] = []
         self.label_kinds: list[int] = []
         self.labels: list[Any] = []
+        self.node_ids: list[int] = []  # node -> id of its object
         self.node_of: dict[int, int] = {}  # id(container) -> node
         self.length_of: dict[int, int] = {}
         self.bound_of: dict[int, int] = {}
@@ -247,11 +248,23 @@ class Walk:
             node = self.parents[node]
         return "".join(reversed(parts))
 
-    def _node(self, parent: int, kind: int, label: Any) -> int:
+    def _node(self, parent: int, kind: int, label: Any, key: int) -> int:
         self.parents.append(parent)
         self.label_kinds.append(kind)
         self.labels.append(label)
+        self.node_ids.append(key)
         return len(self.parents) - 1
+
+    def chain(self, key: int) -> list[int]:
+        """The ids of the objects from a module down to the container ``key``: how
+        ``heap.resolve.find_by_chain`` finds it again in the worker."""
+        node = self.node_of[key]
+        ids = []
+        while node >= 0:
+            ids.append(self.node_ids[node])
+            node = self.parents[node]
+        ids.reverse()
+        return ids
 
     def run(self) -> Walk:
         every = [
@@ -271,7 +284,8 @@ class Walk:
         self._kinds: dict[type, int] = {}
         self._layouts: dict[type, tuple[Any, list]] = {}
         objects = [module for _, module in roots]
-        nodes = [self._node(-1, L_ATTR, root_name(name, module)) for name, module in roots]
+        nodes = [self._node(-1, L_ATTR, root_name(name, module), id(module))
+                 for name, module in roots]
         depth = 0
         while objects and depth < self.max_depth and self.visited < self.max_nodes:
             self._next_objects: list[Any] = []
@@ -306,7 +320,7 @@ class Walk:
         if key in self._seen:
             return
         self._seen.add(key)
-        node = self._node(parent, label_kind, label)
+        node = self._node(parent, label_kind, label, key)
         if kind in _CONTAINER_KINDS:
             self._record(child, kind, node, key)
         if self._deeper:
@@ -371,7 +385,7 @@ class Walk:
                         continue
                     bound = bounds.get(name) if bounds else None
                     if bound is not None and self._kind(type(value)) in _CONTAINER_KINDS:
-                        child = self._node(node, L_ATTR, name)
+                        child = self._node(node, L_ATTR, name, id(value))
                         self._record(value, self._kind(type(value)), child)
                         limit = bound(namespace)
                         if limit is not None:
