@@ -460,13 +460,14 @@ class Collector:
         ]
         self.end["gc_final"] = self._measure_final_collect(set(tracebacks), before)
 
-    def backref_fallback(self) -> None:
+    def backref_fallback(self, in_copy: bool = False) -> None:
         """No holder found by the forward walk, yet the window kept memory.
 
         Ask objgraph for the chain from a module to an object made at the
         line that kept most after the final collection (heap.backrefs), in a
         forked copy: objgraph is the tool's library, not the worker's, and its
-        search collects garbage; the worker sees neither.
+        search collects garbage; the worker sees neither. ``in_copy``: this
+        process is already such a copy (a window's), which searches itself.
         """
         probe = self.holder_probe
         final = self.end.get("gc_final") if self.end else None
@@ -486,6 +487,11 @@ class Collector:
                  if kept_at.get(key, 0) - start.get(key, [0, 0])[0]
                  >= BACKREF_MIN_LINE_RATE * max(1, self.traced)}
         if not lines:
+            return
+        if in_copy:
+            from leakscope.heap.backrefs import find_by_backrefs
+
+            probe.backref = find_by_backrefs(lines)
             return
         from leakscope.heap.fork import backrefs_in_fork
 

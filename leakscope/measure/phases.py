@@ -1121,7 +1121,7 @@ class UnitTracedPhase(TracedPhase):
         if copy == 0:
             code = 1
             try:
-                self.describe_window()
+                self.describe_window(in_copy=True)
                 code = 0
             finally:
                 os._exit(code)
@@ -1141,7 +1141,7 @@ class UnitTracedPhase(TracedPhase):
         engine.observe_end()
         return self.watch
 
-    def describe_window(self) -> None:
+    def describe_window(self, in_copy: bool = False) -> None:
         """Tracebacks, the full collection, the last holder walk: sent as one "window" message."""
         engine = self.engine
         engine.observe_end()
@@ -1154,7 +1154,8 @@ class UnitTracedPhase(TracedPhase):
             engine.checkpoint(False)
             if not probe.describe_known():
                 self.checkpoint(final=True)
-            engine.backref_fallback()
+            # A copy that is thrown away searches itself, without a copy of its own.
+            engine.backref_fallback(in_copy=in_copy)
         self.observer.on_window({
             # The memray window's capture travels with the window's end facts:
             # a process killed before its final word still has its native sites.
