@@ -407,6 +407,11 @@ def _decide_fast(run: Run) -> Verdict:
         if len(detect) < MIN_LOOPS and len(located) >= MIN_LOOPS:
             # Picked by --sample K and ended within its traced window.
             return _decide_traced(run, located)
+    # A watched worker reads its counters every few units once nothing in it
+    # decides on them (phases.CounterSpacing): the rule reads the units that did.
+    units = len(detect)
+    detect = [loop for loop in detect if loop.allocated_blocks is not None]
+    spacing = _read_spacing(detect)
     blocks = [float(loop.allocated_blocks or 0) for loop in detect]
     malloc = [float(loop.malloc_bytes) for loop in detect if loop.malloc_bytes is not None]
     if len(blocks) < MIN_LOOPS:
@@ -415,13 +420,14 @@ def _decide_fast(run: Run) -> Verdict:
             confidence=0.0, partial=partial, evidence={"measured_loops": len(blocks)},
             summary=f"Too few measured loops to decide ({len(blocks)}; at least {MIN_LOOPS}).",
         )
-    block_evidence = ratchet(blocks)
-    malloc_evidence = ratchet(malloc) if len(malloc) == len(blocks) else None
+    block_evidence = _per_unit(ratchet(blocks), spacing)
+    malloc_evidence = _per_unit(ratchet(malloc), spacing) if len(malloc) == len(blocks) else None
     # Any significant rise is worth locating; only a native verdict needs the
     # malloc rate to clear the noise floor (NATIVE_MIN_RATE).
     malloc_grows = bool(malloc_evidence and malloc_evidence.leak)
     facts = {
-        "measured_loops": len(blocks), "locate_loops": len(located),
+        "measured_loops": units, "locate_loops": len(located),
+        **({"counter_spacing": spacing, "counter_reads": len(blocks)} if spacing > 1 else {}),
         "blocks_p_value": block_evidence.p_value, "blocks_rate": round(block_evidence.slope, 3),
         "malloc_p_value": malloc_evidence.p_value if malloc_evidence else None,
         "malloc_rate": round(malloc_evidence.slope, 1) if malloc_evidence else None,
@@ -497,6 +503,19 @@ def _decide_fast(run: Run) -> Verdict:
         confidence=block_evidence.confidence, partial=partial, evidence=facts,
         summary="",
     )
+
+
+def _read_spacing(loops: Sequence[Loop]) -> int:
+    """Units between two loops that read the counters (1 when every unit did)."""
+    gaps = sorted(b.index - a.index for a, b in zip(loops, loops[1:]))
+    return max(1, gaps[len(gaps) // 2]) if gaps else 1
+
+
+def _per_unit(evidence: Evidence, spacing: int) -> Evidence:
+    """A rule's slope per point, as the rate per unit when the points are ``spacing`` apart."""
+    if spacing > 1:
+        evidence.slope /= spacing
+    return evidence
 
 
 def _watched_segment(loops: Sequence[Loop]) -> list[Loop]:

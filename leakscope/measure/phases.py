@@ -25,6 +25,7 @@ the standard library and leakscope's in-process modules at top level.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import sys
 import time
@@ -76,6 +77,13 @@ UNITS_TO_DESCRIBE = 10
 # unit from the start.
 WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
+# A watched process whose counters no rule reads in it any more reads them
+# within this share of a unit's time (CounterSpacing), at most every
+# MAX_COUNTER_GAP units, the gap set from the cost of the first
+# COUNTER_SPACING_READS reads.
+COUNTER_SHARE = 0.02
+MAX_COUNTER_GAP = 8
+COUNTER_SPACING_READS = 20
 # Seconds an exiting process waits for the copy still describing its window.
 WINDOW_COPY_WAIT = 15.0
 
@@ -796,14 +804,62 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
+class CounterSpacing:
+    """Every how many units a watched process reads its allocated blocks and malloc's bytes.
+
+    Neither read is O(1): ``sys.getallocatedblocks()`` visits every pymalloc
+    pool and ``mallinfo2()`` every free chunk, 40-70 µs each in a Celery pool
+    child, 5-8% of a 2 ms task. While a process's rule decides on them (before
+    its window) they are read every unit. Once nothing in the process decides
+    on them (its window is over, or ``--sample K`` left it out), the reads
+    take at most COUNTER_SHARE of a unit's time, averaged: every ``gap``
+    units, a gap fixed once, so that the points the verdict reads are evenly
+    spaced (at most MAX_COUNTER_GAP units apart). The other units record RSS
+    and time only.
+    """
+
+    def __init__(self) -> None:
+        self.read_seconds: float | None = None
+        self.unit_seconds: float | None = None
+        self.reads = 0
+        self.gap: int | None = None  # fixed when spacing begins
+        self.since = 0
+
+    def observe(self, unit_seconds: float, read_seconds: float | None) -> None:
+        self.unit_seconds = _smoothed(self.unit_seconds, unit_seconds)
+        if read_seconds is not None:
+            self.read_seconds = _smoothed(self.read_seconds, read_seconds)
+            self.reads += 1
+
+    def read_now(self, spaced: bool) -> bool:
+        """Whether this unit reads the counters; ``spaced``: nothing decides on them here."""
+        if not spaced or self.reads < COUNTER_SPACING_READS:
+            return True
+        if self.gap is None:
+            budget = COUNTER_SHARE * (self.unit_seconds or 0.0)
+            cost = self.read_seconds or 0.0
+            self.gap = max(1, min(MAX_COUNTER_GAP, math.ceil(cost / budget) if budget else 1))
+            self.since = 0  # the next read, gap units after the last
+        self.since += 1
+        if self.since >= self.gap:
+            self.since = 0
+            return True
+        return False
+
+
+def _smoothed(previous: float | None, value: float) -> float:
+    return value if previous is None else 0.9 * previous + 0.1 * value
+
+
 class WatchPhase:
     """A real worker's units, untraced: the counters, and every CHECK_EVERY units the
     rule on them, until they grow enough to be worth a traced window.
 
     ``window`` is the phase to go to then (None: a process that ``--sample K``
-    did not pick, watched to the end). Its series are growable arrays: the
-    count of units is unknown, and an array grows by realloc, outside the
-    block count it reads.
+    did not pick, or whose window is over, watched to the end, its counters
+    read on a CounterSpacing). Its series are growable arrays: the count of
+    units is unknown, and an array grows by realloc, outside the block count
+    it reads.
     """
 
     def __init__(self, engine: Collector) -> None:
@@ -812,6 +868,7 @@ class WatchPhase:
         self.blocks = array("d")
         self.malloc = array("d")
         self.announced = False
+        self.spacing = CounterSpacing()
         # The forked copy describing the window, until it has exited.
         self.copy: int | None = None
 
@@ -828,12 +885,20 @@ class WatchPhase:
         if self.copy is not None:
             self.reap_copy()
         engine = self.engine
-        blocks = sys.getallocatedblocks()
-        malloc = counters.malloc_in_use()
-        # array appends grow by realloc, outside the block count being read.
-        self.blocks.append(blocks)
-        if malloc is not None:
-            self.malloc.append(malloc)
+        spacing = self.spacing
+        if spacing.read_now(spaced=self.window is None):
+            started = time.perf_counter()
+            read = sys.getallocatedblocks()
+            malloc = counters.malloc_in_use()
+            spacing.observe(seconds, time.perf_counter() - started)
+            # array appends grow by realloc, outside the block count being read.
+            self.blocks.append(read)
+            if malloc is not None:
+                self.malloc.append(malloc)
+            blocks: int | None = read
+        else:
+            blocks = malloc = None
+            spacing.observe(seconds, None)
         loop = {
             "index": index, "warmup": False, "phase": "detect",
             "rss_bytes": counters.rss_bytes(), "malloc_bytes": malloc,

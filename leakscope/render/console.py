@@ -82,7 +82,7 @@ class LiveLoopPrinter:
         if loop.warmup:
             return
         if loop.phase == "detect":
-            if loop.index % 25 == 0:
+            if loop.index % 25 == 0 and loop.allocated_blocks is not None:
                 self.console.print(
                     f"[dim]{self.unit} {loop.index}: {loop.allocated_blocks or 0:,} blocks, "
                     f"RSS {format_bytes(loop.rss_bytes or 0)} (untraced)[/dim]"
@@ -152,7 +152,10 @@ class ProgressObserver:
         if loop.warmup:
             return
         if loop.traced_bytes is None:
-            blocks = f"{loop.allocated_blocks or 0:,} blocks"
+            if loop.allocated_blocks is None:  # a unit that did not read the counters
+                self.progress.update(self.task, advance=1)
+                return
+            blocks = f"{loop.allocated_blocks:,} blocks"
             self.progress.update(self.task, advance=1, kept=blocks)
             return
         kept = format_bytes(loop.traced_bytes)

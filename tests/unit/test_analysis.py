@@ -784,3 +784,26 @@ def test_gave_back() -> None:
     assert gave_back([0, 10, 20, 30, 10, 20])
     assert not gave_back([0, 10, 20, 19, 30, 40])
     assert not gave_back([5, 5, 5])
+
+
+# ------------------------------- a watched worker's counters read every few units
+
+
+@pytest.mark.parametrize("spacing", [1, 4])
+def test_counters_read_every_few_units_give_the_rate_per_unit(spacing: int) -> None:
+    """A watched worker reads its counters every few units once nothing in it decides on
+    them (phases.CounterSpacing); the other units carry RSS and time only. The rule
+    reads the units that read them, and its rate is per unit, not per reading."""
+    run = make_run([])
+    run.mode, run.unit, run.process = "fast", "task", {"pid": 9, "role": "celery pool child"}
+    for i in range(400):
+        read = i % spacing == 0
+        run.loops.append(Loop(
+            index=2 + i, warmup=False, phase="detect", rss_bytes=40_000_000,
+            allocated_blocks=9000 + 3 * i if read else None,
+            malloc_bytes=2_000_000 + 1000 * i if read else None))
+    verdict = decide(run)
+    assert verdict.evidence["blocks_rate"] == pytest.approx(3.0, rel=0.01), verdict.evidence
+    assert verdict.evidence["malloc_rate"] == pytest.approx(1000, rel=0.01), verdict.evidence
+    assert verdict.evidence["measured_loops"] == 400
+    assert verdict.evidence.get("counter_spacing", 1) == spacing

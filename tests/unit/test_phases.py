@@ -16,8 +16,11 @@ from leakscope.measure import phases
 from leakscope.measure.collector import Collector
 from leakscope.measure.phases import (
     CHECK_EVERY,
+    COUNTER_SPACING_READS,
+    MAX_COUNTER_GAP,
     WATCH_MIN_UNITS,
     CheckpointSchedule,
+    CounterSpacing,
     DetectPhase,
     FinishedPhase,
     HolderLocatorPhase,
@@ -498,3 +501,42 @@ def test_a_windows_third_walk_and_description_answer_while_it_serves() -> None:
         assert registry["grown_at_stack"], registry  # located before the window closed
     finally:
         del sys.modules[module.__name__]
+
+
+@pytest.mark.parametrize(("read_cost", "gap"), [(0.0001, 3), (0.00001, 1), (0.01, MAX_COUNTER_GAP)])
+def test_counters_no_rule_reads_are_read_within_their_share(read_cost: float, gap: int) -> None:
+    """Reads of allocated blocks and malloc (40-70 µs each in a Celery pool child) take at
+    most COUNTER_SHARE of a 2 ms unit once nothing in the process decides on them."""
+    spacing = CounterSpacing()
+    reads = []
+    for _ in range(COUNTER_SPACING_READS + 10 * gap):
+        read = spacing.read_now(spaced=True)
+        reads.append(read)
+        spacing.observe(0.002, read_cost if read else None)
+    assert all(reads[:COUNTER_SPACING_READS])  # measured first
+    later = [i for i, read in enumerate(reads) if read and i >= COUNTER_SPACING_READS]
+    assert {b - a for a, b in zip(later, later[1:])} == {gap}  # evenly spaced
+    assert spacing.read_now(spaced=False)  # a rule decides on them: every unit
+
+
+def test_a_process_no_rule_watches_reads_its_counters_every_few_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--sample K left this process out: its units carry RSS and time, and the counters
+    every few units, evenly spaced, once their cost is known."""
+    recorder = Recorder()
+    collector = _unit_collector(recorder, may_trace=False)
+    watch = collector.watch
+    assert watch is not None
+    spacing = watch.spacing
+    # Each read "costs" 100 µs of a 2 ms unit: a gap of 3 for a 2% share.
+    monkeypatch.setattr(spacing, "observe", lambda unit, read: CounterSpacing.observe(
+        spacing, 0.002, None if read is None else 0.0001))
+    _drive(collector, 2 + COUNTER_SPACING_READS + 30)
+    collector.close()
+    detect = [loop for loop in recorder.loops if loop["phase"] == "detect"]
+    read = [loop["index"] for loop in detect if loop["allocated_blocks"] is not None]
+    assert all(loop["rss_bytes"] for loop in detect)
+    later = read[COUNTER_SPACING_READS - 1:]  # from the last read of every unit
+    assert len(later) > 5 and {b - a for a, b in zip(later, later[1:])} == {3}, read
+    assert len(watch.blocks) == len(read)
