@@ -407,11 +407,14 @@ def _decide_fast(run: Run) -> Verdict:
         if len(detect) < MIN_LOOPS and len(located) >= MIN_LOOPS:
             # Picked by --sample K and ended within its traced window.
             return _decide_traced(run, located)
-    # A watched worker reads its counters every few units once nothing in it
-    # decides on them (phases.CounterSpacing): the rule reads the units that did.
+    # A watched worker reads its counters every few units (phases.CounterSpacing):
+    # the rule reads the units that did, on their even grid (its first units
+    # read every one, to know the reads' cost).
     units = len(detect)
     detect = [loop for loop in detect if loop.allocated_blocks is not None]
     spacing = _read_spacing(detect)
+    if spacing > 1:
+        detect = [loop for loop in detect if (detect[-1].index - loop.index) % spacing == 0]
     blocks = [float(loop.allocated_blocks or 0) for loop in detect]
     malloc = [float(loop.malloc_bytes) for loop in detect if loop.malloc_bytes is not None]
     if len(blocks) < MIN_LOOPS:

@@ -77,10 +77,9 @@ UNITS_TO_DESCRIBE = 10
 # unit from the start.
 WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
-# A watched process whose counters no rule reads in it any more reads them
-# within this share of a unit's time (CounterSpacing), at most every
-# MAX_COUNTER_GAP units, the gap set from the cost of the first
-# COUNTER_SPACING_READS reads.
+# A watched process reads its counters within this share of a unit's time
+# (CounterSpacing), at most every MAX_COUNTER_GAP units, the gap set from the
+# cost of the first COUNTER_SPACING_READS reads.
 COUNTER_SHARE = 0.02
 MAX_COUNTER_GAP = 8
 COUNTER_SPACING_READS = 20
@@ -809,13 +808,12 @@ class CounterSpacing:
 
     Neither read is O(1): ``sys.getallocatedblocks()`` visits every pymalloc
     pool and ``mallinfo2()`` every free chunk, 40-70 µs each in a Celery pool
-    child, 5-8% of a 2 ms task. While a process's rule decides on them (before
-    its window) they are read every unit. Once nothing in the process decides
-    on them (its window is over, or ``--sample K`` left it out), the reads
+    child, 5-8% of a 2 ms task, paid for as long as the worker runs. After the
+    first COUNTER_SPACING_READS units (every unit, to know their cost) they
     take at most COUNTER_SHARE of a unit's time, averaged: every ``gap``
-    units, a gap fixed once, so that the points the verdict reads are evenly
-    spaced (at most MAX_COUNTER_GAP units apart). The other units record RSS
-    and time only.
+    units, a gap fixed then, so that the points the rules read are evenly
+    spaced (at most MAX_COUNTER_GAP units apart; 1 where the reads are cheap
+    against the units). The other units record RSS and time only.
     """
 
     def __init__(self) -> None:
@@ -831,9 +829,9 @@ class CounterSpacing:
             self.read_seconds = _smoothed(self.read_seconds, read_seconds)
             self.reads += 1
 
-    def read_now(self, spaced: bool) -> bool:
-        """Whether this unit reads the counters; ``spaced``: nothing decides on them here."""
-        if not spaced or self.reads < COUNTER_SPACING_READS:
+    def read_now(self) -> bool:
+        """Whether this unit reads the counters."""
+        if self.reads < COUNTER_SPACING_READS:
             return True
         if self.gap is None:
             budget = COUNTER_SHARE * (self.unit_seconds or 0.0)
@@ -856,8 +854,8 @@ class WatchPhase:
     rule on them, until they grow enough to be worth a traced window.
 
     ``window`` is the phase to go to then (None: a process that ``--sample K``
-    did not pick, or whose window is over, watched to the end, its counters
-    read on a CounterSpacing). Its series are growable arrays: the count of
+    did not pick, or whose window is over, watched to the end). The counters
+    are read on a CounterSpacing. Its series are growable arrays: the count of
     units is unknown, and an array grows by realloc, outside the block count
     it reads.
     """
@@ -886,16 +884,22 @@ class WatchPhase:
             self.reap_copy()
         engine = self.engine
         spacing = self.spacing
-        if spacing.read_now(spaced=self.window is None):
+        fixed = spacing.gap is not None
+        due = spacing.read_now()
+        if not fixed and spacing.gap is not None and spacing.gap > 1:
+            # Spacing begins: the rule's series keeps the points on its grid.
+            self.blocks = self.blocks[::-spacing.gap][::-1]
+            self.malloc = self.malloc[::-spacing.gap][::-1]
+        if due:
             started = time.perf_counter()
-            read = sys.getallocatedblocks()
+            count = sys.getallocatedblocks()
             malloc = counters.malloc_in_use()
             spacing.observe(seconds, time.perf_counter() - started)
             # array appends grow by realloc, outside the block count being read.
-            self.blocks.append(read)
+            self.blocks.append(count)
             if malloc is not None:
                 self.malloc.append(malloc)
-            blocks: int | None = read
+            blocks: int | None = count
         else:
             blocks = malloc = None
             spacing.observe(seconds, None)
@@ -921,14 +925,18 @@ class WatchPhase:
         from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
         from leakscope.analysis.stats import ratchet
 
+        # The points are ``gap`` units apart (CounterSpacing): rates per unit.
+        gap = self.spacing.gap or 1
         series = list(self.blocks)
         half = len(series) // 2
         blocks = ratchet(series[half:])
+        blocks.slope /= gap
         grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE and not _settling(series)
         malloc = None
         if counters.has_malloc_counter() and len(self.malloc) == len(self.blocks):
             malloc_series = list(self.malloc)
             malloc = ratchet(malloc_series[half:])
+            malloc.slope /= gap
             grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
                             and not _settling(malloc_series))
         self.engine.detection = {

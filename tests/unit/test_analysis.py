@@ -791,13 +791,13 @@ def test_gave_back() -> None:
 
 @pytest.mark.parametrize("spacing", [1, 4])
 def test_counters_read_every_few_units_give_the_rate_per_unit(spacing: int) -> None:
-    """A watched worker reads its counters every few units once nothing in it decides on
-    them (phases.CounterSpacing); the other units carry RSS and time only. The rule
-    reads the units that read them, and its rate is per unit, not per reading."""
+    """A watched worker reads its counters every few units (phases.CounterSpacing),
+    every unit at first; the other units carry RSS and time only. The rule reads the
+    units that read them on their even grid, and its rate is per unit."""
     run = make_run([])
     run.mode, run.unit, run.process = "fast", "task", {"pid": 9, "role": "celery pool child"}
     for i in range(400):
-        read = i % spacing == 0
+        read = i < 20 or (i - 19) % spacing == 0  # every unit at first, to know the cost
         run.loops.append(Loop(
             index=2 + i, warmup=False, phase="detect", rss_bytes=40_000_000,
             allocated_blocks=9000 + 3 * i if read else None,

@@ -504,26 +504,62 @@ def test_a_windows_third_walk_and_description_answer_while_it_serves() -> None:
 
 
 @pytest.mark.parametrize(("read_cost", "gap"), [(0.0001, 3), (0.00001, 1), (0.01, MAX_COUNTER_GAP)])
-def test_counters_no_rule_reads_are_read_within_their_share(read_cost: float, gap: int) -> None:
+def test_counters_are_read_within_their_share(read_cost: float, gap: int) -> None:
     """Reads of allocated blocks and malloc (40-70 µs each in a Celery pool child) take at
-    most COUNTER_SHARE of a 2 ms unit once nothing in the process decides on them."""
+    most COUNTER_SHARE of a 2 ms unit, evenly spaced, once their cost is known."""
     spacing = CounterSpacing()
     reads = []
     for _ in range(COUNTER_SPACING_READS + 10 * gap):
-        read = spacing.read_now(spaced=True)
+        read = spacing.read_now()
         reads.append(read)
         spacing.observe(0.002, read_cost if read else None)
     assert all(reads[:COUNTER_SPACING_READS])  # measured first
-    later = [i for i, read in enumerate(reads) if read and i >= COUNTER_SPACING_READS]
+    later = [i for i, read in enumerate(reads) if read and i >= COUNTER_SPACING_READS - 1]
     assert {b - a for a, b in zip(later, later[1:])} == {gap}  # evenly spaced
-    assert spacing.read_now(spaced=False)  # a rule decides on them: every unit
 
 
-def test_a_process_no_rule_watches_reads_its_counters_every_few_units(
+def _watched_until_window(monkeypatch: pytest.MonkeyPatch, read_cost: float
+                          ) -> tuple[UnitCollector, dict[str, Any]]:
+    """A watched process that keeps 8 small objects a unit, until its window opens;
+    each counters' read "costs" ``read_cost`` of a 2 ms unit."""
+    collector = _unit_collector(Recorder())
+    watch = collector.watch
+    assert watch is not None
+    spacing = watch.spacing
+    monkeypatch.setattr(spacing, "observe", lambda unit, read: CounterSpacing.observe(
+        spacing, 0.002, None if read is None else read_cost))
+    collector.begin()
+    kept = []
+    try:
+        while collector.phase is not collector.traced_phase and collector.measured < 2000:
+            kept.extend(object() for _ in range(8))
+            collector.end_loop()
+        assert collector.phase is collector.traced_phase, collector.detection
+        return collector, dict(collector.detection)
+    finally:
+        collector.close()
+
+
+def test_a_watched_leak_is_detected_at_its_rate_per_unit_with_spaced_counters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """--sample K left this process out: its units carry RSS and time, and the counters
-    every few units, evenly spaced, once their cost is known."""
+    """The watch rule reading the counters every third unit opens the window on the same
+    leak, at the same rate per unit, as reading them every unit; its series holds only
+    points three units apart."""
+    every, every_detection = _watched_until_window(monkeypatch, 0.000001)
+    spaced, spaced_detection = _watched_until_window(monkeypatch, 0.0001)
+    assert every.watch is not None and spaced.watch is not None
+    assert (every.watch.spacing.gap, spaced.watch.spacing.gap) == (1, 3)
+    assert spaced_detection["blocks_rate"] == pytest.approx(
+        every_detection["blocks_rate"], rel=0.15), (every_detection, spaced_detection)
+    assert len(spaced.watch.blocks) <= spaced.measured // 3 + 2
+
+
+def test_a_watched_process_reads_its_counters_every_few_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watched process's units carry RSS and time, and the counters every few units,
+    evenly spaced, once their cost is known (here: --sample K left it out)."""
     recorder = Recorder()
     collector = _unit_collector(recorder, may_trace=False)
     watch = collector.watch
@@ -539,4 +575,5 @@ def test_a_process_no_rule_watches_reads_its_counters_every_few_units(
     assert all(loop["rss_bytes"] for loop in detect)
     later = read[COUNTER_SPACING_READS - 1:]  # from the last read of every unit
     assert len(later) > 5 and {b - a for a, b in zip(later, later[1:])} == {3}, read
-    assert len(watch.blocks) == len(read)
+    # The rule's series: the reads on that grid, the first units' too.
+    assert len(watch.blocks) == len([i for i in read if (read[-1] - i) % 3 == 0])
