@@ -407,7 +407,7 @@ def _decide_fast(run: Run) -> Verdict:
         if len(detect) < MIN_LOOPS and len(located) >= MIN_LOOPS:
             # Picked by --sample K and ended within its traced window.
             return _decide_traced(run, located)
-    # A watched worker reads its counters every few units (phases.CounterSpacing):
+    # A watched worker reads its counters every few units (watching.CounterSpacing):
     # the rule reads the units that did, on their even grid (its first units
     # read every one, to know the reads' cost).
     units = len(detect)

@@ -25,7 +25,6 @@ the standard library and leakscope's in-process modules at top level.
 from __future__ import annotations
 
 import gc
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from leakscope.measure import counters
+from leakscope.measure.watching import CounterSpacing, RuleSchedule, WatchSeries
 from leakscope.model import sites
 from leakscope.model.settings import AUTO_WARMUP_MAX, AUTO_WARMUP_MIN, AUTO_WARMUP_STEADY
 
@@ -69,20 +69,6 @@ WALK_BUDGET = 0.1
 # unit then. Fewer left (or no window: a process traced to its exit, which may
 # come at any unit), the worker waits, so that the line is located in time.
 UNITS_TO_DESCRIBE = 10
-# A watched process (--sample auto, or one not picked by --sample K) runs
-# the decision rule on the later half of its counters every CHECK_EVERY units
-# once it has WATCH_MIN_UNITS, and starts tracing when they grow at least
-# TRACE_MIN_BLOCKS_RATE blocks or NATIVE_MIN_RATE bytes of malloc per unit
-# (analysis/rules.py). Slower growth is left to `--sample 1`, which traces every
-# unit from the start.
-WATCH_MIN_UNITS = 100
-CHECK_EVERY = 20
-# A watched process reads its counters within this share of a unit's time
-# (CounterSpacing), at most every MAX_COUNTER_GAP units, the gap set from the
-# cost of the first COUNTER_SPACING_READS reads.
-COUNTER_SHARE = 0.02
-MAX_COUNTER_GAP = 8
-COUNTER_SPACING_READS = 20
 # Seconds an exiting process waits for the copy still describing its window.
 WINDOW_COPY_WAIT = 15.0
 
@@ -803,70 +789,24 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
-class CounterSpacing:
-    """Every how many units a watched process reads its allocated blocks and malloc's bytes.
-
-    Neither read is O(1): ``sys.getallocatedblocks()`` visits every pymalloc
-    pool and ``mallinfo2()`` every free chunk, 40-70 µs each in a Celery pool
-    child, 5-8% of a 2 ms task, paid for as long as the worker runs. After the
-    first COUNTER_SPACING_READS units (every unit, to know their cost) they
-    take at most COUNTER_SHARE of a unit's time, averaged: every ``gap``
-    units, a gap fixed then, so that the points the rules read are evenly
-    spaced (at most MAX_COUNTER_GAP units apart; 1 where the reads are cheap
-    against the units). The other units record RSS and time only.
-    """
-
-    def __init__(self) -> None:
-        self.read_seconds: float | None = None
-        self.unit_seconds: float | None = None
-        self.reads = 0
-        self.gap: int | None = None  # fixed when spacing begins
-        self.since = 0
-
-    def observe(self, unit_seconds: float, read_seconds: float | None) -> None:
-        self.unit_seconds = _smoothed(self.unit_seconds, unit_seconds)
-        if read_seconds is not None:
-            self.read_seconds = _smoothed(self.read_seconds, read_seconds)
-            self.reads += 1
-
-    def read_now(self) -> bool:
-        """Whether this unit reads the counters."""
-        if self.reads < COUNTER_SPACING_READS:
-            return True
-        if self.gap is None:
-            budget = COUNTER_SHARE * (self.unit_seconds or 0.0)
-            cost = self.read_seconds or 0.0
-            self.gap = max(1, min(MAX_COUNTER_GAP, math.ceil(cost / budget) if budget else 1))
-            self.since = 0  # the next read, gap units after the last
-        self.since += 1
-        if self.since >= self.gap:
-            self.since = 0
-            return True
-        return False
-
-
-def _smoothed(previous: float | None, value: float) -> float:
-    return value if previous is None else 0.9 * previous + 0.1 * value
-
-
 class WatchPhase:
-    """A real worker's units, untraced: the counters, and every CHECK_EVERY units the
-    rule on them, until they grow enough to be worth a traced window.
+    """A real worker's units, untraced: the counters, and now and then the rule on them,
+    until they grow enough to be worth a traced window.
 
     ``window`` is the phase to go to then (None: a process that ``--sample K``
     did not pick, or whose window is over, watched to the end). The counters
-    are read on a CounterSpacing. Its series are growable arrays: the count of
-    units is unknown, and an array grows by realloc, outside the block count
-    it reads.
+    are read on a CounterSpacing, kept in a bounded WatchSeries, and judged
+    on a RuleSchedule (leakscope.measure.watching): what a unit costs does not
+    grow with the units watched.
     """
 
     def __init__(self, engine: Collector) -> None:
         self.engine = engine
         self.window: UnitTracedPhase | None = None
-        self.blocks = array("d")
-        self.malloc = array("d")
+        self.series = WatchSeries()
         self.announced = False
         self.spacing = CounterSpacing()
+        self.schedule = RuleSchedule()
         # The forked copy describing the window, until it has exited.
         self.copy: int | None = None
 
@@ -888,17 +828,13 @@ class WatchPhase:
         due = spacing.read_now()
         if not fixed and spacing.gap is not None and spacing.gap > 1:
             # Spacing begins: the rule's series keeps the points on its grid.
-            self.blocks = self.blocks[::-spacing.gap][::-1]
-            self.malloc = self.malloc[::-spacing.gap][::-1]
+            self.series.keep_every(spacing.gap)
         if due:
             started = time.perf_counter()
             count = sys.getallocatedblocks()
             malloc = counters.malloc_in_use()
             spacing.observe(seconds, time.perf_counter() - started)
-            # array appends grow by realloc, outside the block count being read.
-            self.blocks.append(count)
-            if malloc is not None:
-                self.malloc.append(malloc)
+            self.series.add(count, malloc)
             blocks: int | None = count
         else:
             blocks = malloc = None
@@ -911,11 +847,13 @@ class WatchPhase:
         }
         engine.measured += 1
         engine.observer.on_loop(loop, [])
-        if (
-            self.window is not None and engine.measured >= WATCH_MIN_UNITS
-            and engine.measured % CHECK_EVERY == 0 and self.counters_grow()
-        ):
-            return self.window
+        if self.window is not None and self.schedule.due(engine.measured):
+            started = time.perf_counter()
+            grows = self.counters_grow()
+            self.schedule.checked(engine.measured, time.perf_counter() - started,
+                                  spacing.unit_seconds)
+            if grows:
+                return self.window
         return self
 
     def counters_grow(self) -> bool:
@@ -925,18 +863,21 @@ class WatchPhase:
         from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
         from leakscope.analysis.stats import ratchet
 
-        # The points are ``gap`` units apart (CounterSpacing): rates per unit.
-        gap = self.spacing.gap or 1
-        series = list(self.blocks)
-        half = len(series) // 2
-        blocks = ratchet(series[half:])
-        blocks.slope /= gap
-        grew = blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE and not _settling(series)
+        # The points are ``gap`` units times ``stride`` reads apart: rates per unit.
+        series = self.series
+        apart = (self.spacing.gap or 1) * series.stride
+        blocks_series = list(series.blocks)
+        half = len(blocks_series) // 2
+        # The rate (Theil-Sen, the rule's dearest part) only for a rising series.
+        blocks = ratchet(blocks_series[half:], slope_if_rising=True)
+        blocks.slope /= apart
+        grew = (blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE
+                and not _settling(blocks_series))
         malloc = None
-        if counters.has_malloc_counter() and len(self.malloc) == len(self.blocks):
-            malloc_series = list(self.malloc)
-            malloc = ratchet(malloc_series[half:])
-            malloc.slope /= gap
+        if counters.has_malloc_counter() and len(series.malloc) == len(series.blocks):
+            malloc_series = list(series.malloc)
+            malloc = ratchet(malloc_series[half:], slope_if_rising=True)
+            malloc.slope /= apart
             grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
                             and not _settling(malloc_series))
         self.engine.detection = {

@@ -10,7 +10,8 @@ them rising; and ``close()`` ends the run whenever the process ends.
 
 A process can also be *watched*: its units are measured with the cheap
 counters of fast mode (allocated blocks, malloc's in-use bytes, RSS) and the
-decision rule runs on them every CHECK_EVERY units; once they grow faster
+decision rule runs on them now and then (leakscope.measure.watching: reads,
+series and checks at a cost bounded per unit); once they grow faster
 than the smallest leak worth tracing (or at once, for a process that
 ``--sample K`` picked), tracemalloc starts and the units are traced as in
 full mode ("locate" loops) for a window of ``trace_units`` units: enough to

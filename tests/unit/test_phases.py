@@ -15,12 +15,7 @@ from leakscope.heap import fork
 from leakscope.measure import phases
 from leakscope.measure.collector import Collector
 from leakscope.measure.phases import (
-    CHECK_EVERY,
-    COUNTER_SPACING_READS,
-    MAX_COUNTER_GAP,
-    WATCH_MIN_UNITS,
     CheckpointSchedule,
-    CounterSpacing,
     DetectPhase,
     FinishedPhase,
     HolderLocatorPhase,
@@ -29,6 +24,15 @@ from leakscope.measure.phases import (
     UnitTracedPhase,
     WarmupPhase,
     WatchPhase,
+)
+from leakscope.measure.watching import (
+    CHECK_EVERY,
+    COUNTER_SPACING_READS,
+    MAX_CHECK_GAP,
+    MAX_COUNTER_GAP,
+    MAX_WATCH_POINTS,
+    WATCH_MIN_UNITS,
+    CounterSpacing,
 )
 from leakscope.measure.worker_collector import UnitCollector
 from leakscope.model.settings import Settings
@@ -308,18 +312,70 @@ def _unit_collector(recorder: Recorder, **kwargs: Any) -> UnitCollector:
 def test_a_watched_process_goes_to_its_window_only_on_the_check_beat(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(WatchPhase, "counters_grow", lambda self: True)
+    answers = [False, True]
+    checks: list[int] = []
+
+    def grows(self: WatchPhase) -> bool:
+        checks.append(self.engine.measured)
+        return answers.pop(0)
+
+    monkeypatch.setattr(WatchPhase, "counters_grow", grows)
     collector = _unit_collector(Recorder())
     watch = collector.watch
     assert watch is not None and watch.window is collector.traced_phase
     collector.start_measuring()
-    for measured, expected in (
-        (WATCH_MIN_UNITS - CHECK_EVERY - 1, watch),   # too few units for the rule
-        (WATCH_MIN_UNITS, watch),                     # not on the beat
-        (WATCH_MIN_UNITS - 1, watch.window),          # the 100th unit: rule, growth
-    ):
-        collector.measured = measured
-        assert watch.record(collector.index, 0.001) is expected
+    collector.measured = WATCH_MIN_UNITS - 2
+    assert watch.record(collector.index, 0.001) is watch  # too few units for the rule
+    assert watch.record(collector.index, 0.001) is watch  # the 100th unit: rule, no growth
+    assert checks == [WATCH_MIN_UNITS]
+    assert watch.schedule.next_at >= WATCH_MIN_UNITS + CHECK_EVERY
+    assert watch.record(collector.index, 0.001) is watch  # not on the beat
+    beat = watch.schedule.next_at
+    collector.measured = beat - 1
+    assert watch.record(collector.index, 0.001) is watch.window  # on the beat: growth
+    assert checks == [WATCH_MIN_UNITS, beat]
+
+
+def test_a_watched_process_that_runs_long_judges_a_bounded_series_within_its_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that never grows, watched for 6,000 units: the rule's series stays
+    within MAX_WATCH_POINTS, each point on an even grid, and the rule runs within
+    RULE_SHARE of the units' time. Before, the series held every read and the rule
+    ran every 20 units on all of it (20-45 ms a check after a thousand units in a
+    Celery pool child: half of a 4 s run)."""
+    class Forgetful(Recorder):
+        def on_loop(self, loop: dict[str, Any], changes: list[tuple[str, int, int, int]]
+                    ) -> None:
+            pass  # keeps no unit: this process does not grow
+
+    checks: list[int] = []
+    collector = _unit_collector(Forgetful())
+    watch = collector.watch
+    assert watch is not None
+    real = WatchPhase.counters_grow
+
+    def counted(self: WatchPhase) -> bool:
+        checks.append(self.engine.measured)
+        return real(self)
+
+    monkeypatch.setattr(WatchPhase, "counters_grow", counted)
+    spacing = watch.spacing
+    # Units of 2 ms; each counters' read "costs" 100 µs (a gap of 3).
+    monkeypatch.setattr(spacing, "observe", lambda unit, read: CounterSpacing.observe(
+        spacing, 0.002, None if read is None else 0.0001))
+    _drive(collector, 2 + 6000)
+    collector.close()
+    assert spacing.gap == 3
+    assert MAX_WATCH_POINTS // 2 <= len(watch.series) < MAX_WATCH_POINTS
+    assert watch.series.stride >= 4  # 6,000 units, 3 apart: halved at least twice
+    assert checks[0] == WATCH_MIN_UNITS
+    # Spaced by their cost: at least CHECK_EVERY units apart, never more than the cap.
+    gaps = [b - a for a, b in zip(checks, checks[1:])]
+    assert gaps and min(gaps) >= CHECK_EVERY and max(gaps) <= MAX_CHECK_GAP
+    check_seconds = watch.schedule.check_seconds
+    assert check_seconds is not None
+    assert collector.detection["growth"] is False
 
 
 def test_a_process_sample_did_not_pick_is_never_traced(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,8 +398,8 @@ def test_the_watch_rule_reads_the_later_half(series: list[float], grows: bool) -
     collector = _unit_collector(Recorder())
     watch = collector.watch
     assert watch is not None
-    watch.blocks.extend(series)
-    del watch.malloc[:]  # no malloc series: the rule reads the blocks alone
+    watch.series.blocks.extend(series)
+    del watch.series.malloc[:]  # no malloc series: the rule reads the blocks alone
     collector.measured = len(series)
     assert watch.counters_grow() is grows
     assert collector.detection["after_units"] == len(series)
@@ -552,7 +608,7 @@ def test_a_watched_leak_is_detected_at_its_rate_per_unit_with_spaced_counters(
     assert (every.watch.spacing.gap, spaced.watch.spacing.gap) == (1, 3)
     assert spaced_detection["blocks_rate"] == pytest.approx(
         every_detection["blocks_rate"], rel=0.15), (every_detection, spaced_detection)
-    assert len(spaced.watch.blocks) <= spaced.measured // 3 + 2
+    assert len(spaced.watch.series) <= spaced.measured // 3 + 2
 
 
 def test_a_watched_process_reads_its_counters_every_few_units(
@@ -576,4 +632,4 @@ def test_a_watched_process_reads_its_counters_every_few_units(
     later = read[COUNTER_SPACING_READS - 1:]  # from the last read of every unit
     assert len(later) > 5 and {b - a for a, b in zip(later, later[1:])} == {3}, read
     # The rule's series: the reads on that grid, the first units' too.
-    assert len(watch.blocks) == len([i for i in read if (read[-1] - i) % 3 == 0])
+    assert len(watch.series) == len([i for i in read if (read[-1] - i) % 3 == 0])
