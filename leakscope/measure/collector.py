@@ -231,6 +231,10 @@ class Collector:
         # Traced bytes at each holder checkpoint: the fallback's cheap test.
         self._checkpoint_bytes: list[int] = []
         self._checkpoint_at = -1
+        # The lines' totals and the traced-loop count at the second checkpoint:
+        # what the back-reference fallback measures a line's growth from (from
+        # the tracing's start, one unit's leftovers read as growth).
+        self._line_base: tuple[int, sites.LineTotals] | None = None
         # Per-line diffs on a budget; between two, each loop's totals are read
         # in O(1) and corrected by what leakscope itself holds in the traced
         # heap (its own traces are left out of a diff's totals).
@@ -386,7 +390,7 @@ class Collector:
         if again:
             self._checkpoint_bytes[-1] = kept
         else:
-            self._checkpoint_bytes.append(kept)
+            self._note_checkpoint(kept)
         observation = self.holder_probe.observe(final=final, again=again)
         observation["gc_objects"] = len(gc.get_objects())
         self.observer.on_checkpoint(self.index, observation)
@@ -401,10 +405,16 @@ class Collector:
         self.finish_checkpoint()
         if self._checkpoint_at == self.index or not probe.start_observe():
             return False
-        self._checkpoint_bytes.append(
+        self._note_checkpoint(
             self.window.previous.total_bytes if traced_bytes is None else traced_bytes)
         self._checkpoint_at = self.index
         return True
+
+    def _note_checkpoint(self, kept: int) -> None:
+        """A new checkpoint's traced bytes; at the second, the lines' totals too."""
+        self._checkpoint_bytes.append(kept)
+        if len(self._checkpoint_bytes) == 2:
+            self._line_base = (self.traced, self.window.previous)
 
     def finish_checkpoint(self) -> bool:
         """Send the pending walk's checkpoint, at the loop it was taken (waits for its
@@ -478,14 +488,16 @@ class Collector:
         if not rising or final["bytes_after"] - kept[0] < (kept[-1] - kept[0]) / 2:
             return  # the window did not keep (reachable) growth: nothing to look for
         lines = {(f, n) for f, n in final.get("top_surviving_lines", [])}
-        start = self.window.start.by_line
+        # Only a line of the user's that kept more than it held at the second
+        # checkpoint (when tracing began, before that): a framework's worker
+        # keeps objects from the interpreter's free lists under the lines that
+        # first made them, and a window that starts tracing mid-run reads what
+        # its first unit left as kept.
+        since, base = self._line_base or (0, self.window.start)
         kept_at = {(f, n): b for f, n, b in final.get("kept_by_line", [])}
-        # Only a line of the user's that kept more than it held when tracing
-        # began: a framework's worker keeps objects from the interpreter's
-        # free lists under the lines that first made them.
         lines = {key for key in lines
-                 if kept_at.get(key, 0) - start.get(key, [0, 0])[0]
-                 >= BACKREF_MIN_LINE_RATE * max(1, self.traced)}
+                 if kept_at.get(key, 0) - base.by_line.get(key, [0, 0])[0]
+                 >= BACKREF_MIN_LINE_RATE * max(1, self.traced - since)}
         if not lines:
             return
         if in_copy:

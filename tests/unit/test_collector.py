@@ -286,3 +286,47 @@ def test_the_last_diff_and_the_ends_figures_share_one_read_and_agree(monkeypatch
     assert end["gc_final"]["blocks_before"] == totals.total_blocks
     assert [line for line, _ in end["tracebacks"]] == [list(key) for key in tracebacks]
     assert any(line[1] == KEEP_LINE for line, _ in end["tracebacks"])
+
+
+@pytest.mark.parametrize(("held_at_second_walk", "searched"), [
+    (16_896, False),  # one unit's leftovers, held since the window's first units
+    (2_000, True),    # the line kept 14.9 KB more over the 50 units since
+])
+def test_the_back_reference_search_runs_for_a_user_line_that_grew_since_the_second_walk(
+    monkeypatch: pytest.MonkeyPatch, held_at_second_walk: int, searched: bool,
+) -> None:
+    """The fallback's search (0.8 s of CPU in a Celery pool child's window copy) ran for
+    a clean worker whose window began mid-run: its task line held one task's leftovers
+    (16.9 KB) from the first traced unit on, which measured from the tracing's start
+    read as 280 B a unit kept, while a framework's cache filled the traced total."""
+    from leakscope.heap import fork
+    from leakscope.model.sites import LineTotals
+
+    line = ("worker.py", 18)
+    calls: list[set[tuple[str, int]]] = []
+    monkeypatch.setattr(fork, "backrefs_in_fork", lambda lines: calls.append(lines) or None)
+
+    class Probe:
+        backref = None
+
+        def start_observe(self) -> bool:
+            return True
+
+        def finish_pending(self) -> None:
+            return None
+
+        def growing_paths(self) -> list[str]:
+            return []
+
+    collector = Collector(Settings(iterations=60, warmup=0, frames=5), Recorder(), Probe())
+    for walk, (traced, held) in enumerate([(0, 16_896), (10, held_at_second_walk), (30, 16_896)]):
+        collector.index = collector.traced = traced
+        collector.window.previous = LineTotals(by_line={line: [held, 150]},
+                                               total_bytes=40_000 + 30_000 * walk)
+        assert collector.start_checkpoint()
+    collector.traced = 60
+    collector.end = {"gc_final": {
+        "bytes_after": 100_000, "top_surviving_lines": [list(line)],
+        "kept_by_line": [[*line, 16_896]]}}
+    collector.backref_fallback()
+    assert calls == ([{line}] if searched else [])
