@@ -500,12 +500,48 @@ def _decide_fast(run: Run) -> Verdict:
             confidence=malloc_evidence.confidence if malloc_evidence else 0.0,
             partial=partial, evidence=facts, summary="",
         )
+    taken_back = _collector_took_back(run, located)
+    if taken_back is not None:
+        # The blocks rose between two runs of the collector, and the traced loops
+        # saw one of its runs take back all they had added: garbage freed on the
+        # collector's schedule (once in ~140 loops for a few cycles a loop, close
+        # to the detect phase's length), not objects kept.
+        return Verdict(
+            leak=False, kind="none", bytes_per_iteration=0.0, blocks_per_iteration=0.0,
+            confidence=ratchet([float(loop.traced_bytes or 0) for loop in located]).confidence,
+            partial=partial, evidence={**facts, "collector_took_back": taken_back}, summary="",
+        )
     return Verdict(
         leak=True, kind="reachable", bytes_per_iteration=0.0,
         blocks_per_iteration=round(block_evidence.slope, 2),
         confidence=block_evidence.confidence, partial=partial, evidence=facts,
         summary="",
     )
+
+
+def _collector_took_back(run: Run, located: Sequence[Loop]) -> int | None:
+    """Bytes the collector freed in the locate loops, when one of its runs there took
+    the traced total back to where those loops began (None otherwise).
+
+    The fast rule reads the allocated blocks between collections: in a process
+    whose collector runs seldom against the detect phase, cyclic garbage that it
+    frees on its own schedule rises there as a kept object would. The locate
+    loops, traced, see the difference: a run of the collector among them, and
+    nothing of theirs left after it.
+    """
+    if not run.observations.get("gc_enabled", True) or len(located) < 2:
+        return None
+    traced = [loop.traced_bytes for loop in located]
+    collections = [loop.gc_collections for loop in located]
+    if any(value is None for value in traced) or any(value is None for value in collections):
+        return None
+    first, last = traced[0], traced[-1]
+    assert first is not None and last is not None
+    ran = any(b > a for a, b in zip(collections, collections[1:]))  # type: ignore[operator]
+    peak = max(value for value in traced if value is not None)
+    if not ran or last > first or peak <= first:
+        return None
+    return peak - last
 
 
 def _read_spacing(loops: Sequence[Loop]) -> int:

@@ -807,3 +807,44 @@ def test_counters_read_every_few_units_give_the_rate_per_unit(spacing: int) -> N
     assert verdict.evidence["malloc_rate"] == pytest.approx(1000, rel=0.01), verdict.evidence
     assert verdict.evidence["measured_loops"] == 400
     assert verdict.evidence.get("counter_spacing", 1) == spacing
+
+
+def _sawtooth_fast_run(locate_traced: Sequence[int], locate_collections: Sequence[int]) -> Run:
+    """scenarios/sqs_cycles_gc_enabled.py under `check`, as a CI run saw it: a few cycles a
+    loop, the collector once at loop 55 of 200 (allocated blocks fell back), then rising
+    for the rest of the detect phase; six locate loops after."""
+    run = make_run([])
+    run.mode = "fast"
+    for i in range(200):
+        after = i >= 55
+        run.loops.append(Loop(
+            index=2 + i, warmup=False, phase="detect", rss_bytes=30_000_000,
+            allocated_blocks=52_830 + 7 * (i - 55 if after else i) + (30 if after else 0),
+            malloc_bytes=5_000_000, gc_collections=1 if after else 0))
+    for i, (traced, collections) in enumerate(zip(locate_traced, locate_collections)):
+        run.loops.append(Loop(
+            index=202 + i, warmup=False, phase="locate", traced_bytes=traced,
+            traced_blocks=traced // 60, rss_bytes=30_000_000, allocated_blocks=84_000 + i,
+            malloc_bytes=5_000_000, native_bytes=3_000_000, gc_collections=collections))
+    return run
+
+
+def test_growth_the_collector_takes_back_in_the_locate_loops_is_no_leak() -> None:
+    """Reproduces a CI failure: `check` called sqs_cycles_gc_enabled "Leak (reachable): 0
+    B/iter, 6 blocks kept per iteration" when the collector ran once in the detect phase
+    and the blocks rose after it; the locate loops saw its next run take all back."""
+    verdict = decide(_sawtooth_fast_run([1776, 1776, 1776, 2262, 2748, 1776],
+                                        [1, 1, 1, 1, 1, 2]))
+    assert not verdict.leak and verdict.kind == "none", verdict
+    assert verdict.evidence["collector_took_back"] == 972
+
+
+@pytest.mark.parametrize(("traced", "collections"), [
+    ([1776, 2262, 2748, 3234, 3720, 4206], [1] * 6),     # kept, no collection
+    ([1776, 2262, 2748, 3234, 3720, 2800], [1] * 5 + [2]),  # a collection, part kept
+])
+def test_growth_the_collector_does_not_take_back_stays_a_leak(
+    traced: list[int], collections: list[int],
+) -> None:
+    verdict = decide(_sawtooth_fast_run(traced, collections))
+    assert verdict.leak and verdict.kind == "reachable", verdict
