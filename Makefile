@@ -40,6 +40,7 @@ bench: $(STAMP) ## measure speed and memory targets; figures go in BENCHMARKS.md
 	$(PY) bench/attach_bench.py
 	$(PY) bench/engine_bench.py
 	$(PY) bench/memray_bench.py
+	$(PY) bench/watch_bench.py
 
 clean: ## remove the virtualenv, caches and reports
 	rm -rf $(VENV) .pytest_cache .ruff_cache .leakscope reports/*.html reports/*.json reports/*.png
