@@ -56,7 +56,8 @@ def main() -> None:
 
         watch = WatchPhase.__new__(WatchPhase)
         watch.series, watch.spacing = WatchSeries(), CounterSpacing()
-        watch.engine = _Engine()  # type: ignore[assignment] - the rule reads two fields
+        # The rule reads two fields of the engine.
+        watch.engine = _Engine()  # type: ignore[assignment]
         watch.spacing.gap = GAP
         for b, m in reads:
             watch.series.add(int(b), int(m))
