@@ -155,6 +155,9 @@ class DiffSchedule:
         self.exact_traces = exact_traces
         self.min_steps = min_steps
         self.gap = 1
+        # The traced loops the run will have, when known (a real worker's window):
+        # its diffs are spaced by that length, not by the loops so far.
+        self.horizon: int | None = None
         # Traced loops since the last diff, and the worker's loop time, smoothed.
         self.skipped = 0
         self.loop_seconds: float | None = None
@@ -177,7 +180,12 @@ class DiffSchedule:
         budget = max(self.share * (self.loop_seconds or 0.0), self.floor)
         affordable = math.ceil(spent / budget) if budget > 0 else 1
         exact = traced < self.exact_loops and traces < self.exact_traces
-        cap = 1 if exact else max(1, traced // self.min_steps)
+        # At least min_steps diffs over the loops so far, or over the whole run
+        # when its length is known: a 60-unit window diffed every one of its
+        # first 20 units (5-7 ms each in a Celery pool child) for one tenth's
+        # resolution it gets at every sixth.
+        span = traced if self.horizon is None else max(traced, self.horizon)
+        cap = 1 if exact else max(1, span // self.min_steps)
         if self.max_gap is not None:
             cap = min(cap, self.max_gap)
         self.gap = max(1, min(affordable, cap))

@@ -959,6 +959,8 @@ class UnitTracedPhase(TracedPhase):
             # A window has an end, so memray can locate in it as in fast mode's
             # locate loops (native sites); a process traced for good has none.
             memray = prepare_memray_window(engine)
+            # Diffs spaced over the window's length (DiffSchedule.horizon).
+            engine.diffs.horizon = self.window_units or None
             engine.start_tracing()
             self.first_checkpoint()
             open_memray_window(engine, memray)

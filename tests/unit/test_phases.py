@@ -34,7 +34,7 @@ from leakscope.measure.watching import (
     WATCH_MIN_UNITS,
     CounterSpacing,
 )
-from leakscope.measure.worker_collector import UnitCollector
+from leakscope.measure.worker_collector import WORKER_MIN_STEPS, UnitCollector
 from leakscope.model.settings import Settings
 
 KEPT: list[bytes] = []
@@ -432,6 +432,33 @@ def test_a_window_closes_after_its_units_and_the_process_watches_again(
     assert collector.watch is not None and collector.watch.window is None  # one window only
     final = collector.close()
     assert final["mode"] == "fast" and collector.close() == {}
+
+
+def test_a_windows_diffs_are_spaced_over_its_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window of 60 traced units reads its lines at least every sixth unit, as the
+    tenth of its length asks, not every one of its first 20 units (the open-ended rule:
+    a tenth of the units so far), which took 35 full reads of the traces in a Celery
+    pool child's window, at 5-7 ms each."""
+    monkeypatch.setattr(fork, "fork_copy", lambda: None)  # described here, not in a copy
+    collector = _unit_collector(Recorder(), trace_first=True, trace_units=60)
+    reads: list[int] = []
+    real = collector.line_totals
+
+    def counted(last: bool = False) -> Any:
+        reads.append(collector.traced)
+        return real(last)
+
+    monkeypatch.setattr(collector, "line_totals", counted)
+    try:
+        _drive(collector, 2 + 60)
+        assert collector.phase is collector.watch  # the window is over
+    finally:
+        collector.close()
+    # The schedule's, and those a walk's checkpoint forces (the unit before and after
+    # the walks at 10 and 30, where other threads allocate) and the first.
+    gaps = [b - a for a, b in zip(reads, reads[1:])]
+    assert len(reads) <= 60 // WORKER_MIN_STEPS + 7, reads  # 33 before
+    assert max(gaps) <= 60 // WORKER_MIN_STEPS, reads
 
 
 def test_sample_one_traces_every_unit_to_the_exit() -> None:
