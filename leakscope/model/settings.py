@@ -38,9 +38,11 @@ DEFAULT_CHECKPOINT_EVERY = 100
 # `leakscope run --sample auto|K`: a traced process goes back to the counters
 # after this many traced units: enough for three holder walks (0, 10, 30
 # units) and a last one as the window closes, the line that grows a
-# container (after the third) and the lines' rates, while a worker that runs
-# for days pays tracemalloc's price once.
-DEFAULT_TRACE_UNITS = 60
+# container (the third walk's copy and the description answer within the
+# last 10), and the lines' rates, while a worker that runs for days pays
+# tracemalloc's price once. 60 cost a Celery pool child 20 more units at 5x
+# their untraced time for lines' rates read over 60 units instead of 40.
+DEFAULT_TRACE_UNITS = 40
 # ... and no fewer than this: holder walks at 0, 10 and 30 traced units, then
 # the unit that locates the line growing a container.
 MIN_TRACE_UNITS = 32
