@@ -298,14 +298,13 @@ def armed_settings(settings: Settings, directory: Path) -> Settings:
     """What each armed process reads: the locator asked for (``LEAKSCOPE_LOCATOR``), and
     the run directory for its memray window's capture, which goes with the directory.
 
-    Only ``LEAKSCOPE_LOCATOR=memray`` opens memray windows here: "auto" is
-    tracemalloc under `run`, because a memray Tracker in a Celery pool child
-    made the Celery bench 6.35x plain against 2.15x with tracemalloc alone
-    (BENCHMARKS.md, issue 13).
+    With "auto" (the default) a process's window runs memray only when its
+    watch saw malloc's bytes grow (``UnitTracedPhase.wants_memray``):
+    a memray Tracker in every Celery pool child's window made the Celery
+    bench 6.35x plain against 2.15x with tracemalloc alone (BENCHMARKS.md,
+    issue 13). ``LEAKSCOPE_LOCATOR=memray`` runs it in every window.
     """
     locator = locator_from_env() if settings.locator == "auto" else settings.locator
-    if locator == "auto":
-        locator = "tracemalloc"
     return replace(settings, locator=locator,
                    capture_dir="" if locator == "tracemalloc" else str(directory))
 

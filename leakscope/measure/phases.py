@@ -874,19 +874,21 @@ class WatchPhase:
         grew = (blocks.leak and blocks.slope >= TRACE_MIN_BLOCKS_RATE
                 and not _settling(blocks_series))
         malloc = None
+        native = False
         if counters.has_malloc_counter() and len(series.malloc) == len(series.blocks):
             malloc_series = list(series.malloc)
             malloc = ratchet(malloc_series[half:], slope_if_rising=True)
             malloc.slope /= apart
-            grew = grew or (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
-                            and not _settling(malloc_series))
+            native = (malloc.leak and malloc.slope >= NATIVE_MIN_RATE
+                      and not _settling(malloc_series))
         self.engine.detection = {
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
             "malloc_p_value": malloc.p_value if malloc else None,
             "malloc_rate": round(malloc.slope, 1) if malloc else None,
-            "growth": grew, "after_units": self.engine.measured,
+            "growth": grew or native, "native_growth": native,
+            "after_units": self.engine.measured,
         }
-        return grew
+        return grew or native
 
     def reap_copy(self, wait: float = 0.0) -> None:
         """Collect the copy's exit status (no zombie); at exit, give it ``wait`` seconds."""
@@ -958,7 +960,7 @@ class UnitTracedPhase(TracedPhase):
             engine.observer.on_phase("locate", engine.detection)
             # A window has an end, so memray can locate in it as in fast mode's
             # locate loops (native sites); a process traced for good has none.
-            memray = prepare_memray_window(engine)
+            memray = prepare_memray_window(engine) if self.wants_memray() else None
             # Diffs spaced over the window's length (DiffSchedule.horizon).
             engine.diffs.horizon = self.window_units or None
             engine.start_tracing()
@@ -966,6 +968,20 @@ class UnitTracedPhase(TracedPhase):
             open_memray_window(engine, memray)
             return
         self.first_checkpoint()
+
+    def wants_memray(self) -> bool:
+        """Whether this window runs memray beside tracemalloc.
+
+        Asked for (``LEAKSCOPE_LOCATOR=memray``): always. By default ("auto"):
+        only when the watch rule saw malloc's bytes grow, the growth memray
+        names and tracemalloc cannot. A window opened on Python objects
+        alone, or on a ``--sample K`` pick, gains nothing from it and would
+        pay its native stacks on every malloc (a Celery pool child's window
+        under memray tripled the Celery bench's overhead, BENCHMARKS.md).
+        """
+        if self.engine.settings.locator != "auto":
+            return True
+        return bool(self.engine.detection.get("native_growth"))
 
     def record(self, index: int, seconds: float) -> Phase | None:
         self.engine.count_threads()

@@ -7,13 +7,14 @@ import sys
 import time
 import tracemalloc
 import types
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from leakscope.heap import fork
-from leakscope.measure import phases
+from leakscope.measure import counters, phases
 from leakscope.measure.collector import Collector
 from leakscope.measure.phases import (
     CheckpointSchedule,
@@ -453,6 +454,38 @@ def test_a_frameworks_own_fill_opens_no_window_where_a_leak_does() -> None:
     assert _rule_at(WATCH_MIN_UNITS, [value + 2 * u for u, value in enumerate(fill)])
     slow = [value + u for u, value in enumerate(fill)]
     assert any(_rule_at(n, slow) for n in range(WATCH_MIN_UNITS, 700, CHECK_EVERY))
+
+
+@pytest.mark.parametrize(("locator", "detection", "wanted"), [
+    ("auto", {"growth": True, "native_growth": False}, False),  # Python objects grew
+    ("auto", {"growth": True, "native_growth": True}, True),    # malloc's bytes grew
+    ("auto", {"picked": True, "after_units": 0}, False),         # --sample K's pick
+    ("memray", {"growth": True, "native_growth": False}, True),  # asked for: always
+])
+def test_a_window_runs_memray_by_default_only_for_malloc_growth(
+    locator: str, detection: dict[str, Any], wanted: bool,
+) -> None:
+    collector = _unit_collector(Recorder(), locator=locator)
+    collector.detection = detection
+    assert collector.traced_phase.wants_memray() is wanted
+
+
+def test_the_watch_rule_says_which_counter_grew() -> None:
+    collector = _unit_collector(Recorder())
+    watch = collector.watch
+    assert watch is not None
+    if not counters.has_malloc_counter():
+        pytest.skip("this libc has no malloc counter")
+    units = WATCH_MIN_UNITS
+    watch.series.blocks.extend(1000.0 for _ in range(units))
+    watch.series.malloc.extend(50_000.0 + 1024 * u for u in range(units))
+    collector.measured = units
+    assert watch.counters_grow()
+    assert collector.detection["native_growth"] is True
+    watch.series.blocks[:] = array("d", (1000.0 + 4 * u for u in range(units)))
+    watch.series.malloc[:] = array("d", (50_000.0 for _ in range(units)))
+    assert watch.counters_grow()
+    assert collector.detection["native_growth"] is False
 
 
 def test_a_window_closes_after_its_units_and_the_process_watches_again(

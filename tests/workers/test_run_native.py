@@ -2,10 +2,9 @@
 
 The worker is scenarios/native/ext_consumer.py, a consumer loop that calls
 ``leakscope.tick()`` per message and the test C extension (leakext) in each:
-under the default ``--sample auto`` its counters grow, and with
-``LEAKSCOPE_LOCATOR=memray`` its traced window runs under memray too where the
-worker's Python can import it, which names
-the user line and the native function. Where memray cannot run there, the
+under the default ``--sample auto`` its malloc counter grows, so its traced
+window runs under memray too where the worker's Python can import it, which
+names the user line and the native function. Where memray cannot run there, the
 window locates with tracemalloc and says why in one line, as fast mode does.
 """
 
@@ -40,9 +39,10 @@ def built_extension() -> None:
 
 
 def _run(tmp_path: Path, *command: str, extra: tuple[str, ...] = (), env: dict | None = None):
-    """`leakscope run` with memray asked for (under `run`, "auto" is tracemalloc)."""
+    """`leakscope run` with the default locator (its window runs memray beside
+    tracemalloc because the watch saw malloc's bytes grow) unless ``env`` says."""
     out = tmp_path / "run.json"
-    env = {"LEAKSCOPE_LOCATOR": "memray", **(env or {})}
+    env = {"LEAKSCOPE_LOCATOR": "auto", **(env or {})}
     proc = run_cli("run", "--quiet", "--units", UNITS, "--timeout", "60", "--json", str(out),
                    *extra, "--", *command, env=env)
     return proc, (load_json(out) if out.exists() else None)
@@ -86,9 +86,18 @@ def test_run_names_a_native_leaks_user_line_and_function(tmp_path):
     assert "leakext_keep_buffer" in page and CONSUMER in page
 
 
-@pytest.mark.parametrize("locator", ["tracemalloc", "auto"])
-def test_run_with_the_tracemalloc_locator_has_no_native_site(tmp_path, locator):
-    proc, run = _run(tmp_path, sys.executable, CONSUMER, env={"LEAKSCOPE_LOCATOR": locator})
+@needs_memray
+def test_run_with_memray_asked_for_names_the_native_leak_too(tmp_path):
+    proc, run = _run(tmp_path, sys.executable, CONSUMER, env={"LEAKSCOPE_LOCATOR": "memray"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    process = _process(run)
+    assert process["observations"]["locator"]["engine"] == "memray"
+    assert process["sites"][0]["native"]["function"] == "leakext_keep_buffer"
+
+
+def test_run_with_the_tracemalloc_locator_has_no_native_site(tmp_path):
+    proc, run = _run(tmp_path, sys.executable, CONSUMER,
+                     env={"LEAKSCOPE_LOCATOR": "tracemalloc"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     process = _process(run)
     assert process["observations"]["locator"]["engine"] == "tracemalloc"
