@@ -31,6 +31,7 @@ import time
 import tracemalloc
 from array import array
 from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from leakscope.measure import counters
@@ -794,6 +795,22 @@ class CheckpointSchedule:
         return traced in EARLY_CHECKPOINTS or (traced > 0 and traced % self.every == 0)
 
 
+# A watched process's growth seen at N units opens its window at CONFIRM_AFTER
+# times N units if the counters rose since at KEPT_PACE of that rate or more.
+CONFIRM_AFTER = 2
+KEPT_PACE = 0.5
+
+
+@dataclass(frozen=True)
+class Suspicion:
+    """Growth the watch rule saw at ``at`` units: the rate per unit of each counter
+    that grew (None: that one did not)."""
+
+    at: int
+    blocks_rate: float | None
+    malloc_rate: float | None
+
+
 class WatchPhase:
     """A real worker's units, untraced: the counters, and now and then the rule on them,
     until they grow enough to be worth a traced window.
@@ -812,6 +829,8 @@ class WatchPhase:
         self.announced = False
         self.spacing = CounterSpacing()
         self.schedule = RuleSchedule()
+        # Growth the rule saw, waiting to be confirmed (growth_confirmed).
+        self.suspicion: Suspicion | None = None
         # The forked copy describing the window, until it has exited.
         self.copy: int | None = None
 
@@ -856,12 +875,67 @@ class WatchPhase:
         engine.observer.on_loop(loop, [])
         if self.window is not None and self.schedule.due(engine.measured):
             started = time.perf_counter()
-            grows = self.counters_grow()
+            grows = self.growth_confirmed()
             self.schedule.checked(engine.measured, time.perf_counter() - started,
                                   spacing.unit_seconds)
             if grows:
                 return self.window
         return self
+
+    def growth_confirmed(self) -> bool:
+        """Whether the window opens now: the rule saw growth at some check (a
+        suspicion), and the counters kept that pace over as many units again.
+
+        A framework's own fill can rise as steadily as a leak for a few hundred
+        units: of ten clean Celery pool children (their blocks read every task,
+        bench/celery_tasks.py), the rule alone called three growing between the
+        200th and 400th task, and any first check would be fooled by some. A
+        fill slows down as it fills; a leak keeps its pace. Growth seen at N
+        units opens the window at 2N units if the span since N rose at no less
+        than KEPT_PACE of the rate seen at N; else the rule starts afresh.
+        """
+        measured = self.engine.measured
+        suspicion = self.suspicion
+        if suspicion is not None:
+            if measured < CONFIRM_AFTER * suspicion.at:
+                return False
+            self.suspicion = None
+            if self.kept_pace(suspicion):
+                return True
+        if self.counters_grow():
+            detection = self.engine.detection
+            self.suspicion = Suspicion(
+                measured,
+                detection["blocks_rate"] if detection["blocks_growth"] else None,
+                detection["malloc_rate"] if detection["native_growth"] else None,
+            )
+        return False
+
+    def kept_pace(self, suspicion: Suspicion) -> bool:
+        """Whether each counter that grew at ``suspicion.at`` rose over the units since
+        at KEPT_PACE of that rate at least (and at the rule's least rate)."""
+        from leakscope.analysis.rules import NATIVE_MIN_RATE, TRACE_MIN_BLOCKS_RATE
+        from leakscope.analysis.stats import ratchet
+
+        series = self.series
+        apart = (self.spacing.gap or 1) * series.stride
+        points = max(2, round((self.engine.measured - suspicion.at) / apart))
+        confirmed: dict[str, float] = {}
+        checks = (("blocks", series.blocks, suspicion.blocks_rate, TRACE_MIN_BLOCKS_RATE),
+                  ("malloc", series.malloc, suspicion.malloc_rate, NATIVE_MIN_RATE))
+        for name, values, rate, least in checks:
+            if rate is None or len(values) < points:
+                continue
+            span = ratchet(list(values[-points:]), slope_if_rising=True)
+            pace = span.slope / apart
+            if span.leak and pace >= max(least, KEPT_PACE * rate):
+                confirmed[name] = round(pace, 3)
+        self.engine.detection.update({
+            "growth": bool(confirmed), "native_growth": "malloc" in confirmed,
+            "suspected_after_units": suspicion.at, "after_units": self.engine.measured,
+            "kept_pace": confirmed,
+        })
+        return bool(confirmed)
 
     def counters_grow(self) -> bool:
         """The rule on the later half only: a framework's own warm-up (connections,
@@ -892,7 +966,7 @@ class WatchPhase:
             "blocks_p_value": blocks.p_value, "blocks_rate": round(blocks.slope, 3),
             "malloc_p_value": malloc.p_value if malloc else None,
             "malloc_rate": round(malloc.slope, 1) if malloc else None,
-            "growth": grew or native, "native_growth": native,
+            "growth": grew or native, "blocks_growth": grew, "native_growth": native,
             "after_units": self.engine.measured,
         }
         return grew or native

@@ -33,17 +33,9 @@ COUNTER_SPACING_READS = 20
 # every CHECK_EVERY units and within RULE_SHARE of the units' time, but at
 # least once in MAX_CHECK_GAP units (a check that found the counters rising
 # but settling costs its Theil-Sen slopes, a few ms).
-#
-# Why 200: a framework's own fill slows down as it fills, and the rule tells
-# it from a leak by the later half's pace against the earlier half's. A fill
-# that decays like exp(-u/tau) keeps half its pace at N units when
-# N < 1.39 tau, so a first check at N units opens windows on fills with a
-# time constant over N/1.39 units. A Celery pool child's own fill (about 650
-# blocks, tau about 72 tasks: 3.2 blocks a task at 50-100 tasks, 0.7 at
-# 150-200, 0.2 after 250) sat on that line at 100 units and opened a traced
-# window in most children of a clean worker (bench/workers_bench.py); at 200
-# it is settling. A leak's window opens 100 units later.
-WATCH_MIN_UNITS = 200
+# Growth the rule sees is confirmed over as many units again before a window
+# opens (phases.WatchPhase.growth_confirmed).
+WATCH_MIN_UNITS = 100
 CHECK_EVERY = 20
 RULE_SHARE = 0.01
 MAX_CHECK_GAP = 400

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import random
+import json
 import sys
 import time
 import tracemalloc
 import types
 from array import array
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -321,7 +322,7 @@ def test_a_watched_process_goes_to_its_window_only_on_the_check_beat(
         checks.append(self.engine.measured)
         return answers.pop(0)
 
-    monkeypatch.setattr(WatchPhase, "counters_grow", grows)
+    monkeypatch.setattr(WatchPhase, "growth_confirmed", grows)
     collector = _unit_collector(Recorder())
     watch = collector.watch
     assert watch is not None and watch.window is collector.traced_phase
@@ -407,53 +408,42 @@ def test_the_watch_rule_reads_the_later_half(series: list[float], grows: bool) -
     assert collector.detection["after_units"] == len(series)
 
 
-# A clean Celery pool child's allocated blocks every 25 tasks, measured by a probe
-# task in bench/celery_tasks.py's worker (one child): a fill of ~650 blocks, 6.7
-# blocks a task over the first 25 tasks, 2.6 at 75-100, 0.9 at 150-175, 0.2 at
-# 250-300, a few a hundred tasks after 500.
-CELERY_FILL = (
-    316226, 316393, 316509, 316600, 316666, 316726, 316774, 316796, 316809, 316821,
-    316830, 316838, 316839, 316842, 316842, 316851, 316853, 316855, 316856, 316857,
-    316856, 316862, 316870, 316871, 316874, 316881, 316881, 316882, 316881, 316881,
-    316882, 316886, 316886, 316887, 316887, 316889, 316891, 316890, 316892, 316892,
-    316892,
-)
+CLEAN_CELERY = json.loads((Path(__file__).parent.parent / "data" / "celery_clean_blocks.json")
+                          .read_text())
 
 
-def _celery_fill(units: int, skip: int = 10) -> list[float]:
-    """CELERY_FILL a unit at a time after ``skip`` warm-up units, with a few blocks of noise."""
-    noise = random.Random(7)
-    series = []
-    for u in range(skip, skip + units):
-        at = min(u / 25, len(CELERY_FILL) - 1.001)
-        low = int(at)
-        level = CELERY_FILL[low] + (at - low) * (CELERY_FILL[low + 1] - CELERY_FILL[low])
-        series.append(level + noise.randint(-2, 2))
-    return series
-
-
-def _rule_at(units: int, series: list[float]) -> bool:
+def _windows(series: list[float], every: int, decide: str) -> int | None:
+    """The unit at which a watched process whose counters read ``series`` (a point
+    every ``every`` units) opens its window, deciding by ``decide`` ("growth_confirmed",
+    or "counters_grow": the rule's first sign alone) at each check; None: never."""
     collector = _unit_collector(Recorder())
     watch = collector.watch
     assert watch is not None
-    watch.series.blocks.extend(series[:units])
-    del watch.series.malloc[:]
-    collector.measured = units
-    return watch.counters_grow()
+    watch.spacing.gap = every
+    del watch.series.malloc[:]  # the blocks alone
+    for units in range(WATCH_MIN_UNITS, len(series) * every, CHECK_EVERY):
+        watch.series.blocks[:] = array("d", series[:units // every])
+        collector.measured = units
+        if getattr(watch, decide)():
+            return units
+    return None
 
 
 def test_a_frameworks_own_fill_opens_no_window_where_a_leak_does() -> None:
-    """A clean Celery worker's fill slows down as it fills; at 100 units the rule still
-    called it growth (a traced window in most pool children of the bench), from the
-    first check on it never does. A leak of two blocks a unit on the same fill is seen
-    at the first check; one block a unit once the fill has slowed (the rule compares
-    the later half's pace with the earlier's), within 700 units."""
-    fill = _celery_fill(2000)
-    assert _rule_at(100, fill)  # why the first check is not at 100 units
-    assert not [n for n in range(WATCH_MIN_UNITS, 2000, CHECK_EVERY) if _rule_at(n, fill)]
-    assert _rule_at(WATCH_MIN_UNITS, [value + 2 * u for u, value in enumerate(fill)])
-    slow = [value + u for u, value in enumerate(fill)]
-    assert any(_rule_at(n, slow) for n in range(WATCH_MIN_UNITS, 700, CHECK_EVERY))
+    """Ten clean Celery pool children's block counts, as measured: the rule's first sign
+    of growth alone opens windows on some of them (a fill can rise as steadily as a
+    leak for a few hundred tasks); confirmed over as many units again, on none. A leak
+    added to each of them is confirmed: 8 blocks a unit by the 200th unit, 2 by the
+    600th, 1 by the 1,400th."""
+    every = CLEAN_CELERY["every"]
+    clean = [[float(v) for v in series] for series in CLEAN_CELERY["series"]]
+    fooled = [_windows(series, every, "counters_grow") for series in clean]
+    assert sum(at is not None for at in fooled) >= 3, fooled
+    assert [_windows(series, every, "growth_confirmed") for series in clean] == [None] * 10
+    for rate, by in ((8, 200), (2, 600), (1, 1400)):
+        opened = [_windows([v + rate * every * i for i, v in enumerate(series)], every,
+                           "growth_confirmed") for series in clean]
+        assert all(at is not None and at <= by for at in opened), (rate, opened)
 
 
 @pytest.mark.parametrize(("locator", "detection", "wanted"), [

@@ -25,7 +25,7 @@ CONSUMER = "scenarios/native/ext_consumer.py"
 HAS_MEMRAY = importlib.util.find_spec("memray") is not None
 needs_memray = pytest.mark.skipif(not HAS_MEMRAY, reason="memray is not installed "
                                   "(pip install 'leakscope[native]')")
-# Warm-up (10), the watch's first check (200 units), the 40-unit window and the
+# Warm-up (10), growth suspected at 100 units and confirmed at 200, the 40-unit window and the
 # untraced units after it that the verdict reads.
 UNITS = "400"
 
