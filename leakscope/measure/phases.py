@@ -878,6 +878,9 @@ class WatchPhase:
             grows = self.growth_confirmed()
             self.schedule.checked(engine.measured, time.perf_counter() - started,
                                   spacing.unit_seconds)
+            if self.suspicion is not None:
+                # The confirming check falls at twice the units, whatever the gap.
+                self.schedule.due_by(CONFIRM_AFTER * self.suspicion.at)
             if grows:
                 return self.window
         return self

@@ -152,3 +152,7 @@ class RuleSchedule:
         wanted = math.ceil(self.check_seconds / budget) if budget > 0 else MAX_CHECK_GAP
         self.gap = max(CHECK_EVERY, min(MAX_CHECK_GAP, wanted))
         self.next_at = measured + self.gap
+
+    def due_by(self, measured: int) -> None:
+        """Run the next check at ``measured`` units at the latest."""
+        self.next_at = min(self.next_at, measured)

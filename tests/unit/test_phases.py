@@ -446,6 +446,37 @@ def test_a_frameworks_own_fill_opens_no_window_where_a_leak_does() -> None:
         assert all(at is not None and at <= by for at in opened), (rate, opened)
 
 
+def test_growth_suspected_is_confirmed_at_twice_the_units_whatever_the_checks_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Units of a few microseconds space the rule's checks MAX_CHECK_GAP apart; the
+    confirming check still falls at twice the units of the suspicion."""
+    def grows(self: WatchPhase) -> bool:
+        self.engine.detection = {"blocks_growth": True, "native_growth": False,
+                                 "blocks_rate": 1.0, "malloc_rate": None}
+        return True
+
+    confirming: list[int] = []
+
+    def kept(self: WatchPhase, suspicion: Any) -> bool:
+        confirming.append(self.engine.measured)
+        return True
+
+    monkeypatch.setattr(WatchPhase, "counters_grow", grows)
+    monkeypatch.setattr(WatchPhase, "kept_pace", kept)
+    collector = _unit_collector(Recorder())
+    collector.begin()
+    try:
+        while collector.phase is not collector.traced_phase and collector.measured < 1000:
+            collector.end_loop()
+        assert collector.watch is not None
+        assert collector.watch.schedule.gap == MAX_CHECK_GAP  # cheap units: checks far apart
+        assert confirming == [2 * WATCH_MIN_UNITS]
+        assert collector.phase is collector.traced_phase
+    finally:
+        collector.close()
+
+
 @pytest.mark.parametrize(("locator", "detection", "wanted"), [
     ("auto", {"growth": True, "native_growth": False}, False),  # Python objects grew
     ("auto", {"growth": True, "native_growth": True}, True),    # malloc's bytes grew
