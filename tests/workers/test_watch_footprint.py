@@ -4,9 +4,9 @@ what it observes).
 A watched process reads ``sys.getallocatedblocks()`` and runs the watch rule on it
 now and then. The rule's own floats, lists and tuples are freed into the
 interpreter's free lists, which keep them: before the rule was primed at the
-start of measuring, an idle worker's count stepped up 58 blocks at each of its
-first two checks, which the rule then read, in the later half of its series, as
-up to half a block a unit of the worker's growth.
+start of measuring, an idle worker's count stepped up 28 and 84 blocks at its
+first two checks (112 in all; 13 now), which the rule then read, in the later
+half of its series, as the worker's growth.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_an_idle_worker_s_watched_count_does_not_step_at_the_rules_checks(tmp_pa
     assert process["process"]["traced_units"] == 0
     measured = [loop["allocated_blocks"] for loop in process["loops"]
                 if not loop["warmup"] and loop["allocated_blocks"] is not None]
-    # Checks at the 200th unit and after: the count read after them stays within a
-    # few blocks of the first measured unit's.
+    # Checks at the 100th unit and every 400 after: the count read after them stays
+    # within a few blocks of the first measured unit's (112 above it before).
     assert len(measured) > 100
-    assert max(measured) - measured[0] <= 20, measured[::10]
+    assert max(measured) - measured[0] <= 30, measured[::10]
