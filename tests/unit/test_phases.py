@@ -372,6 +372,8 @@ def test_a_watched_process_that_runs_long_judges_a_bounded_series_within_its_sha
     assert spacing.gap == 3
     assert MAX_WATCH_POINTS // 2 <= len(watch.series) < MAX_WATCH_POINTS
     assert watch.series.stride >= 4  # 6,000 units, 3 apart: halved at least twice
+    primed, checks = checks[0], checks[1:]
+    assert primed == 0  # the rule run once before the first read (prime_the_rule)
     assert checks[0] == WATCH_MIN_UNITS
     # Spaced by their cost: at least CHECK_EVERY units apart, never more than the cap.
     gaps = [b - a for a, b in zip(checks, checks[1:])]
