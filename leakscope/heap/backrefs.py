@@ -82,7 +82,25 @@ def find_by_backrefs(lines: set[tuple[str, int]]) -> dict[str, Any] | None:
     path = "".join(names)
     container = Container(path, holder, kind, length, bound)
     return {"path": path, "type": kind, "bound": bound, "length": length,
+            "made_while_traced": made_while_traced(holder),
             **describe_growth(container, SAMPLE_ITEMS)}
+
+
+def made_while_traced(holder: Any) -> int:
+    """How many of the holder's items were made since tracemalloc started.
+
+    The search runs once, at the end, so it sees one length: this is its
+    growth over the traced loops (an item tracemalloc has a record of was
+    made while it traced). A dict's item counts when its key or its value
+    was: a value taken from a free list has no record, a key made for it
+    (a string, say) has. Builtin dicts and lists only, read through their
+    own methods: no user code.
+    """
+    traced = tracemalloc.get_object_traceback
+    if classify(type(holder)) == K_DICT:
+        return sum(1 for key, value in list(dict.items(holder))
+                   if traced(value) is not None or traced(key) is not None)
+    return sum(1 for item in list.copy(holder) if traced(item) is not None)
 
 
 def _container_holding(lines: set[tuple[str, int]]) -> Any:

@@ -76,10 +76,16 @@ def build_holders(
     holders.sort(key=lambda h: (-h.items_per_iteration, _rank(h.path)))
     backref = report.get("backref") or {}
     if not holders and backref.get("path"):
+        # Found once, at the end: its growth is the items made while traced.
+        length = backref["length"]
+        made, units = backref.get("made_while_traced") or 0, backref.get("traced_units") or 0
+        first = max(0, length - made)
         holders.append(Holder(
             path=backref["path"], type=backref["type"], role=backref.get("role", "registry"),
-            items_first=backref["length"], items_last=backref["length"],
-            items_per_iteration=0.0, item_types=backref.get("item_types", {}),
+            items_first=first, items_last=length,
+            items_per_iteration=round(made / units, 3) if units else 0.0,
+            items_series=[first, length] if made and units else [],
+            item_types=backref.get("item_types", {}),
             callables_defined_at=[
                 _display_location(x, display) for x in backref.get("callables_defined_at", [])
             ],

@@ -512,10 +512,13 @@ class Collector:
             from leakscope.heap.backrefs import find_by_backrefs
 
             probe.backref = find_by_backrefs(lines)
-            return
-        from leakscope.heap.fork import backrefs_in_fork
+        else:
+            from leakscope.heap.fork import backrefs_in_fork
 
-        probe.backref = backrefs_in_fork(lines)
+            probe.backref = backrefs_in_fork(lines)
+        if probe.backref and probe.backref.get("path"):
+            # Its items made while traced, over this many units: its rate.
+            probe.backref["traced_units"] = self.traced
 
     def _measure_final_collect(
         self, lines: set[tuple[str, int]], before: sites.LineTotals,

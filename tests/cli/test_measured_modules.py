@@ -318,6 +318,8 @@ def test_the_back_reference_search_loads_objgraph_only_in_a_forked_copy(tmp_path
     holders = run["holders"]
     assert holders and holders[0]["found_by"] == "backrefs", holders
     assert holders[0]["path"].endswith(".backend.store.entries"), holders[0]["path"]
+    # Found once, at the end: its rate is the items made while traced (one a loop).
+    assert holders[0]["items_per_iteration"] == pytest.approx(1.0), holders[0]
     subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                     "import runpy; runpy.run_path(sys.argv[2], run_name='probe')['teardown']()",
                     str(ROOT / "scenarios"), str(probe)],
