@@ -913,8 +913,9 @@ class WatchPhase:
 
         A framework's own fill can rise as steadily as a leak for a few hundred
         units: of ten clean Celery pool children (their blocks read every task,
-        bench/celery_tasks.py), the rule alone called three growing between the
-        200th and 400th task, and any first check would be fooled by some. A
+        tests/data/celery_clean_blocks.json), the rule alone called four growing
+        somewhere between the 100th and 400th task, and a later first check
+        only moves the ones it is fooled by (three at 200, two at 400). A
         fill slows down as it fills; a leak keeps its pace. Growth seen at N
         units opens the window at 2N units if the span since N rose at no less
         than KEPT_PACE of the rate seen at N; else the rule starts afresh.
