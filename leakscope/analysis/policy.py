@@ -127,22 +127,40 @@ def threaded_growth_undecided(verdict: Verdict, run: Run) -> Verdict:
     See THREADED_HORIZON. tracemalloc does not say which thread allocated, so
     a rising floor in a short run may be another thread's warm-up; a container
     the holder walk saw growing at every checkpoint is the worker's own leak.
+    A "no leak" whose floor rose at every late step over one span of loops
+    (``floor_rose_at_scale``: the threads' saw-tooth hid it at the others),
+    and still in the run's second half, is the same growth short of
+    significance, and as undecided.
     """
     others = int(run.observations.get("other_threads_max") or 0)
-    if not verdict.leak or not others or any(h.growing for h in run.holders):
+    doubted = not verdict.leak and bool(verdict.evidence.get("floor_rose_at_scale"))
+    if not (verdict.leak or doubted) or not others or any(h.growing for h in run.holders):
         return verdict
     measured = len(run.measured)
     first, second = half_rates(run)
     settling = first > 0 and second < SETTLING_RATIO * first
+    if doubted and second <= 0:
+        return verdict  # the floor stopped rising in the run's second half
     if measured >= THREADED_HORIZON and not settling:
         return verdict
     needed = max(THREADED_HORIZON - measured, measured if settling else 0)
+    facts = verdict.evidence
+    if doubted:
+        verdict = replace(verdict, bytes_per_iteration=facts["floor_rose_rate"])
     rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
     if not verdict.bytes_per_iteration:
         rate = f"{format_count(verdict.blocks_per_iteration)} blocks/{short_unit(run.unit)}"
+    short = ""
+    if doubted:
+        rises, steps = facts["floor_rose_steps"]
+        short = (f" (short of the rule's significance: its floor rose at {rises} of "
+                 f"{steps} steps over spans of {facts['floor_rose_at_scale']} "
+                 f"{short_unit(run.unit)}s, p = {facts['floor_rose_p_value']:.3f} at that "
+                 f"span alone, before correcting for the {facts['floor_rose_scales']} "
+                 "spans the rule tries)")
     what = (f"{rate} of memory grows while {others} other thread"
-            f"{'' if others == 1 else 's'} of the worker ran, with no growing container "
-            "behind it: their buffers and caches may still be warming up")
+            f"{'' if others == 1 else 's'} of the worker ran{short}, with no growing "
+            "container behind it: their buffers and caches may still be warming up")
     undecided = make_undecided(verdict, run, needed, what, first, second, settling)
     undecided.evidence["other_threads_max"] = others
     return undecided

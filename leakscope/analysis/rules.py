@@ -84,6 +84,8 @@ from leakscope.analysis.stats import (
     page_ratchet,
     page_size,
     ratchet,
+    rose_at_one_scale,
+    scales_tried,
     suffix_minima,
     theil_sen,
 )
@@ -617,6 +619,7 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
             evidence={"measured_loops": len(traced)},
         )
     evidence = ratchet(traced)
+    decided_on = traced
     filled = _bound_filled(run, len(traced)) if evidence.leak and require_significance else None
     if filled is not None:
         bound, at = filled
@@ -627,7 +630,7 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
             return _filled_undecided(run, traced, bound, at, evidence, partial)
         later = ratchet(traced[at:])
         if not later.leak:
-            evidence = later
+            evidence, decided_on = later, traced[at:]
     if not require_significance:
         # Fast mode's locate loops: growth is already established by the
         # counters; here it is enough that the traced floor still rises.
@@ -712,6 +715,14 @@ def _decide_traced(run: Run, loops: list[Loop], require_significance: bool = Tru
         mapped = _outside_malloc_verdict(run, loops, facts, partial)
         if mapped is not None:
             return mapped
+        doubt = rose_at_one_scale(decided_on)
+        if doubt is not None:
+            # policy.rising_floor_undecided reads these: no leak would be a guess.
+            facts.update({"floor_rose_at_scale": doubt.scale,
+                          "floor_rose_steps": [doubt.rises, doubt.steps],
+                          "floor_rose_p_value": round(doubt.p_value, 4),
+                          "floor_rose_scales": len(scales_tried(len(decided_on))),
+                          "floor_rose_rate": round(doubt.slope, 1)})
     return Verdict(
         leak=False, kind="none", bytes_per_iteration=round(max(evidence.slope, 0.0), 1),
         blocks_per_iteration=round(max(block_rate, 0.0), 2), confidence=evidence.confidence,

@@ -129,6 +129,18 @@ def median3(values: Sequence[float]) -> list[float]:
     return out
 
 
+def scales_tried(n: int) -> list[int]:
+    """The block sizes the rule tries on ``n`` points: each leaves MIN_BLOCKS blocks."""
+    return [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
+
+
+def _floor_at(values: Sequence[float], scale: int) -> tuple[list[bool], list[bool]]:
+    """Whether the floor rose at each step at one block size, and the tail of those steps."""
+    floor = suffix_minima(block_minima(values, scale))
+    rising = [b > a for a, b in zip(floor, floor[1:])]
+    return rising, rising[-max(MIN_TAIL_STEPS, len(rising) // 2):]
+
+
 def ratchet(values: Sequence[float], *, slope_if_rising: bool = False) -> Evidence:
     """Apply the decision rule of this module to one series.
 
@@ -143,15 +155,12 @@ def ratchet(values: Sequence[float], *, slope_if_rising: bool = False) -> Eviden
         slope = theil_sen(suffix_minima(values)) if n >= 2 else 0.0
     if n < MIN_LOOPS:
         return Evidence(False, 1.0, 1, 0, 0, 0, 0, slope or 0.0)
-    scales = [s for s in SCALES if n // s >= MIN_BLOCKS] or [1]
+    scales = scales_tried(n)
     best: Evidence | None = None
     fallback: Evidence | None = None
     for scale in scales:
-        floor = suffix_minima(block_minima(values, scale))
-        rising = [b > a for a, b in zip(floor, floor[1:])]
+        rising, tail = _floor_at(values, scale)
         steps = len(rising)
-        tail_steps = max(MIN_TAIL_STEPS, steps // 2)
-        tail = rising[-tail_steps:]
         p_value = min(1.0, sign_test(sum(rising), steps) * len(scales))
         persistent = sum(tail) >= TAIL_RISE_FRACTION * len(tail)
         if persistent and p_value <= ALPHA and slope is None:
@@ -169,6 +178,38 @@ def ratchet(values: Sequence[float], *, slope_if_rising: bool = False) -> Eviden
     chosen = best or fallback or Evidence(False, 1.0, 1, 0, 0, 0, 0, 0.0)
     chosen.slope = slope or 0.0
     return chosen
+
+
+def rose_at_one_scale(values: Sequence[float]) -> Evidence | None:
+    """Where the rule found no leak: a block size at which the floor still rose as a leak's.
+
+    The rule tries every block size and corrects its p-value for the number
+    tried. A floor that rose at every step of the run's last half at one
+    size, significant there alone but not after the correction, is what a
+    small leak under a saw-tooth, or a bound still filling, looks like over
+    a short run: the run cannot call it either way. (A bound that filled and
+    then held for the last steps fails the first condition.) Returns that
+    size's evidence, its p-value uncorrected, the most significant one; or None.
+    """
+    if len(values) < MIN_LOOPS or ratchet(values).leak:
+        return None
+    values = median3(values)
+    found: Evidence | None = None
+    for scale in scales_tried(len(values)):
+        rising, tail = _floor_at(values, scale)
+        p_value = sign_test(sum(rising), len(rising))
+        if not all(tail) or p_value > ALPHA:
+            continue
+        if found is None or p_value < found.p_value:
+            found = Evidence(
+                leak=False, p_value=p_value, scale=scale, rises=sum(rising),
+                steps=len(rising), tail_rises=sum(tail), tail_steps=len(tail), slope=0.0,
+            )
+    if found is not None:
+        found.slope = theil_sen(suffix_minima(values))
+        if found.slope <= 0:
+            return None
+    return found
 
 
 def page_size(rss: Iterable[float]) -> int:
