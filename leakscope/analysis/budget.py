@@ -39,11 +39,13 @@ def exceeds(verdict: Verdict, max_growth_bytes: float) -> bool:
     The budget is a rate, like the verdict, so that it does not depend on how
     many iterations a run measured. A budget of zero fails every leak, even
     one whose rate rounds to 0 B: the rule only calls a leak when the floor's
-    slope is positive, so the rounding must not let it through.
+    slope is positive, so the rounding must not let it through. Nor does any
+    budget pass a leak with no byte rate (fast mode's counters called it, and
+    no traced line kept bytes to show): it cannot be shown within the budget.
     """
     if not verdict.leak:
         return False
-    if max_growth_bytes <= 0:
+    if max_growth_bytes <= 0 or verdict.bytes_per_iteration <= 0:
         return True
     return verdict.bytes_per_iteration > max_growth_bytes
 

@@ -37,7 +37,7 @@ def describe(verdict: Verdict, run: Run) -> str:
             f"No leak: memory kept per {unit} does not keep growing "
             f"(confidence {verdict.confidence:.2f})."
         )
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(unit)}"
+    rate = verdict.rate(short_unit(unit))
     holder = next((h for h in run.holders if h.growing), None)
     site = next((s for s in run.sites if s.growing), None)
     if verdict.kind == "native" and site is not None and site.native:

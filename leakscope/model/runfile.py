@@ -26,6 +26,7 @@ from typing import Any
 
 import leakscope
 from leakscope.model.errors import RunFileError
+from leakscope.model.units import format_bytes, format_count
 
 SCHEMA = "leakscope.run/1"
 # The most of a run file `load` reads. A 10,000-loop trace is ~10 MB and a long
@@ -111,6 +112,16 @@ class Verdict:
     def undecided(self) -> bool:
         """Not a leak, and not "no leak" either: the data could not tell (see ``needs_units``)."""
         return not self.leak and "needs_units" in self.evidence
+
+    def rate(self, unit: str) -> str:
+        """Its rate for a person ("440 B/iter"), in blocks where no byte rate was read.
+
+        Fast mode can call a leak on the counters' blocks while its few traced
+        loops kept no bytes any line can show: "0 B/iter" would read as none.
+        """
+        if self.bytes_per_iteration <= 0 < self.blocks_per_iteration:
+            return f"{format_count(self.blocks_per_iteration)} blocks/{unit}"
+        return f"{format_bytes(self.bytes_per_iteration)}/{unit}"
 
 
 @dataclass

@@ -334,7 +334,7 @@ def print_processes(console: Console, run: Run) -> None:
             state, rate = "[dim]no work of its own[/dim]", "-"
         elif verdict.leak:
             state = f"[bold red]LEAK[/bold red] ({verdict.kind})"
-            rate = Text(f"{format_bytes(verdict.bytes_per_iteration)}/{unit}")
+            rate = Text(verdict.rate(unit))
         else:
             state, rate = "[green]no leak[/green]", "-"
         peak = info.get("peak_rss_bytes")

@@ -86,7 +86,7 @@ def ci_line(run: Run, max_growth_bytes: int, failed: bool | None = None) -> str:
     if failed is None:
         failed = exceeds(verdict, max_growth_bytes)
     unit = short_unit(run.unit)
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{unit}"
+    rate = verdict.rate(unit)
     partial = " (partial run)" if verdict.partial else ""
     if verdict.undecided:
         more = verdict.evidence.get("needs_units")
@@ -149,8 +149,7 @@ def _state(run: Run) -> str:
         return "no verdict"
     if not verdict.leak:
         return "no leak"
-    rate = f"{format_bytes(verdict.bytes_per_iteration)}/{short_unit(run.unit)}"
-    return f"LEAK ({verdict.kind}, {rate})"
+    return f"LEAK ({verdict.kind}, {verdict.rate(short_unit(run.unit))})"
 
 
 def comparison_text(comparison: Comparison) -> str:

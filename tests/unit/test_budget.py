@@ -21,6 +21,7 @@ def verdict(leak: bool, rate: float, kind: str | None = None) -> Verdict:
     [
         (True, 1392.0, 0, True),        # any leak fails the default budget
         (True, 0.0, 0, True),           # a leak whose rate rounds to 0 B still fails 0B
+        (True, 0.0, 1024, True),        # a leak with no byte rate is within no budget
         (True, 1392.0, 1024, True),     # above the budget
         (True, 1024.0, 1024, False),    # at the budget: not above it
         (True, 1023.9, 1024, False),    # below the budget
@@ -63,3 +64,9 @@ def test_judge_reads_the_run_verdict():
     decision = judge("w.py", run, 256)
     assert decision == Decision(target="w.py", max_growth_bytes=256, run=run, failed=True)
     assert judge("w.py", run, 512).failed is False
+
+
+def test_a_leak_with_no_byte_rate_reads_in_blocks():
+    """"0 B/iter" would read as no growth; the counters' blocks are what was seen."""
+    assert verdict(True, 0.0).rate("iter") == "1 blocks/iter"
+    assert verdict(True, 440.0).rate("job") == "440 B/job"
