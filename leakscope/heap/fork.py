@@ -11,6 +11,9 @@ nearly every object, so the copy's pages were copied then too).
 
 from __future__ import annotations
 
+import _imp
+import ctypes
+import functools
 import gc
 import json
 import os
@@ -79,9 +82,14 @@ def fork_copy() -> int | None:
     """Fork a short-lived copy of this process for leakscope's own work.
 
     The pid in the parent, 0 in the copy, None where fork is unavailable or
-    fails. At-fork handlers (``leakscope run``'s agent) see
-    ``walk_fork_in_progress`` and leave the copy as it is: it keeps its
-    parent's tracemalloc traces and events file, and ends with ``os._exit``.
+    fails. The worker's own at-fork handlers (``os.register_at_fork``'s
+    ``before`` and ``after_in_parent``: a library that stops its background
+    thread before a fork and starts a new one after) and audit hooks do not
+    run in the worker: see ``_fork_without_handlers``. At-fork handlers for
+    the child run in the copy, as after any fork, which needs them (the
+    interpreter's own locks); ``leakscope run``'s agent sees
+    ``walk_fork_in_progress`` there and leaves the copy as it is: it keeps
+    its parent's tracemalloc traces and events file, and ends with ``os._exit``.
     """
     global walk_fork_in_progress
     if not hasattr(os, "fork"):
@@ -92,11 +100,54 @@ def fork_copy() -> int | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             walk_fork_in_progress = True
             try:
-                return os.fork()
+                return _fork_without_handlers()
             finally:
                 walk_fork_in_progress = False
     except OSError:
         return None
+
+
+def _fork_without_handlers() -> int:
+    """``os.fork()`` less what it runs in the parent: the worker's handlers and audit hooks.
+
+    What ``os.fork`` does in C, by ctypes calls that keep the GIL: the import
+    lock taken around the fork, then in the child ``PyOS_AfterFork_Child``
+    (the GIL, thread states, locks and signals made new; the child's at-fork
+    handlers). Where the C library's ``fork`` or that function cannot be
+    found, ``os.fork()`` itself. OSError if the fork fails.
+    """
+    calls = _raw_fork_calls()
+    if calls is None:
+        return os.fork()
+    libc_fork, after_fork_in_child = calls
+    _imp.acquire_lock()
+    try:
+        pid = libc_fork()
+    except BaseException:
+        _imp.release_lock()
+        raise
+    if pid == 0:
+        after_fork_in_child()  # also makes the import lock new, in the child
+        return 0
+    _imp.release_lock()
+    if pid < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return pid
+
+
+@functools.cache
+def _raw_fork_calls() -> tuple[Callable[[], int], Callable[[], None]] | None:
+    """The C library's ``fork`` and ``PyOS_AfterFork_Child``, called with the GIL held."""
+    try:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        libc_fork = libc.fork
+        after_fork_in_child = ctypes.pythonapi.PyOS_AfterFork_Child
+    except (AttributeError, OSError):
+        return None
+    libc_fork.restype, libc_fork.argtypes = ctypes.c_int, []
+    after_fork_in_child.restype, after_fork_in_child.argtypes = None, []
+    return libc_fork, after_fork_in_child
 
 
 class ForkJob:
