@@ -190,8 +190,9 @@ def rose_at_one_scale(values: Sequence[float]) -> Evidence | None:
     a short run: the run cannot call it either way. (A bound that filled and
     then held for the last steps fails the first condition.) Returns that
     size's evidence, its p-value uncorrected, the most significant one; or None.
+    Read only where ``ratchet`` found no leak in the same series.
     """
-    if len(values) < MIN_LOOPS or ratchet(values).leak:
+    if len(values) < MIN_LOOPS:
         return None
     values = median3(values)
     found: Evidence | None = None
