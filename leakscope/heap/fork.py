@@ -11,8 +11,6 @@ nearly every object, so the copy's pages were copied then too).
 
 from __future__ import annotations
 
-import _imp
-import ctypes
 import functools
 import gc
 import json
@@ -84,10 +82,10 @@ def fork_copy() -> int | None:
     The pid in the parent, 0 in the copy, None where fork is unavailable or
     fails. The worker's own at-fork handlers (``os.register_at_fork``'s
     ``before`` and ``after_in_parent``: a library that stops its background
-    thread before a fork and starts a new one after) and audit hooks do not
-    run in the worker: see ``_fork_without_handlers``. At-fork handlers for
-    the child run in the copy, as after any fork, which needs them (the
-    interpreter's own locks); ``leakscope run``'s agent sees
+    thread before a fork and starts a new one after) do not run: see
+    ``_fork_without_handlers``. Handlers for the child run in the copy, as
+    after any fork (the interpreter's own locks need them), and an audit
+    hook sees an ``os.fork`` event; ``leakscope run``'s agent sees
     ``walk_fork_in_progress`` there and leaves the copy as it is: it keeps
     its parent's tracemalloc traces and events file, and ends with ``os._exit``.
     """
@@ -108,46 +106,48 @@ def fork_copy() -> int | None:
 
 
 def _fork_without_handlers() -> int:
-    """``os.fork()`` less what it runs in the parent: the worker's handlers and audit hooks.
+    """``os.fork()`` with the worker's ``before`` and ``after_in_parent`` handlers set aside.
 
-    What ``os.fork`` does in C, by ctypes calls that keep the GIL: the import
-    lock taken around the fork, then in the child ``PyOS_AfterFork_Child``
-    (the GIL, thread states, locks and signals made new; the child's at-fork
-    handlers). Where the C library's ``fork`` or that function cannot be
-    found, ``os.fork()`` itself. OSError if the fork fails.
+    CPython keeps each kind of at-fork handler in a list it owns; the two
+    run in this process are emptied around the fork and refilled after it,
+    in both processes. The child is made by ``os.fork`` itself, whose reset
+    of the GIL, thread states and locks runs in C before any bytecode: a fork
+    by ctypes, with that reset called after, left copies waiting forever on
+    a GIL another thread had asked for (11-44 forks in 100, under three busy
+    threads). OSError if the fork fails.
     """
-    calls = _raw_fork_calls()
-    if calls is None:
-        return os.fork()
-    libc_fork, after_fork_in_child = calls
-    _imp.acquire_lock()
+    lists = _parent_side_handlers()
+    saved = [handlers[:] for handlers in lists]
+    for handlers in lists:
+        handlers.clear()
     try:
-        pid = libc_fork()
-    except BaseException:
-        _imp.release_lock()
-        raise
-    if pid == 0:
-        after_fork_in_child()  # also makes the import lock new, in the child
-        return 0
-    _imp.release_lock()
-    if pid < 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
-    return pid
+        return os.fork()
+    finally:
+        for handlers, before in zip(lists, saved, strict=True):
+            handlers[:0] = before  # ahead of any registered meanwhile
 
 
 @functools.cache
-def _raw_fork_calls() -> tuple[Callable[[], int], Callable[[], None]] | None:
-    """The C library's ``fork`` and ``PyOS_AfterFork_Child``, called with the GIL held."""
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        libc_fork = libc.fork
-        after_fork_in_child = ctypes.pythonapi.PyOS_AfterFork_Child
-    except (AttributeError, OSError):
-        return None
-    libc_fork.restype, libc_fork.argtypes = ctypes.c_int, []
-    after_fork_in_child.restype, after_fork_in_child.argtypes = None, []
-    return libc_fork, after_fork_in_child
+def _parent_side_handlers() -> tuple[list[Any], ...]:
+    """CPython's lists of ``before`` and ``after_in_parent`` at-fork handlers.
+
+    Found once, as the lists that hold a marker registered for the purpose
+    (the marker is then taken out again): ``gc.get_referrers`` reads the
+    heap's references and calls no user code. Empty where they cannot be told.
+    """
+    found = []
+    for slot in ("before", "after_in_parent"):
+        def marker() -> None:
+            return None
+
+        os.register_at_fork(**{slot: marker})
+        holders = [ref for ref in gc.get_referrers(marker) if type(ref) is list]
+        for handlers in holders:
+            handlers[:] = [handler for handler in handlers if handler is not marker]
+        if len(holders) != 1:
+            return ()
+        found.append(holders[0])
+    return tuple(found)
 
 
 class ForkJob:
